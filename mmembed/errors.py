@@ -1,0 +1,119 @@
+"""Every error mmembed raises.
+
+Catch :class:`MMEmbedError` to handle anything from this library. Each error also inherits the
+built-in exception a caller would already expect, so ``except ValueError`` keeps working::
+
+    MMEmbedError
+    ├── ConfigurationError (ValueError)       bad arguments or settings
+    ├── MissingDependencyError (ImportError)  an optional extra is not installed
+    ├── UnsupportedMediaError (ValueError)    bytes of a type no embedder or chunker takes
+    ├── InputLimitError (ValueError)          an item is over the model's limits: chunk it first
+    ├── ChunkingError                         a file could not be decoded or cut
+    ├── EmbeddingError                        the embedding backend failed
+    │   ├── RateLimitError                    quota or rate limit still hit after retries
+    │   ├── AuthenticationError               missing, wrong or unauthorised API key
+    │   └── ProviderError                     any other error from the provider
+    └── StoreError                            a vector store failed
+        ├── CorruptStoreError                 files on disk are damaged or not ours
+        ├── DimensionMismatchError (ValueError)  vectors of the wrong width
+        └── IncompatibleIndexError            an index opened with a different embedder
+
+Every message says what is wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ChunkingError",
+    "ConfigurationError",
+    "CorruptStoreError",
+    "DimensionMismatchError",
+    "EmbeddingError",
+    "IncompatibleIndexError",
+    "InputLimitError",
+    "MMEmbedError",
+    "MissingDependencyError",
+    "ProviderError",
+    "RateLimitError",
+    "StoreError",
+    "UnsupportedMediaError",
+]
+
+
+class MMEmbedError(Exception):
+    """Root of every error raised by mmembed."""
+
+
+class ConfigurationError(MMEmbedError, ValueError):
+    """An argument or setting is invalid (a dimension out of range, an unknown option, ...)."""
+
+
+class MissingDependencyError(MMEmbedError, ImportError):
+    """An optional dependency is missing; the message carries the exact install command."""
+
+
+class UnsupportedMediaError(MMEmbedError, ValueError):
+    """The bytes are of a type mmembed cannot embed or chunk; the message names what was found."""
+
+
+class InputLimitError(MMEmbedError, ValueError):
+    """An item exceeds the model's limits; the message names the item, the limit and the fix.
+
+    Attributes:
+        index: position of the offending item in the input, when known.
+        limit: short name of the limit that was exceeded (``"images_per_item"``, ...).
+    """
+
+    def __init__(self, message: str, *, index: int | None = None, limit: str = "") -> None:
+        super().__init__(message)
+        self.index = index
+        self.limit = limit
+
+
+class ChunkingError(MMEmbedError):
+    """A file could not be decoded or cut into chunks (corrupt, truncated, hostile, too slow)."""
+
+
+class EmbeddingError(MMEmbedError):
+    """The embedding backend failed.
+
+    Attributes:
+        status_code: the HTTP status, when there was one.
+        retryable: whether trying again later may succeed.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+class RateLimitError(EmbeddingError):
+    """The provider kept answering 429 (rate limit or quota) after all retries."""
+
+
+class AuthenticationError(EmbeddingError):
+    """The API key is missing, invalid, or lacks permission for the model."""
+
+
+class ProviderError(EmbeddingError):
+    """Any other provider failure: a bad request, a server error, a timeout, a malformed reply."""
+
+
+class StoreError(MMEmbedError):
+    """A vector store operation failed."""
+
+
+class CorruptStoreError(StoreError):
+    """Store files are damaged, incomplete, tampered with, or were not written by mmembed."""
+
+
+class DimensionMismatchError(StoreError, ValueError):
+    """Vectors do not have the width the store or index was created with."""
+
+
+class IncompatibleIndexError(StoreError):
+    """An index was opened with an embedder or settings other than the ones it was built with."""

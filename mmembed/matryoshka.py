@@ -1,0 +1,139 @@
+"""Matryoshka truncation: a prefix of a Matryoshka-trained vector is a smaller embedding.
+
+Gemini Embedding 2 is trained so that the first ``d`` values of its 3072-wide vectors are a valid
+``d``-wide embedding once renormalised. :func:`truncate` does that on vectors you already have;
+:class:`Matryoshka` wraps any embedder so it returns the smaller vectors directly.
+
+>>> import numpy as np
+>>> from mmembed.matryoshka import truncate
+>>> truncate(np.array([3.0, 4.0, 12.0], dtype=np.float32), 2).tolist()
+[0.6000000238418579, 0.800000011920929]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from mmembed.content import Embeddable, Modality, Task
+from mmembed.errors import ConfigurationError
+from mmembed.protocols import Embedder
+
+__all__ = ["Matryoshka", "normalize", "truncate"]
+
+
+def normalize(vectors: ArrayLike) -> NDArray[np.float32]:
+    """L2-normalise each row (or the single vector) into a new float32 array.
+
+    Rows of zeros stay zero rather than becoming NaN.
+    """
+    arr = np.array(vectors, dtype=np.float32, copy=True)
+    if arr.ndim not in (1, 2):
+        raise ConfigurationError(f"expected a vector or a 2-D matrix, got {arr.ndim} dimensions")
+    _normalize_inplace(arr)
+    return arr
+
+
+def _normalize_inplace(arr: NDArray[np.float32]) -> None:
+    if arr.ndim == 1:
+        norm = float(np.sqrt(np.dot(arr, arr)))
+        if norm > 0 and np.isfinite(norm):
+            arr /= np.float32(norm)
+        return
+    # einsum computes the row norms without a temporary the size of the matrix
+    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr))
+    norms[~(norms > 0)] = 1.0
+    arr /= norms[:, None]
+
+
+def truncate(vectors: ArrayLike, dimensions: int) -> NDArray[np.float32]:
+    """Keep the first ``dimensions`` values of each vector and L2-renormalise.
+
+    Args:
+        vectors: one vector (1-D) or a matrix of row vectors (2-D); left unmodified.
+        dimensions: the new width, from 1 up to the current width.
+
+    Returns:
+        A new float32 array of the same rank, with unit rows (zero rows stay zero).
+
+    Raises:
+        ConfigurationError: ``dimensions`` is not a positive int or exceeds the current width.
+    """
+    arr = np.asarray(vectors)
+    if arr.ndim not in (1, 2):
+        raise ConfigurationError(f"expected a vector or a 2-D matrix, got {arr.ndim} dimensions")
+    width = arr.shape[-1]
+    _check_dimensions(dimensions, width)
+    out = np.array(arr[..., :dimensions], dtype=np.float32, copy=True, order="C")
+    _normalize_inplace(out)
+    return out
+
+
+def _check_dimensions(dimensions: int, width: int) -> None:
+    if isinstance(dimensions, bool) or not isinstance(dimensions, (int, np.integer)):
+        raise ConfigurationError(f"dimensions must be an int, got {type(dimensions).__name__}")
+    if dimensions < 1:
+        raise ConfigurationError(f"dimensions must be at least 1, got {dimensions}")
+    if dimensions > width:
+        raise ConfigurationError(
+            f"cannot truncate {width}-dimensional vectors to {dimensions}: a Matryoshka prefix "
+            f"can only shrink a vector; choose dimensions <= {width}"
+        )
+
+
+class Matryoshka:
+    """An :class:`~mmembed.protocols.Embedder` that returns a renormalised prefix of another's.
+
+    Args:
+        embedder: the full-width embedder; tasks are passed through to it.
+        dimensions: the width to return, at most ``embedder.dimensions``.
+
+    >>> from mmembed.testing import FakeEmbedder
+    >>> small = Matryoshka(FakeEmbedder(dimensions=768), 256)
+    >>> small.embed(["hello"]).shape
+    (1, 256)
+    """
+
+    __slots__ = ("_dimensions", "_embedder")
+
+    def __init__(self, embedder: Embedder, dimensions: int) -> None:
+        _check_dimensions(dimensions, embedder.dimensions)
+        self._embedder = embedder
+        self._dimensions = int(dimensions)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The wrapped full-width embedder."""
+        return self._embedder
+
+    @property
+    def model(self) -> str:
+        """The wrapped embedder's model id."""
+        return self._embedder.model
+
+    @property
+    def dimensions(self) -> int:
+        """The truncated width."""
+        return self._dimensions
+
+    @property
+    def modalities(self) -> frozenset[Modality]:
+        """The wrapped embedder's modalities."""
+        return self._embedder.modalities
+
+    def embed(
+        self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
+    ) -> NDArray[np.float32]:
+        """Embed with the wrapped embedder and truncate to :attr:`dimensions`."""
+        return truncate(self._embedder.embed(items, task=task), self._dimensions)
+
+    async def aembed(
+        self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
+    ) -> NDArray[np.float32]:
+        """Async twin of :meth:`embed`."""
+        return truncate(await self._embedder.aembed(items, task=task), self._dimensions)
+
+    def __repr__(self) -> str:
+        return f"Matryoshka({self._embedder!r}, dimensions={self._dimensions})"

@@ -1,0 +1,103 @@
+"""An in-process embedder for tests: deterministic, any width, no network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mmembed.content import Embeddable, Modality, Task, Text, as_content
+from mmembed.errors import ConfigurationError, UnsupportedMediaError
+from mmembed.testing._vectors import fake_vector
+
+__all__ = ["FakeEmbedder", "FakeEmbedderCall"]
+
+
+@dataclass(frozen=True, slots=True)
+class FakeEmbedderCall:
+    """One recorded call to :class:`FakeEmbedder`."""
+
+    items: tuple[Embeddable, ...]
+    task: Task
+
+
+class FakeEmbedder:
+    """A deterministic :class:`~mmembed.protocols.Embedder` for tests.
+
+    The same item always gives the same unit vector; texts that share words get a higher cosine
+    than unrelated ones; media vectors come from a hash of their bytes. The task does not change
+    the vector. Every call is recorded in :attr:`calls`.
+
+    Args:
+        dimensions: the width of the vectors.
+        model: the model id it reports.
+        modalities: what it accepts; other items raise :class:`UnsupportedMediaError`.
+
+    >>> FakeEmbedder(dimensions=8).embed(["a", "b"]).shape
+    (2, 8)
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(
+        self,
+        dimensions: int = 768,
+        *,
+        model: str = "fake-embedder",
+        modalities: frozenset[Modality] = frozenset(Modality),
+    ) -> None:
+        if isinstance(dimensions, bool) or dimensions < 1:
+            raise ConfigurationError(f"dimensions must be a positive int, got {dimensions!r}")
+        self._dimensions = dimensions
+        self._model = model
+        self._modalities = frozenset(modalities)
+        self.calls: list[FakeEmbedderCall] = []
+
+    @property
+    def model(self) -> str:
+        """The model id."""
+        return self._model
+
+    @property
+    def dimensions(self) -> int:
+        """The vector width."""
+        return self._dimensions
+
+    @property
+    def modalities(self) -> frozenset[Modality]:
+        """The accepted modalities."""
+        return self._modalities
+
+    def embed(
+        self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
+    ) -> NDArray[np.float32]:
+        """Embed ``items`` deterministically."""
+        items = tuple(items)
+        self.calls.append(FakeEmbedderCall(items, Task(task)))
+        out = np.empty((len(items), self._dimensions), dtype=np.float32)
+        for i, item in enumerate(items):
+            texts: list[str] = []
+            blobs: list[bytes] = []
+            for part in as_content(item).parts:
+                if part.modality not in self._modalities:
+                    raise UnsupportedMediaError(
+                        f"item {i}: {self._model} does not take {part.modality.value} "
+                        f"(it takes {', '.join(sorted(m.value for m in self._modalities))})"
+                    )
+                if isinstance(part, Text):
+                    texts.append(part.text)
+                else:
+                    blobs.append(part.read_bytes())
+            out[i] = fake_vector(texts, blobs, self._dimensions)
+        return out
+
+    async def aembed(
+        self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
+    ) -> NDArray[np.float32]:
+        """Async twin of :meth:`embed`."""
+        return self.embed(items, task=task)
+
+    def __repr__(self) -> str:
+        return f"FakeEmbedder(dimensions={self._dimensions}, model={self._model!r})"
