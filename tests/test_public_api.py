@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import mmembed
 from mmembed import errors
 
@@ -46,10 +48,8 @@ def test_import_is_light() -> None:
 def test_missing_dependency_message() -> None:
     from mmembed._optional import import_optional
 
-    try:
+    with pytest.raises(
+        errors.MissingDependencyError, match=r'pip install "mmembed\[video\]"'
+    ) as info:
         import_optional("surely_not_installed_pkg", extra="video", purpose="VideoChunker")
-    except errors.MissingDependencyError as exc:
-        assert 'pip install "mmembed[video]"' in str(exc)
-        assert exc.name == "surely_not_installed_pkg"
-    else:
-        raise AssertionError("expected MissingDependencyError")
+    assert info.value.name == "surely_not_installed_pkg"
