@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def test_pyav_formats_cover_the_input(media: dict[str, Path], kind: str) -> None
     assert spans[0].start == 0  # type: ignore[union-attr]
     total = 30.0 if kind == "m4a" else 25.0
     assert spans[-1].end == pytest.approx(total, abs=0.05)  # type: ignore[union-attr]
-    for a, b in zip(spans, spans[1:], strict=False):
+    for a, b in itertools.pairwise(spans):
         assert a.end - b.start >= 2 - 1e-9  # type: ignore[union-attr]
     for chunk in chunks:
         data, _ = wav_samples(chunk.content.read_bytes())  # type: ignore[union-attr]

@@ -6,7 +6,8 @@ window however long the input. Each window is resampled with soxr and written as
 PCM) or MP3.
 
 >>> from mmembed.chunkers import AudioChunker
->>> for chunk in AudioChunker(window_seconds=30, overlap_seconds=5).chunk("talk.m4a"):  # doctest: +SKIP
+>>> chunker = AudioChunker(window_seconds=30, overlap_seconds=5)
+>>> for chunk in chunker.chunk("talk.m4a"):  # doctest: +SKIP
 ...     print(chunk.uri)
 talk.m4a#t=0,30
 talk.m4a#t=25,55
@@ -122,7 +123,17 @@ class AudioChunker:
             )
         if not 8000 <= sample_rate <= 192000:
             raise ConfigurationError(f"sample_rate must be 8000–192000 Hz, got {sample_rate}")
-        if format == "mp3" and sample_rate not in (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000):
+        if format == "mp3" and sample_rate not in (
+            8000,
+            11025,
+            12000,
+            16000,
+            22050,
+            24000,
+            32000,
+            44100,
+            48000,
+        ):
             raise ConfigurationError(
                 f"MP3 cannot hold {sample_rate} Hz; use 16000, 22050, 24000, 32000, 44100 or 48000"
             )
@@ -246,7 +257,9 @@ class _Writer:
             subtype=subtype,
         )
         self._resampler = (
-            soxr.ResampleStream(in_rate, job.sample_rate, channels, dtype="float32", quality=job.quality)
+            soxr.ResampleStream(
+                in_rate, job.sample_rate, channels, dtype="float32", quality=job.quality
+            )
             if in_rate != job.sample_rate
             else None
         )
@@ -265,7 +278,8 @@ class _Writer:
 def _layout(block: Samples, mono: bool) -> Samples:
     """Mix to mono, or keep at most the first two channels (front left/right)."""
     if mono:
-        return block.mean(axis=1, keepdims=True, dtype=np.float32)
+        mixed: Samples = block.mean(axis=1, keepdims=True, dtype=np.float32)
+        return mixed
     return block[:, :2]
 
 
@@ -297,7 +311,9 @@ def _soundfile_windows(soxr: ModuleType, f: Any, job: _Job) -> Iterator[Chunk]:
             return  # truncated: what was there has been emitted
 
 
-def _pyav_windows(av: ModuleType, soxr: ModuleType, data: str | bytes, job: _Job) -> Iterator[Chunk]:
+def _pyav_windows(
+    av: ModuleType, soxr: ModuleType, data: str | bytes, job: _Job
+) -> Iterator[Chunk]:
     """Decode once, front to back, holding at most about one window and one hop of samples."""
     with av.open(io.BytesIO(data) if isinstance(data, bytes) else data, "r") as inp:
         if not inp.streams.audio:
@@ -366,7 +382,8 @@ class _Windower:
         ]
         if not parts:
             return np.zeros((0, self.channels), np.float32)
-        return np.concatenate(parts)
+        joined: Samples = np.concatenate(parts)
+        return joined
 
     def _trim(self) -> None:
         # Keep what a future window may need: from the next regular start, and the final

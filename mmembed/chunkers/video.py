@@ -220,7 +220,6 @@ class _Probe:
     fps: float
     video_codec: str
     audio_codec: str | None
-    height: int
 
 
 @contextmanager
@@ -261,7 +260,6 @@ def _probe(av: ModuleType, data: str | bytes, name: str) -> _Probe:
         if first is None or end is None or not keyframes:
             raise ChunkingError(f"{name}: the video stream holds no decodable frames")
         codec = vs.codec_context.name
-        height = int(vs.codec_context.height or 0)
     origin = float(first * tb)
     duration = float(end * tb) - origin
     if duration <= 0:
@@ -273,7 +271,6 @@ def _probe(av: ModuleType, data: str | bytes, name: str) -> _Probe:
         fps=fps,
         video_codec=codec,
         audio_codec=audio,
-        height=height,
     )
 
 
@@ -425,7 +422,8 @@ def _reencode(
         ain = inp.streams.audio[0] if job.audio and inp.streams.audio else None
         vin.thread_type = "AUTO"
         with av.open(str(target), "w", format="mp4", options=_MP4_OPTIONS) as out:
-            vout: Any = None
+            # Every stream exists before the first packet is muxed (that writes the header).
+            vout = _video_stream(out, vin, fps, job)
             aout: Any = None
             resampler: Any = None
             if ain is not None and ain.codec_context.sample_rate:
@@ -451,8 +449,6 @@ def _reencode(
                             continue
                         if t < lo:
                             continue
-                        if vout is None:
-                            vout = _video_stream(out, frame, fps, job, probe.height)
                         if first_t is None:
                             first_t = t
                         last_t = t
@@ -490,7 +486,7 @@ def _reencode(
                             out.mux(aout.encode(chunk))
                 if video_done and audio_done:
                     break
-            if vout is None:
+            if first_t is None:
                 raise ChunkingError(
                     f"{job.name}: no video frames between {start:.3f} s and {end:.3f} s; the "
                     "file is probably truncated or corrupt"
@@ -505,9 +501,11 @@ def _reencode(
     return blob, TimeSpan(seg_start, max(seg_end, seg_start))
 
 
-def _video_stream(out: Any, frame: Any, fps: Fraction, job: _Job, height: int) -> Any:
-    src_h = int(frame.height or height or 16)
-    src_w = int(frame.width or 16)
+def _video_stream(out: Any, vin: Any, fps: Fraction, job: _Job) -> Any:
+    src_w = int(vin.codec_context.width or 0)
+    src_h = int(vin.codec_context.height or 0)
+    if src_w <= 0 or src_h <= 0:
+        raise ChunkingError(f"{job.name}: the video stream declares no frame size")
     scale = min(1.0, job.max_height / src_h)
     # H.264 with 4:2:0 chroma needs even dimensions.
     width = max(2, int(src_w * scale) // 2 * 2)
