@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -38,15 +39,35 @@ TARGET_REMUX_RTF = 100
 
 
 def video_input(seconds: int) -> Path:
+    """A 720p25 H.264 + AAC video: one minute encoded, then repeated by copying packets."""
     path = CACHE / f"video-720p-{seconds}s.mp4"
-    if not path.exists():
-        sys.path.insert(0, str(ROOT))
-        from tests._av_media import make_video
+    if path.exists():
+        return path
+    sys.path.insert(0, str(ROOT))
+    import av
 
-        print(f"generating {path.name} (once)…", file=sys.stderr, flush=True)
-        tmp = path.with_suffix(".part")
-        make_video(tmp, seconds=seconds, fps=25, width=1280, height=720, gop=50, preset="ultrafast")
-        tmp.rename(path)
+    from tests._av_media import make_video
+
+    print(f"generating {path.name} (once)…", file=sys.stderr, flush=True)
+    base = CACHE / "video-720p-base-60s.mp4"
+    if not base.exists():
+        make_video(base, seconds=60, fps=25, width=1280, height=720, gop=50, preset="ultrafast")
+    tmp = path.with_suffix(".part")
+    with av.open(str(base)) as src, av.open(str(tmp), "w", format="mp4") as out:
+        ins = list(src.streams)
+        outs = [out.add_stream_from_template(s) for s in ins]
+        length = {s.index: round(60 / s.time_base) for s in ins}
+        for loop in range(math.ceil(seconds / 60)):
+            src.seek(0)
+            for packet in src.demux():
+                if packet.pts is None or packet.dts is None:
+                    continue
+                shift = loop * length[packet.stream.index]
+                packet.pts += shift
+                packet.dts += shift
+                packet.stream = outs[packet.stream.index]
+                out.mux(packet)
+    tmp.rename(path)
     return path
 
 
@@ -59,6 +80,19 @@ def audio_input(seconds: int) -> Path:
         print(f"generating {path.name} (once)…", file=sys.stderr, flush=True)
         tmp = path.with_suffix(".part")
         make_audio(tmp, seconds=seconds, sr=44100, channels=2, format="WAV")
+        tmp.rename(path)
+    return path
+
+
+def m4a_input(seconds: int) -> Path:
+    path = CACHE / f"audio-44k-mono-{seconds}s.m4a"
+    if not path.exists():
+        sys.path.insert(0, str(ROOT))
+        from tests._av_media import make_m4a
+
+        print(f"generating {path.name} (once)…", file=sys.stderr, flush=True)
+        tmp = path.with_suffix(".part")
+        make_m4a(tmp, seconds=seconds)
         tmp.rename(path)
     return path
 
@@ -105,11 +139,17 @@ def task(name: str, path: str) -> dict[str, Any]:
         with av.open(path) as c:
             for _packet in c.demux():
                 count += 1
-    elif name == "audio":
+    elif name in ("audio", "audio-m4a"):
         from mmembed.chunkers.audio import AudioChunker
 
-        for _chunk in AudioChunker(window_seconds=30, overlap_seconds=5).chunk(path):
+        for _chunk in AudioChunker(window_seconds=30, overlap_seconds=5, timeout=600).chunk(path):
             count += 1
+    elif name == "audio-m4a-baseline":
+        import av
+
+        with av.open(path) as c:
+            for frame in c.decode(audio=0):
+                count += frame.samples
     elif name == "audio-baseline":
         import soundfile as sf
 
@@ -196,6 +236,16 @@ def main() -> None:
         0,
     )
     run("audio: 30 s windows → 16k WAV (AudioChunker)", "audio", audio, audio_s, "× rt", ab)
+    m4a = m4a_input(audio_s)
+    mb = run(
+        f"audio {audio_s // 60} min AAC M4A: decode only",
+        "audio-m4a-baseline",
+        m4a,
+        audio_s,
+        "× rt",
+        0,
+    )
+    run("m4a: 30 s windows → 16k WAV (AudioChunker)", "audio-m4a", m4a, audio_s, "× rt", mb)
     try:
         import mmembed.chunkers.pdf  # noqa: F401
     except ImportError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
@@ -365,7 +366,7 @@ class _Windower:
 
     def __init__(self, window: int, hop: int, channels: int) -> None:
         self.window, self.hop, self.channels = window, hop, channels
-        self._blocks: list[tuple[int, Samples]] = []  # (absolute start, samples)
+        self._blocks: deque[tuple[int, Samples]] = deque()  # (absolute start, samples)
         self._received = 0
         self._next = 0  # start of the next regular window
 
@@ -389,7 +390,8 @@ class _Windower:
         # Keep what a future window may need: from the next regular start, and the final
         # `window` samples (the last window is taken from the tail).
         keep = min(self._next, self._received - self.window)
-        self._blocks = [(s, b) for s, b in self._blocks if s + len(b) > keep]
+        while self._blocks and self._blocks[0][0] + len(self._blocks[0][1]) <= keep:
+            self._blocks.popleft()
 
     def ready(self) -> Iterator[tuple[int, Samples]]:
         while self._received > self._next + self.window:
