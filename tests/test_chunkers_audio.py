@@ -202,3 +202,15 @@ def test_a_format_the_model_refuses_is_refused() -> None:
     wav_only = replace(GEMINI_EMBEDDING_2, audio_mime_types=frozenset({"audio/wav"}))
     with pytest.raises(ConfigurationError, match="does not take audio/mpeg"):
         AudioChunker(limits=wav_only, format="mp3")
+
+
+def test_an_implausible_sample_rate_is_refused(tmp_path: Path) -> None:
+    from mmembed import ChunkingError
+
+    blob = bytearray(make_audio(seconds=2, sr=8000) or b"")
+    assert blob[24:28] == (8000).to_bytes(4, "little")
+    blob[24:28] = (1).to_bytes(4, "little")  # the fmt chunk's sample rate
+    path = tmp_path / "one-hertz.wav"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ChunkingError, match="sample rate of 1 Hz"):
+        list(AudioChunker().chunk(path))

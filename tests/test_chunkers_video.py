@@ -229,3 +229,16 @@ def test_reencode_of_a_short_clip_keeps_video_and_audio(media: dict[str, Path]) 
         assert sum(1 for _ in c.decode(video=0)) == 8 * FPS
         audio = c.streams.audio[0]
         assert float(audio.duration * audio.time_base) == pytest.approx(8.0, abs=0.1)
+
+
+@pytest.mark.parametrize("mode", ["remux", "reencode"])
+def test_audio_that_ends_early_is_handled(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "early.mp4"
+    make_video(path, seconds=40, fps=5, gop=10, audio_seconds=6)
+    chunks = list(VideoChunker(mode=mode).chunk(path))  # type: ignore[arg-type]
+    check_contiguous(chunks, 40)
+    with av.open(io.BytesIO(chunks[0].content.read_bytes())) as c:  # type: ignore[union-attr]
+        assert any(p.stream.type == "audio" and p.size for p in c.demux())
+    with av.open(io.BytesIO(chunks[-1].content.read_bytes())) as c:  # type: ignore[union-attr]
+        assert not any(p.stream.type == "audio" and p.size for p in c.demux())
+        assert len(c.streams.video) == 1

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._optional import import_optional
-from mmembed.chunkers._plan import plan_windows
+from mmembed.chunkers._plan import iter_windows
 from mmembed.chunkers._source import media_source
 from mmembed.content import Audio, Part, Video
 from mmembed.errors import ChunkingError, ConfigurationError, MMEmbedError
@@ -47,6 +47,8 @@ _SF_FORMAT = {"wav": ("WAV", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
 #: more than ~2M frames; blocks this size also keep the resampler's buffers small.
 _BLOCK = 1 << 16
 Samples = NDArray[np.float32]
+#: Sample rates real recordings use; anything outside is a corrupt header.
+_MIN_RATE, _MAX_RATE = 1000, 768_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -287,10 +289,11 @@ def _layout(block: Samples, mono: bool) -> Samples:
 def _soundfile_windows(soxr: ModuleType, f: Any, job: _Job) -> Iterator[Chunk]:
     rate = int(f.samplerate)
     total = int(f.frames)
-    if rate <= 0 or total <= 0 or f.channels <= 0:
+    if total <= 0 or f.channels <= 0:
         raise ChunkingError(f"{job.name}: holds no audio samples")
+    _check_rate(rate, job)
     channels = 1 if job.mono else min(int(f.channels), 2)
-    plan = plan_windows(total, round(job.window_seconds * rate), round(job.overlap_seconds * rate))
+    plan = iter_windows(total, round(job.window_seconds * rate), round(job.overlap_seconds * rate))
     for index, (start, stop) in enumerate(plan):
         f.seek(start)
         writer = _Writer(soxr, job, rate, channels)
@@ -322,8 +325,9 @@ def _pyav_windows(
         stream = inp.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or 0)
         src_channels = int(stream.codec_context.channels or 0)
-        if rate <= 0 or src_channels <= 0:
-            raise ChunkingError(f"{job.name}: the audio stream declares no sample rate")
+        if src_channels <= 0:
+            raise ChunkingError(f"{job.name}: the audio stream declares no channels")
+        _check_rate(rate, job)
         channels = 1 if job.mono or src_channels == 1 else 2
         resampler = av.AudioResampler(
             format="flt", layout="mono" if channels == 1 else "stereo", rate=rate
@@ -345,6 +349,15 @@ def _pyav_windows(
             index += 1
         if index == 0:
             raise ChunkingError(f"{job.name}: holds no decodable audio samples")
+
+
+def _check_rate(rate: int, job: _Job) -> None:
+    # A corrupt header can claim 1 Hz, which resampling would blow up 16,000-fold.
+    if not _MIN_RATE <= rate <= _MAX_RATE:
+        raise ChunkingError(
+            f"{job.name}: declares a sample rate of {rate} Hz, outside {_MIN_RATE}–{_MAX_RATE} "
+            "Hz; the header is probably corrupt"
+        )
 
 
 def _encode(

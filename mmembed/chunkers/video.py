@@ -45,6 +45,9 @@ _REMUX_VIDEO = frozenset({"h264", "hevc", "av1", "vp9"})
 #: Audio codecs an MP4 carries; others are dropped when remuxing (and re-encoded to AAC otherwise).
 _REMUX_AUDIO = frozenset({"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"})
 _EPS = 1e-6
+#: How far audio and video packets of the same moment may lie apart in a file: past this, a
+#: missing stream is taken as ended.
+_INTERLEAVE_SECONDS = 5.0
 #: The index (moov) before the data, so a segment plays while it is still arriving.
 _MP4_OPTIONS = {"movflags": "+faststart"}
 
@@ -355,6 +358,7 @@ def _remux(
         v_end = round((end + probe.origin) / vtb)
         a_off = round((start + probe.origin) / ain.time_base) if ain is not None else 0
         a_end = round((end + probe.origin) / ain.time_base) if ain is not None else 0
+        v_slack = round(_INTERLEAVE_SECONDS / vtb)
         with av.open(str(target), "w", format="mp4", options=_MP4_OPTIONS) as out:
             vout = out.add_stream_from_template(vin)
             aout = out.add_stream_from_template(ain) if ain is not None else None
@@ -371,6 +375,9 @@ def _remux(
                 if packet.stream.type == "video":
                     if int(packet.dts) >= v_end and pts >= v_end:
                         video_done = True
+                        # Audio this far behind the video is missing, not late: stop here
+                        # rather than read on to the end of the file for every segment.
+                        audio_done = audio_done or int(packet.dts) >= v_end + v_slack
                     if pts < v_off or pts >= v_end:
                         if video_done and audio_done:
                             break
@@ -446,6 +453,7 @@ def _reencode(
                     if isinstance(frame, av.VideoFrame):
                         if t >= hi:
                             video_done = True
+                            audio_done = audio_done or t >= end + _INTERLEAVE_SECONDS
                             continue
                         if t < lo:
                             continue
