@@ -198,3 +198,13 @@ def test_a_script_without_a_main_guard_works(tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split("\n")[:2] == ["ran", "[0, 1, 2]"]
+
+
+def test_the_worker_sees_the_callers_directory_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    list(isolated(targets.count, 1))  # the helper is running, started elsewhere
+    (tmp_path / "here.txt").write_text("found")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMEMBED_TEST_MARK", "set later")
+    assert list(isolated(targets.read_relative, "here.txt")) == ["found", "set later"]
