@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,17 @@ def test_the_worker_sees_the_callers_directory_and_environment(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MMEMBED_TEST_MARK", "set later")
     assert list(isolated(targets.read_relative, "here.txt")) == ["found", "set later"]
+
+
+def test_jobs_from_several_threads_run_side_by_side() -> None:
+    results: dict[int, list[int]] = {}
+
+    def run(n: int) -> None:
+        results[n] = list(isolated(targets.count, n))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (20, 30, 40, 50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {n: list(range(n)) for n in (20, 30, 40, 50)}

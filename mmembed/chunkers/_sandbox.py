@@ -160,7 +160,7 @@ class _Helper:
             self._proc = None
 
     def new_job(self, preload: Sequence[str]) -> socket.socket:
-        """Ask the helper for a fresh supervisor and worker; returns our end of their socket."""
+        """Ask the helper for a fresh worker; returns our end of the socket to it."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         request = json.dumps(list(preload)).encode()
         try:
@@ -191,9 +191,19 @@ class _Helper:
         with self._lock:
             self._stop()
 
+    def forget(self) -> None:
+        """In a child forked from the caller: the helper belongs to the parent; start afresh."""
+        self._lock = threading.Lock()
+        if self._ctrl is not None:
+            self._ctrl.close()  # only this process's copy; the parent's stays open
+        self._ctrl = None
+        self._proc = None
+
 
 _helper = _Helper()
 atexit.register(_helper.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_helper.forget)
 
 
 def _helper_main() -> None:
