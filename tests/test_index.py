@@ -105,7 +105,8 @@ def test_add_then_search_finds_the_matching_note(tmp_path: Path, course: Path) -
     index = make(tmp_path)
     report = index.add(course)
     assert len(report.added) == 4
-    assert report.failed == () and report.unchanged == ()
+    assert report.failed == ()
+    assert report.unchanged == ()
     assert report.chunks == 5
     results = index.search("where does the Krebs cycle run", k=3)
     assert isinstance(results, Results)
@@ -124,7 +125,9 @@ def test_reindex_of_unchanged_tree_embeds_nothing(tmp_path: Path, course: Path) 
     calls = len(embedder.calls)
     report = index.add(course)
     assert len(report.unchanged) == 4
-    assert report.added == () and report.replaced == () and report.chunks == 0
+    assert report.added == ()
+    assert report.replaced == ()
+    assert report.chunks == 0
     assert len(embedder.calls) == calls
 
 
@@ -147,7 +150,8 @@ def test_changed_file_replaces_its_chunks(tmp_path: Path, course: Path) -> None:
     assert [Path(p).name for p in report.replaced] == ["rome.md"]
     assert len(index) == 5
     top = index.search("photosynthesis chloroplasts", k=1)[0]
-    assert top.source.endswith("rome.md") and "chloroplasts" in top.preview
+    assert top.source.endswith("rome.md")
+    assert "chloroplasts" in top.preview
     assert all("Tiber" not in r.preview for r in index.search("Rome seven hills Tiber", k=10))
 
 
@@ -175,7 +179,8 @@ def test_search_with_an_image_finds_that_image(tmp_path: Path, course: Path) -> 
     index.add(course)
     top = index.search(Image.from_path(course / "diagram.png"), k=1)[0]
     assert top.source.endswith("diagram.png")
-    assert top.modality is Modality.IMAGE and top.span is None
+    assert top.modality is Modality.IMAGE
+    assert top.span is None
     assert top.score == pytest.approx(1.0, abs=1e-5)
 
 
@@ -209,7 +214,8 @@ def test_bad_file_is_reported_and_the_rest_indexed(tmp_path: Path, course: Path)
     report = index.add(course)
     assert len(report.added) == 4
     problems = {Path(p.path).name: p.reason for p in (*report.failed, *report.skipped)}
-    assert "broken.txt" in problems and "data.bin" in problems
+    assert "broken.txt" in problems
+    assert "data.bin" in problems
     assert all(problems.values())
 
 
@@ -229,7 +235,8 @@ def test_reopen_without_arguments_reuses_the_embedder(tmp_path: Path, course: Pa
     index.add(course)
     index.close()
     again = Index(tmp_path / "ix", chunker=LineChunker(), store=ListStore(32), cache=False)
-    assert again.embedder.model == "m1" and again.dimensions == 32
+    assert again.embedder.model == "m1"
+    assert again.dimensions == 32
     assert again.search("Krebs", k=1)[0].source.endswith("krebs.md")
 
 
@@ -298,8 +305,11 @@ def test_dry_run_counts_without_embedding(tmp_path: Path, course: Path) -> None:
     embedder = FakeEmbedder(32)
     index = make(tmp_path, embedder=embedder)
     report = index.add(course, dry_run=True)
-    assert report.dry_run and report.chunks == 5 and len(report.added) == 4
-    assert embedder.calls == [] and len(index) == 0
+    assert report.dry_run
+    assert report.chunks == 5
+    assert len(report.added) == 4
+    assert embedder.calls == []
+    assert len(index) == 0
     assert "would add 4" in str(report)
 
 
@@ -335,7 +345,8 @@ def test_results_render_as_text_and_html(tmp_path: Path, course: Path) -> None:
     assert table.splitlines()[0].split()[:3] == ["#", "score", "source"]
     assert "krebs.md" in table
     html = results._repr_html_()
-    assert "<table>" in html and "data:image/png;base64," in html  # the image row's thumbnail
+    assert "<table>" in html
+    assert "data:image/png;base64," in html
     assert json.loads(json.dumps(results.to_dicts()))[0]["uri"].endswith("#char=0,41")
     assert "krebs.md" in str(results[0])
 
@@ -356,4 +367,5 @@ def test_result_str_shows_time_ranges_and_pages() -> None:
     assert "1:15–1:30" in str(video)
     assert "p. 7" in str(pdf)
     html = Results([video, pdf])._repr_html_()
-    assert "page 7" in html and "1:15–1:30" in html
+    assert "page 7" in html
+    assert "1:15–1:30" in html
