@@ -1,0 +1,567 @@
+"""Run a decoder in a child process, so a crash, a hang or a memory blow-up costs one file.
+
+Native decoders (FFmpeg through PyAV, libsndfile, pdfium, Pillow's C plugins) can segfault,
+loop forever or allocate without bound on hostile input, and no ``try``/``except`` recovers from
+that. :func:`isolated` runs a generator function in a child process with an address-space limit
+and a timeout for each item, streams the items back one at a time, and turns every failure into
+a :class:`~mmembed.errors.ChunkingError` that names the file; the caller's process survives.
+
+How the children are made, and why:
+
+- ``multiprocessing``'s ``spawn`` and ``forkserver`` methods re-import the caller's ``__main__``
+  in every child. A script that calls a chunker without an ``if __name__ == "__main__":`` guard
+  would then recurse, and every file would pay for importing the caller's program (0.2-0.5 s
+  measured). ``fork`` from the caller is unsafe once it has threads (FAISS's OpenMP pool,
+  BLAS, an event loop).
+- So the sandbox starts one small helper process of its own (a clean interpreter that has
+  imported only mmembed, with single-threaded BLAS), once per caller process. For each job the
+  helper forks: it has no threads, so forking it is safe and takes milliseconds. The forked
+  supervisor starts its own session (so a timeout kills the whole group) and forks the worker,
+  which lowers its limits and runs the generator. The supervisor reports how the worker died
+  (a signal, an exit status) and reaps it; the helper reaps the supervisors.
+- The caller talks to the worker over a socket pair: the worker computes one item, sends it,
+  and waits to be asked for the next, so neither side ever holds more than one item.
+
+Items and arguments cross the process boundary by pickling in memory, never on disk.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import copyreg
+import importlib
+import io
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from mmembed.errors import ChunkingError, ConfigurationError, MMEmbedError
+
+__all__ = ["isolated"]
+
+T = TypeVar("T")
+
+_MB = 1024 * 1024
+#: How long a worker that was asked to stop may take to clean up before it is killed.
+_GRACE_SECONDS = 2.0
+#: How often a supervisor checks that its helper (and so the caller) is still alive.
+_ORPHAN_CHECK_SECONDS = 0.5
+
+# Messages to the caller: from the supervisor
+_PID = b"P"
+_DIED = b"X"
+# ... and from the worker.
+_ITEM = b"I"
+_DONE = b"D"
+_ERROR = b"E"
+# Requests from the caller to the worker.
+_NEXT = b"N"
+_STOP = b"S"
+
+_ENV_FD = "MMEMBED_SANDBOX_FD"
+_ENV_PATH = "MMEMBED_SANDBOX_PATH"
+_HELPER_CODE = (
+    "import json, os, sys; "
+    f"sys.path[:] = json.loads(os.environ.pop({_ENV_PATH!r})); "
+    "from mmembed.chunkers._sandbox import _helper_main; _helper_main()"
+)
+
+
+# --------------------------------------------------------------------------- serialisation
+
+
+def _mappingproxy(d: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    return MappingProxyType(d)
+
+
+def _reduce_mappingproxy(m: MappingProxyType[Any, Any]) -> tuple[Any, ...]:
+    return (_mappingproxy, (dict(m),))
+
+
+class _Pickler(pickle.Pickler):
+    """A pickler that also carries ``MappingProxyType`` (``Chunk.metadata``).
+
+    The reducer lives in this pickler's own dispatch table, so the caller's global ``copyreg``
+    registry is left alone.
+    """
+
+    dispatch_table = copyreg.dispatch_table.copy()
+    dispatch_table[MappingProxyType] = _reduce_mappingproxy
+
+
+def _dumps(obj: object) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def _loads(data: bytes | memoryview) -> Any:
+    # In-memory IPC between this process and a child it started and fed; never read from disk.
+    return pickle.loads(data)  # noqa: S301
+
+
+# --------------------------------------------------------------------------- helper process
+
+
+class _Helper:
+    """The caller's handle on its helper process (started lazily, restarted if it died)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ctrl: socket.socket | None = None
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        # Decoders need no BLAS threads, and a helper with threads could not fork safely.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = "1"
+        env[_ENV_FD] = str(theirs.fileno())
+        env[_ENV_PATH] = json.dumps([os.path.abspath(p) if p == "" else p for p in sys.path])
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _HELPER_CODE],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        finally:
+            theirs.close()
+        self._ctrl = ours
+
+    def _stop(self) -> None:
+        if self._ctrl is not None:
+            self._ctrl.close()
+            self._ctrl = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def new_job(self, preload: Sequence[str]) -> socket.socket:
+        """Ask the helper for a fresh supervisor and worker; returns our end of their socket."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        request = json.dumps(list(preload)).encode()
+        try:
+            with self._lock:
+                for attempt in range(2):
+                    if self._proc is None or self._proc.poll() is not None:
+                        self._stop()
+                        self._start()
+                    assert self._ctrl is not None
+                    try:
+                        socket.send_fds(self._ctrl, [request], [theirs.fileno()])
+                        break
+                    except OSError:
+                        self._stop()
+                        if attempt:
+                            raise
+        except OSError as exc:
+            ours.close()
+            raise ChunkingError(
+                f"could not start an isolated decoder process ({exc}); pass isolate=False to "
+                "decode in this process instead"
+            ) from exc
+        finally:
+            theirs.close()
+        return ours
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+
+_helper = _Helper()
+atexit.register(_helper.close)
+
+
+def _helper_main() -> None:
+    """The helper: fork one supervisor per request, never run anything itself."""
+    ctrl = socket.socket(fileno=int(os.environ.pop(_ENV_FD)))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Supervisors are reaped automatically; the caller learns their fate from them.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    preloaded: set[str] = set()
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(ctrl, 65536, 1)
+        except OSError:
+            return
+        if not msg:
+            return  # the caller closed its end or exited
+        if not fds:
+            continue
+        for module in json.loads(msg):
+            if module not in preloaded:
+                preloaded.add(module)
+                # Importing before forking means each worker gets the module for free.
+                try:
+                    importlib.import_module(module)
+                except Exception:  # noqa: S112 - the worker will import (and report) it
+                    continue
+        pid = os.fork()
+        if pid == 0:
+            ctrl.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            code = 0
+            try:
+                _supervise(fds[0], os.getppid())
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(fds[0])
+
+
+def _supervise(fd: int, helper_pid: int) -> None:
+    """Run one worker and report how it ended; the worker is always reaped here."""
+    os.setsid()  # keep terminal signals (Ctrl-C, Ctrl-Z) meant for the caller away
+    conn = Connection(fd)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _worker(conn)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    # The worker waits for its payload, which the caller sends only after this message.
+    conn.send_bytes(_PID + str(pid).encode())
+    pause = 0.001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if os.getppid() != helper_pid:  # the helper, and so the caller, is gone
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, _ORPHAN_CHECK_SECONDS)
+    if os.WIFSIGNALED(status):
+        report = ("signal", os.WTERMSIG(status))
+    elif os.WEXITSTATUS(status) != 0:
+        report = ("exit", os.WEXITSTATUS(status))
+    else:
+        return
+    with contextlib.suppress(OSError):
+        conn.send_bytes(_DIED + _dumps(report))
+
+
+def _limit_worker(memory_mb: int | None) -> None:
+    """Resource limits applied inside the worker before any decoding starts."""
+    import resource
+
+    # A crashing decoder must not litter the working directory with core files.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if memory_mb is not None:
+        cap = memory_mb * _MB
+        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def _describe_exception(exc: BaseException) -> bytes:
+    """Serialise an exception raised in the worker for the caller."""
+    tb = "".join(traceback.format_exception(exc)[-8:])
+    if isinstance(exc, MMEmbedError):
+        try:
+            return _dumps(("mmembed", _dumps(exc), tb))
+        except Exception:  # an unpicklable attribute: fall back to class and message
+            cls = type(exc)
+            return _dumps(("mmembed-name", (cls.__module__, cls.__qualname__, str(exc)), tb))
+    if isinstance(exc, MemoryError):
+        return _dumps(("memory", str(exc), tb))
+    return _dumps(("other", f"{type(exc).__name__}: {exc}", tb))
+
+
+def _worker(conn: Connection) -> None:
+    """Run the generator, answering one request at a time."""
+    try:
+        fn, args, memory_mb = _loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return  # the caller gave up before sending the job
+    try:
+        _limit_worker(memory_mb)
+        gen = iter(fn(*args))
+    except BaseException as exc:
+        conn.send_bytes(_ERROR + _describe_exception(exc))
+        return
+    try:
+        while True:
+            if conn.recv_bytes() == _STOP:
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()
+                return
+            try:
+                item = next(gen)
+            except StopIteration:
+                conn.send_bytes(_DONE)
+                return
+            data = _dumps(item)
+            del item  # at most one item alive in the worker, too
+            conn.send_bytes(_ITEM + data)
+            del data
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the caller went away; nothing left to report to
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            conn.send_bytes(_ERROR + _describe_exception(exc))
+
+
+# --------------------------------------------------------------------------- caller side
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return f"signal {code}"
+
+
+def _rebuild_error(info: Any, name: str, memory_mb: int | None) -> MMEmbedError:
+    """The exception the caller raises for an error report from the worker."""
+    kind, detail, tb = info
+    note = "raised in the isolated decoder process:\n" + tb
+    if kind == "mmembed":
+        try:
+            exc = _loads(detail)
+        except Exception:
+            exc = None
+        if isinstance(exc, MMEmbedError):
+            exc.add_note(note)
+            return exc
+        kind, detail = "other", "an mmembed error that could not be passed back"
+    if kind == "mmembed-name":
+        module, qualname, message = detail
+        cls: Any = None
+        if str(module).startswith("mmembed."):
+            try:
+                cls = getattr(importlib.import_module(module), qualname)
+            except (ImportError, AttributeError):
+                cls = None
+        if isinstance(cls, type) and issubclass(cls, MMEmbedError):
+            try:
+                err: MMEmbedError = cls(message)
+            except Exception:
+                err = ChunkingError(f"{name}: {message}")
+            err.add_note(note)
+            return err
+        detail = message
+    if kind == "memory":
+        limit = f" of {memory_mb} MB" if memory_mb is not None else ""
+        err = ChunkingError(
+            f"{name}: decoding needed more than the memory limit{limit}; the file is probably "
+            "corrupt or a decompression bomb (raise memory_mb if it is genuine)"
+        )
+    else:
+        err = ChunkingError(
+            f"{name}: could not be decoded ({detail}); the file is probably corrupt or not of "
+            "the type it claims to be"
+        )
+    err.add_note(note)
+    return err
+
+
+def _death_error(report: Any, name: str, memory_mb: int | None) -> ChunkingError:
+    kind, code = report
+    if kind == "signal":
+        how = f"was killed by {_signal_name(code)}"
+        if code == signal.SIGKILL and memory_mb is not None:
+            how += f" (perhaps for memory; the limit is {memory_mb} MB)"
+    else:
+        how = f"exited with status {code}"
+    return ChunkingError(
+        f"{name}: the decoder process {how}; the file is probably corrupt or hostile, skip it "
+        "or re-encode it"
+    )
+
+
+def _wait_for_eof(conn: Connection, seconds: float) -> bool:
+    """Drain ``conn`` until the other side has closed it; ``False`` if that took too long."""
+    deadline = time.monotonic() + seconds
+    try:
+        while conn.poll(max(0.0, deadline - time.monotonic())):
+            conn.recv_bytes()
+    except (EOFError, OSError):
+        return True
+    return False
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _run_isolated(
+    payload: bytes, timeout: float, memory_mb: int | None, name: str, preload: Sequence[str]
+) -> Iterator[Any]:
+    sock = _helper.new_job(preload)
+    conn = Connection(os.dup(sock.fileno()))
+    sock.close()
+    pid: int | None = None
+    ended = False  # the worker reported its end (done, error or death)
+    hung = False  # the worker missed its deadline: no point asking it politely
+    try:
+        if not conn.poll(timeout):
+            raise ChunkingError(
+                f"{name}: the isolated decoder process did not start within {timeout:g} s"
+            )
+        try:
+            first = conn.recv_bytes()
+        except (EOFError, OSError):
+            first = b""
+        if first[:1] != _PID:
+            ended = True
+            raise ChunkingError(f"{name}: the isolated decoder process did not start properly")
+        pid = int(first[1:])
+        conn.send_bytes(payload)
+        del payload
+        while True:
+            # If the worker died, sending fails; the poll below says how it ended.
+            with contextlib.suppress(OSError):
+                conn.send_bytes(_NEXT)
+            if not conn.poll(timeout):
+                hung = True
+                raise ChunkingError(
+                    f"{name}: decoding took longer than {timeout:g} s for one chunk and was "
+                    "stopped; the file may be hostile or corrupt (raise timeout if it is "
+                    "genuinely slow)"
+                )
+            try:
+                message = conn.recv_bytes()
+            except (EOFError, OSError):
+                ended = True
+                raise ChunkingError(
+                    f"{name}: the decoder process ended without a word; the file is probably "
+                    "corrupt or hostile, skip it or re-encode it"
+                ) from None
+            tag = message[:1]
+            if tag == _ITEM:
+                item = _loads(memoryview(message)[1:])
+                del message
+                yield item
+                del item
+            elif tag == _DONE:
+                ended = True
+                return
+            elif tag == _ERROR:
+                ended = True
+                raise _rebuild_error(_loads(memoryview(message)[1:]), name, memory_mb)
+            elif tag == _DIED:
+                ended = True
+                raise _death_error(_loads(memoryview(message)[1:]), name, memory_mb)
+            else:
+                ended = True
+                raise ChunkingError(f"{name}: garbled message from the decoder process")
+    finally:
+        try:
+            if pid is not None:
+                if hung:
+                    _kill(pid)
+                elif not ended:
+                    # The consumer stopped early: let the generator clean up, then insist.
+                    with contextlib.suppress(OSError):
+                        conn.send_bytes(_STOP)
+                    # Once the worker has exited its end of the socket is closed; the
+                    # supervisor reaps it, and the helper reaps the supervisor.
+                    if not _wait_for_eof(conn, _GRACE_SECONDS):
+                        _kill(pid)
+        finally:
+            conn.close()
+
+
+def _run_inline(fn: Callable[..., Iterator[T]], args: tuple[Any, ...], name: str) -> Iterator[T]:
+    try:
+        yield from fn(*args)
+    except MMEmbedError:
+        raise
+    except MemoryError as exc:
+        raise ChunkingError(
+            f"{name}: ran out of memory while decoding; the file is probably corrupt or a "
+            "decompression bomb"
+        ) from exc
+    except Exception as exc:
+        raise ChunkingError(
+            f"{name}: could not be decoded ({type(exc).__name__}: {exc}); the file is probably "
+            "corrupt or not of the type it claims to be"
+        ) from exc
+
+
+def isolated(
+    fn: Callable[..., Iterator[T]],
+    *args: Any,
+    timeout: float = 60.0,
+    memory_mb: int | None = 2048,
+    name: str = "",
+    isolate: bool = True,
+    preload: Sequence[str] = (),
+) -> Iterator[T]:
+    """Run the generator function ``fn(*args)`` in a child process and stream its items.
+
+    Nothing starts until the first item is asked for. The child computes one item, sends it, and
+    waits to be asked for the next, so neither side holds more than one item at a time. If the
+    consumer stops early (``break``, ``close()``, garbage collection), the child is stopped.
+
+    Args:
+        fn: a generator function defined at the top level of an importable module (it is
+            pickled by reference).
+        *args: its arguments; they must pickle (paths, bytes and plain values do).
+        timeout: seconds allowed for each item (start-up included for the first).
+        memory_mb: the child's address-space limit (``RLIMIT_AS``) in MiB; ``None`` for none.
+        name: what is being decoded, for messages (usually the file name).
+        isolate: ``False`` runs ``fn`` in this process instead: faster, with the same error
+            translation, but no protection against crashes, hangs or memory blow-ups.
+        preload: modules to import in the long-lived helper before forking (for example
+            ``("pypdf",)``), so each child does not pay for importing them again.
+
+    Yields:
+        The items ``fn`` yields, in order.
+
+    Raises:
+        ChunkingError: the child crashed, hung, ran out of memory or raised a non-mmembed error;
+            the message names ``name`` and the reason.
+        MMEmbedError: an mmembed error raised by ``fn`` is re-raised as the same class with the
+            same message and attributes.
+        ConfigurationError: ``fn`` or its arguments cannot be sent to another process.
+    """
+    if timeout <= 0:
+        raise ConfigurationError(f"timeout must be positive, got {timeout}")
+    if memory_mb is not None and memory_mb <= 0:
+        raise ConfigurationError(f"memory_mb must be positive or None, got {memory_mb}")
+    label = name or getattr(fn, "__qualname__", "decoder")
+    if not isolate or not hasattr(os, "fork"):
+        # Without fork (Windows) there is no cheap isolation; decode here with the same errors.
+        return _run_inline(fn, args, label)
+    module = getattr(fn, "__module__", None)
+    if module in (None, "__main__") or "<locals>" in getattr(fn, "__qualname__", "<locals>"):
+        raise ConfigurationError(
+            f"{label}: {getattr(fn, '__qualname__', fn)!r} cannot run in a separate process: "
+            "it must be a function defined at the top level of an importable module"
+        )
+    try:
+        payload = _dumps((fn, args, memory_mb))
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{label}: the arguments of {getattr(fn, '__qualname__', fn)} cannot be sent to a "
+            f"separate process ({type(exc).__name__}: {exc}); pass paths, bytes and plain values"
+        ) from exc
+    return _run_isolated(payload, timeout, memory_mb, label, (str(module), *preload))
