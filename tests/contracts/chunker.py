@@ -52,7 +52,7 @@ def _media_seconds(part: Audio | Video) -> float | None:
         import av
     except ImportError:
         return None
-    with part.open() as f, av.open(f) as container:
+    with part.open() as f, av.open(f, "r") as container:
         if container.duration is None:
             return None
         return float(container.duration) / 1_000_000
@@ -90,7 +90,9 @@ class ChunkerContract:
     def _source_text(source: Source) -> str:
         if isinstance(source, Text):
             return source.text
-        return Path(os.fspath(source)).read_text("utf-8-sig")
+        if isinstance(source, (str, os.PathLike)):
+            return Path(source).read_text("utf-8-sig")
+        raise TypeError(f"not a text source: {source!r}")
 
     def _chunks(self, chunker: Chunker, source: Source) -> list[Chunk]:
         chunks = list(chunker.chunk(source))
