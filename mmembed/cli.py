@@ -77,7 +77,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--index",
         metavar="DIR",
@@ -254,7 +254,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 def _chosen(model: str | None, dimensions: int | None, choose: Any) -> tuple[Any, str]:
     try:
-        return tuple(choose(model=model, dimensions=dimensions))  # type: ignore[return-value]
+        return tuple(choose(model=model, dimensions=dimensions))
     except ConfigurationError as exc:
         if str(exc).startswith("no embedder available"):
             raise _Fail(str(exc), ExitCode.SETUP) from exc

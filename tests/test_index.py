@@ -97,7 +97,6 @@ def make(tmp_path: Path, **kw: Any) -> Index:
     kw.setdefault("embedder", FakeEmbedder(32))
     kw.setdefault("store", ListStore(32))
     kw.setdefault("chunker", LineChunker())
-    kw.setdefault("cache", False)
     return Index(tmp_path / "ix", **kw)
 
 
@@ -234,7 +233,7 @@ def test_reopen_without_arguments_reuses_the_embedder(tmp_path: Path, course: Pa
     index = make(tmp_path, embedder=FakeEmbedder(32, model="m1"))
     index.add(course)
     index.close()
-    again = Index(tmp_path / "ix", chunker=LineChunker(), store=ListStore(32), cache=False)
+    again = Index(tmp_path / "ix", chunker=LineChunker(), store=ListStore(32))
     assert again.embedder.model == "m1"
     assert again.dimensions == 32
     assert again.search("Krebs", k=1)[0].source.endswith("krebs.md")
@@ -254,7 +253,7 @@ def test_changed_chunk_options_are_refused(tmp_path: Path, course: Path) -> None
         embedder=FakeEmbedder(32),
         store=ListStore(32),
         chunk_options={"max_chars": 500},
-        cache=False,
+        
     )
     with pytest.raises(IncompatibleIndexError, match="chunk settings"):
         Index(tmp_path / "ix", embedder=FakeEmbedder(32), chunk_options={"max_chars": 900})
@@ -265,7 +264,7 @@ def test_a_nonempty_store_for_an_existing_index_is_refused(tmp_path: Path, cours
     full = ListStore(32)
     full.add(["x"], np.ones((1, 32)))
     with pytest.raises(ConfigurationError, match="empty"):
-        Index(tmp_path / "ix", store=full, chunker=LineChunker(), cache=False)
+        Index(tmp_path / "ix", store=full, chunker=LineChunker())
 
 
 def test_symlinks_out_of_the_root_and_loops_are_not_followed(tmp_path: Path, course: Path) -> None:
@@ -294,7 +293,7 @@ def test_index_dir_inside_the_folder_is_not_indexed(tmp_path: Path, course: Path
         embedder=FakeEmbedder(32),
         store=ListStore(32),
         chunker=LineChunker(),
-        cache=False,
+        
     )
     report = index.add(course)
     assert all(".mmembed" not in p for p in report.added)
@@ -328,7 +327,7 @@ def test_committed_files_survive_a_failure_midway(tmp_path: Path, course: Path) 
         tmp_path / "ix",
         embedder=FakeEmbedder(32),
         chunker=LineChunker(),
-        cache=False,
+        
         store=ListStore(32),
     )
     assert {Path(p).name for p in again.files()} == {"diagram.png", "krebs.md"}
