@@ -177,6 +177,7 @@ class AudioChunker:
             memory_mb=self.memory_mb,
             name=name,
             isolate=self.isolate,
+            preload=("numpy", "soundfile", "soxr"),
         )
 
 

@@ -204,6 +204,7 @@ class VideoChunker:
             memory_mb=self.memory_mb,
             name=name,
             isolate=self.isolate,
+            preload=("av",),
         )
 
 
