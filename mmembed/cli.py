@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only count the chunks and API calls the new and changed files need, and the cost",
     )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        metavar="N",
+        help="chunks embedded per round; finished files are committed after each round (256)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser(
@@ -230,11 +237,11 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if args.dry_run and not existing:
         # a dry run leaves no index behind
         with tempfile.TemporaryDirectory(prefix="mmembed-dry-") as tmp:
-            index = Index(Path(tmp) / "index", embedder=embedder)
+            index = Index(Path(tmp) / "index", embedder=embedder, batch_size=args.batch_size)
             report = index.add(*args.paths, dry_run=True)
             index.close()
     else:
-        index = Index(args.index, embedder=embedder)
+        index = Index(args.index, embedder=embedder, batch_size=args.batch_size)
         if existing and not args.json:
             spec = index.info()["embedder"]
             _notice(f"index {args.index}: {spec['model']}, {spec['dimensions']} dimensions")

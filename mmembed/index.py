@@ -371,8 +371,9 @@ class Index:
             from the index.
         chunker: a :class:`~mmembed.protocols.Chunker` to use instead of
             :func:`mmembed.chunkers.chunk` with the embedder's limits.
-        chunk_options: keyword options for :func:`mmembed.chunkers.chunk` (part of the
-            fingerprint: an existing index keeps its own when this is omitted).
+        chunk_options: options for each modality's chunker, e.g. ``{"text": {"size": 512},
+            "video": {"max_seconds": 30}}`` (part of the fingerprint: an existing index keeps
+            its own when this is omitted).
         cache: keep an embedding cache in the index directory (recommended).
         batch_size: chunks embedded per round (the embedder splits them into API calls).
 
@@ -433,11 +434,17 @@ class Index:
         )
 
         # -- chunking settings (part of the fingerprint) --------------------------------------
-        options = dict(chunk_options or {})
+        options = {str(k): dict(v) for k, v in (chunk_options or {}).items()}
+        unknown = sorted(set(options) - {m.value for m in Modality})
+        if unknown:
+            raise ConfigurationError(
+                f"chunk_options takes one dict of options per modality ({', '.join(Modality)}), "
+                f"e.g. {{'text': {{'size': 512}}}}; got {', '.join(unknown)}"
+            )
         chunking: dict[str, Any] = {
             "options": {k: options[k] for k in sorted(options)},
             "limits": limits_name,
-            "chunker": "custom" if chunker is not None else "mmembed.chunkers.chunk",
+            "chunker": "custom" if chunker is not None else "mmembed.chunkers",
         }
         if config is not None:
             stored = config.get("chunking", {})
@@ -623,6 +630,40 @@ class Index:
         from mmembed.limits import limits_for
 
         return limits_for(str(name))
+
+    def _chunker_for(self, modality: Modality, *, pdf_as_text: bool = False) -> Any:
+        """The chunker for one modality, with the index's limits and chunk options."""
+        options: dict[str, Any] = dict(self._chunking.get("options", {}).get(modality.value, {}))
+        limits = self._limits
+        if modality is Modality.TEXT:
+            # a local model reads at most max_tokens word pieces: keep chunks within that
+            max_tokens = getattr(self.embedder, "max_tokens", None)
+            if limits is None and isinstance(max_tokens, int) and max_tokens > 0:
+                options.setdefault("size", min(max_tokens, 1024))
+                options.setdefault("overlap", options["size"] // 8)
+            from mmembed.chunkers.text import TextChunker
+
+            return TextChunker(limits=limits, **options)
+        if modality is Modality.PDF:
+            options.setdefault("page_text", True)
+            if pdf_as_text:
+                # one page a chunk: a text model reads little, and page hits stay precise
+                options.setdefault("mode", "text")
+                options.setdefault("pages", 1)
+            from mmembed.chunkers.pdf import PdfChunker
+
+            return PdfChunker(limits=limits, **options)
+        if modality is Modality.AUDIO:
+            from mmembed.chunkers.audio import AudioChunker
+
+            return AudioChunker(limits=limits, **options)
+        if modality is Modality.VIDEO:
+            from mmembed.chunkers.video import VideoChunker
+
+            return VideoChunker(limits=limits, **options)
+        from mmembed.chunkers.image import ImageChunker
+
+        return ImageChunker(limits=limits, **options)
 
     @property
     def store(self) -> VectorStore:
@@ -1008,12 +1049,7 @@ class _Run:
         if custom is not None:
             yield from custom.chunk(part)
             return
-        from mmembed.chunkers import chunk  # decoders load on first use
-
-        options: dict[str, Any] = dict(self.ix._chunking.get("options") or {})
-        if pdf_as_text:
-            options.setdefault("text_only", True)
-        yield from chunk(part, limits=self.ix._limits, **options)
+        yield from self.ix._chunker_for(part.modality, pdf_as_text=pdf_as_text).chunk(part)
 
     def _queue(self, pending: _Pending, ord_: int, chunk: Chunk) -> None:
         content = chunk.content
@@ -1208,6 +1244,8 @@ def _preview(chunk: Chunk) -> str:
     if not texts:
         for key in ("text", "page_text", "transcript", "caption"):
             value = chunk.metadata.get(key)
+            if isinstance(value, (tuple, list)):
+                value = " ".join(v for v in value if isinstance(v, str))
             if isinstance(value, str) and value.strip():
                 texts.append(value)
                 break

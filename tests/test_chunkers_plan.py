@@ -89,9 +89,7 @@ def test_keyframe_plans_start_at_keyframes_and_respect_the_bounds(
     case: tuple[list[float], float, float, float, float],
 ) -> None:
     keyframes, duration, min_len, max_len, overlap = case
-    spans = plan_keyframes(
-        keyframes, duration, min_len=min_len, max_len=max_len, overlap=overlap
-    )
+    spans = plan_keyframes(keyframes, duration, min_len=min_len, max_len=max_len, overlap=overlap)
     if duration <= max_len:
         assert spans == [(0.0, duration)]
         return

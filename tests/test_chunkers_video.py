@@ -47,7 +47,9 @@ def decoded(chunk: Chunk) -> list[Any]:
     """Every video frame of a chunk's MP4, decoded."""
     assert isinstance(chunk.content, Video)
     with av.open(io.BytesIO(chunk.content.read_bytes())) as c:
-        return [f.to_ndarray(format="rgb24") if i == 0 else f for i, f in enumerate(c.decode(video=0))]
+        return [
+            f.to_ndarray(format="rgb24") if i == 0 else f for i, f in enumerate(c.decode(video=0))
+        ]
 
 
 def shade_second(chunk: Chunk) -> int:

@@ -252,11 +252,10 @@ def test_changed_chunk_options_are_refused(tmp_path: Path, course: Path) -> None
         tmp_path / "ix",
         embedder=FakeEmbedder(32),
         store=ListStore(32),
-        chunk_options={"max_chars": 500},
-        
+        chunk_options={"text": {"size": 500}},
     )
     with pytest.raises(IncompatibleIndexError, match="chunk settings"):
-        Index(tmp_path / "ix", embedder=FakeEmbedder(32), chunk_options={"max_chars": 900})
+        Index(tmp_path / "ix", embedder=FakeEmbedder(32), chunk_options={"text": {"size": 900}})
 
 
 def test_a_nonempty_store_for_an_existing_index_is_refused(tmp_path: Path, course: Path) -> None:
@@ -293,7 +292,6 @@ def test_index_dir_inside_the_folder_is_not_indexed(tmp_path: Path, course: Path
         embedder=FakeEmbedder(32),
         store=ListStore(32),
         chunker=LineChunker(),
-        
     )
     report = index.add(course)
     assert all(".mmembed" not in p for p in report.added)
@@ -327,7 +325,6 @@ def test_committed_files_survive_a_failure_midway(tmp_path: Path, course: Path) 
         tmp_path / "ix",
         embedder=FakeEmbedder(32),
         chunker=LineChunker(),
-        
         store=ListStore(32),
     )
     assert {Path(p).name for p in again.files()} == {"diagram.png", "krebs.md"}

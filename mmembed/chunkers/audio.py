@@ -122,7 +122,17 @@ class AudioChunker:
             )
         if not 8000 <= sample_rate <= 192000:
             raise ConfigurationError(f"sample_rate must be 8000–192000 Hz, got {sample_rate}")
-        if format == "mp3" and sample_rate not in (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000):
+        if format == "mp3" and sample_rate not in (
+            8000,
+            11025,
+            12000,
+            16000,
+            22050,
+            24000,
+            32000,
+            44100,
+            48000,
+        ):
             raise ConfigurationError(
                 f"MP3 cannot hold {sample_rate} Hz; use 16000, 22050, 24000, 32000, 44100 or 48000"
             )
@@ -246,7 +256,9 @@ class _Writer:
             subtype=subtype,
         )
         self._resampler = (
-            soxr.ResampleStream(in_rate, job.sample_rate, channels, dtype="float32", quality=job.quality)
+            soxr.ResampleStream(
+                in_rate, job.sample_rate, channels, dtype="float32", quality=job.quality
+            )
             if in_rate != job.sample_rate
             else None
         )
@@ -297,7 +309,9 @@ def _soundfile_windows(soxr: ModuleType, f: Any, job: _Job) -> Iterator[Chunk]:
             return  # truncated: what was there has been emitted
 
 
-def _pyav_windows(av: ModuleType, soxr: ModuleType, data: str | bytes, job: _Job) -> Iterator[Chunk]:
+def _pyav_windows(
+    av: ModuleType, soxr: ModuleType, data: str | bytes, job: _Job
+) -> Iterator[Chunk]:
     """Decode once, front to back, holding at most about one window and one hop of samples."""
     with av.open(io.BytesIO(data) if isinstance(data, bytes) else data, "r") as inp:
         if not inp.streams.audio:

@@ -170,6 +170,12 @@ class SentenceTransformerEmbedder:
         return frozenset(out)
 
     @property
+    def max_tokens(self) -> int | None:
+        """The longest input the model reads, in its own tokens (longer text is truncated)."""
+        value = getattr(self._load(), "max_seq_length", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    @property
     def prompts(self) -> dict[str, str]:
         """The model's named prompts (empty strings dropped)."""
         raw = getattr(self._load(), "prompts", None) or {}
