@@ -89,7 +89,8 @@ def test_index_search_reindex_change_delete(
     assert code == ExitCode.OK
     again = json.loads(out)
     assert len(again["unchanged"]) == 6
-    assert again["added"] == [] and again["calls"] == 0
+    assert again["added"] == []
+    assert again["calls"] == 0
     assert len(server.embed_requests) == before
 
     # one changed file, one deleted: only the changed one is embedded
@@ -125,11 +126,12 @@ def test_plain_output_is_a_table(
     ix = str(tmp_path / "ix")
     assert run(capsys, "index", str(course), "--index", ix)[0] == ExitCode.OK
     code, out, _ = run(capsys, "search", "Krebs", "cycle", "--index", ix, "-k", "2")
+    assert code == ExitCode.OK
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["#", "score", "source"]
     assert len(lines) == 3
     assert "krebs.md" in lines[1]
-    code, out, _ = run(capsys, "info", "--index", ix)
+    _code, out, _ = run(capsys, "info", "--index", ix)
     assert "files      6" in out
 
 

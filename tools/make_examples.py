@@ -79,14 +79,34 @@ Grades: homework 30 percent, midterm 30 percent, final exam 40 percent.
 }
 
 SLIDES = [
-    ("The Krebs cycle", ["Runs in the mitochondrial matrix", "Acetyl-CoA in, CO2 out",
-                         "Loads NADH and FADH2 for the electron transport chain"]),
-    ("ATP synthase", ["A rotary motor in the inner membrane",
-                      "Driven by the proton gradient", "Makes most of the cell's ATP"]),
-    ("Light reactions", ["Thylakoid membranes of the chloroplast", "Chlorophyll absorbs light",
-                         "Water is split and oxygen released"]),
-    ("The Calvin cycle", ["In the stroma", "RuBisCO fixes carbon dioxide",
-                          "ATP and NADPH build glucose"]),
+    (
+        "The Krebs cycle",
+        [
+            "Runs in the mitochondrial matrix",
+            "Acetyl-CoA in, CO2 out",
+            "Loads NADH and FADH2 for the electron transport chain",
+        ],
+    ),
+    (
+        "ATP synthase",
+        [
+            "A rotary motor in the inner membrane",
+            "Driven by the proton gradient",
+            "Makes most of the cell's ATP",
+        ],
+    ),
+    (
+        "Light reactions",
+        [
+            "Thylakoid membranes of the chloroplast",
+            "Chlorophyll absorbs light",
+            "Water is split and oxygen released",
+        ],
+    ),
+    (
+        "The Calvin cycle",
+        ["In the stroma", "RuBisCO fixes carbon dioxide", "ATP and NADPH build glucose"],
+    ),
 ]
 
 _FIXED_DATE = datetime(2025, 1, 1, tzinfo=UTC)
