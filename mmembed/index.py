@@ -60,7 +60,6 @@ from mmembed.errors import (
     MissingDependencyError,
     MMEmbedError,
     RateLimitError,
-    StoreError,
     UnsupportedMediaError,
 )
 from mmembed.limits import ModelLimits, estimate_tokens
@@ -531,7 +530,11 @@ class Index:
                     self._replay(store)
                     return store
                 state = _read_json(self.path / "store.json") or state
-            raise StoreError(f"{self.path} keeps changing under this reader; try again")
+            # the snapshot and the log do not meet (files restored by hand?): the catalog holds
+            # every vector, so rebuild the store from it rather than trust either
+            fresh: VectorStore = cls(self._dimensions)
+            self._rebuild_into(fresh)
+            return fresh
         recorded = self._config.get("store")
         if recorded:
             store = _store_class(str(recorded["class"]))(self._dimensions)
@@ -758,7 +761,8 @@ class Index:
                 target = os.path.abspath(p)
                 for f in self._catalog.files(under=target):
                     self._catalog.remove_file(f.path)
-                    removed.append(f.path)
+                    if f.status == "indexed":
+                        removed.append(f.path)
             self._replay(self._store)
             self._save_store()
         return removed
@@ -909,8 +913,8 @@ class _Run:
         self.queue: list[tuple[_Pending, int, Embeddable]] = []
         self.queue_bytes = 0
         self.open_files: list[_Pending] = []
-        usage = getattr(index._embedder, "usage", None)
-        self.usage_before = usage
+        # read without building the embedder: a run with nothing to embed never loads a model
+        self.usage_before = getattr(index._embedder_obj, "usage", None)
 
     # -- walking ----------------------------------------------------------------------------
 
@@ -922,7 +926,7 @@ class _Run:
                 known = self.catalog.files(under=top)
                 if not known:
                     raise ConfigurationError(f"{p} does not exist")
-                self._remove([f.path for f in known])
+                self._remove(known)
                 continue
             if os.path.isdir(top):
                 self.walked_dirs.append(top)
@@ -933,18 +937,19 @@ class _Run:
                     self.targets.setdefault(found.path, found.stat)
         # files the catalog holds below a walked folder that are no longer there
         for directory in self.walked_dirs:
-            gone: list[str] = [
-                f.path
+            gone = [
+                f
                 for f in self.catalog.files(under=directory)
                 if f.path not in self.targets and not is_under(f.path, str(self.ix.path))
             ]
             self._remove(gone)
 
-    def _remove(self, paths: list[str]) -> None:
-        for path in paths:
+    def _remove(self, files: list[FileRecord]) -> None:
+        for f in files:
             if not self.dry_run:
-                self.catalog.remove_file(path)
-            self.removed.append(_show(path))
+                self.catalog.remove_file(f.path)
+            if f.status == "indexed":  # skipped or failed files were never in the results
+                self.removed.append(_show(f.path))
 
     # -- processing -------------------------------------------------------------------------
 
@@ -979,12 +984,13 @@ class _Run:
     def _file(self, path: str, st: os.stat_result) -> None:
         old = self.catalog.file(path)
         indexed = old is not None and old.status == "indexed"
-        if (
-            old is not None
-            and indexed
-            and old.size == st.st_size
-            and old.mtime_ns == st.st_mtime_ns
-        ):
+        same_stat = old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns)
+        if old is not None and same_stat and old.status == "skipped":
+            # decided before, for this very file: no need to sniff it or load a model again
+            self.skipped.append(FileProblem(path=_show(path), reason=old.reason))
+            self.done += 1
+            return
+        if indexed and same_stat:
             self.unchanged.append(_show(path))
             self.done += 1
             return
@@ -1002,7 +1008,7 @@ class _Run:
         try:
             part = load(path)
         except UnsupportedMediaError as exc:
-            self._skip(path, _reason(exc, path))
+            self._skip(path, _reason(exc, path), st=st, sha=sha)
             return
         except (ConfigurationError, OSError) as exc:
             self._fail(path, _reason(exc, path))
@@ -1016,6 +1022,8 @@ class _Run:
                 f"{self.ix._embedder.model} does not embed {modality.value} (it takes "
                 f"{', '.join(sorted(m.value for m in accepted))}); set GEMINI_API_KEY and use "
                 "a Gemini index to include it",
+                st=st,
+                sha=sha,
             )
             return
         pending = _Pending(path=path, stat=st, sha256=sha, modality=modality, existed=indexed)
@@ -1060,7 +1068,10 @@ class _Run:
             id=chunk_id,
             path=pending.path,
             ord=ord_,
-            modality=chunk.modality.value,
+            # a PDF read as text is still a PDF to the user (and to where={"modality": "pdf"})
+            modality=pending.modality.value
+            if pending.modality is Modality.PDF
+            else chunk.modality.value,
             span=chunk.span,
             preview=preview,
             content_hash=content_hash(content) if not self.dry_run else "",
@@ -1179,13 +1190,27 @@ class _Run:
             )
         )
 
-    def _skip(self, path: str, reason: str) -> None:
+    def _skip(
+        self, path: str, reason: str, *, st: os.stat_result | None = None, sha: str = ""
+    ) -> None:
         self.skipped.append(FileProblem(path=_show(path), reason=reason))
         self.done += 1
+        if self.dry_run:
+            return
         # a file that used to be indexed and is now of a type we skip must not linger
-        old = self.catalog.file(path)
-        if old is not None and not self.dry_run:
-            self.catalog.remove_file(path)
+        self.catalog.remove_file(path)
+        if st is not None:
+            self.catalog.record_failure(
+                FileRecord(
+                    path=path,
+                    size=st.st_size,
+                    mtime_ns=st.st_mtime_ns,
+                    sha256=sha,
+                    modality="",
+                    status="skipped",
+                    reason=reason,
+                )
+            )
 
     # -- report -----------------------------------------------------------------------------
 
@@ -1199,12 +1224,17 @@ class _Run:
             if self.ix._limits is not None:
                 tokens = self.est_tokens
                 cost = _estimate_cost(self.est_by, self.ix._limits)
+        elif self.ix._embedder_obj is None:
+            # nothing needed embedding, so the embedder was never built; Gemini counts calls
+            if self.ix._spec.get("kind") == "gemini":
+                calls, tokens, cost = 0, 0, 0.0
         else:
-            after = getattr(self.ix._embedder, "usage", None)
-            if after is not None and self.usage_before is not None:
-                calls = int(after.requests - self.usage_before.requests)
-                tokens = int(after.tokens - self.usage_before.tokens)
-                cost = float(after.cost_usd - self.usage_before.cost_usd)
+            after = getattr(self.ix._embedder_obj, "usage", None)
+            if after is not None:
+                before = self.usage_before
+                calls = int(after.requests - (before.requests if before else 0))
+                tokens = int(after.tokens - (before.tokens if before else 0))
+                cost = float(after.cost_usd - (before.cost_usd if before else 0.0))
         return IndexReport(
             added=tuple(self.added),
             unchanged=tuple(self.unchanged),

@@ -365,3 +365,53 @@ def test_result_str_shows_time_ranges_and_pages() -> None:
     html = Results([video, pdf])._repr_html_()
     assert "page 7" in html
     assert "1:15–1:30" in html
+
+
+def test_reindex_never_builds_the_embedder_for_known_skipped_files(
+    tmp_path: Path, course: Path
+) -> None:
+    text_only = FakeEmbedder(32, modalities=frozenset({Modality.TEXT}))
+    make(tmp_path, embedder=text_only).add(course)
+    reopened = Index(tmp_path / "ix", chunker=LineChunker(), store=ListStore(32))
+    report = reopened.add(course)
+    assert [Path(p.path).name for p in report.skipped] == ["diagram.png"]
+    assert len(report.unchanged) == 3
+    assert reopened._embedder_obj is None  # no model was loaded to decide anything
+
+
+def test_a_run_killed_before_the_store_save_is_caught_up_from_the_catalog(
+    tmp_path: Path, course: Path
+) -> None:
+    index = Index(tmp_path / "ix", embedder=FakeEmbedder(32), chunker=LineChunker())
+    index.add(course)
+
+    def killed(path: object) -> None:
+        raise KeyboardInterrupt
+
+    index.store.save = killed  # type: ignore[attr-defined]
+    (course / "new.md").write_text("Glycolysis splits glucose in the cytoplasm.")
+    with pytest.raises(KeyboardInterrupt):
+        index.add(course)
+    index.close()
+    again = Index(tmp_path / "ix", chunker=LineChunker())
+    top = again.search("glycolysis glucose cytoplasm", k=1)[0]
+    assert top.source.endswith("new.md")
+    assert len(again.store) == len(again) == 6
+
+
+def test_a_run_killed_between_store_save_and_its_record_replays_without_duplicates(
+    tmp_path: Path, course: Path
+) -> None:
+    index = Index(tmp_path / "ix", embedder=FakeEmbedder(32), chunker=LineChunker())
+    index.add(course)
+    old_state = (tmp_path / "ix" / "store.json").read_text()
+    (course / "krebs.md").write_text("Changed: the Krebs cycle in one line.")
+    (course / "new.md").write_text("Glycolysis splits glucose in the cytoplasm.")
+    index.add(course)
+    index.close()
+    # the new snapshot is on disk but the record of what it holds is the old one
+    (tmp_path / "ix" / "store.json").write_text(old_state)
+    again = Index(tmp_path / "ix", chunker=LineChunker())
+    assert len(again.store) == len(again) == 5
+    ids = [r.chunk_id for r in again.search("Krebs cycle glycolysis", k=50)]
+    assert len(ids) == len(set(ids)) == 5

@@ -57,6 +57,15 @@ def _bundled_path() -> Path | None:
     return path if (path / "modules.json").is_file() else None
 
 
+def _quiet_transformers() -> None:
+    """Silence the weight-loading progress bars transformers prints on stderr."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
 def local_model_available(model: str = DEFAULT_LOCAL_MODEL) -> bool:
     """Whether ``model`` can be loaded offline: sentence-transformers installed and weights found.
 
@@ -124,6 +133,7 @@ class SentenceTransformerEmbedder:
                 if bundled is not None:
                     source = str(bundled)
             local_only = not self._allow_download and not Path(source).is_dir()
+            _quiet_transformers()
             try:
                 self._model = st.SentenceTransformer(
                     source, device=self._device, local_files_only=local_only
