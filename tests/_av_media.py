@@ -26,6 +26,7 @@ def make_video(
     container: str = "mp4",
     preset: str = "ultrafast",
     crf: int = 30,
+    audio_seconds: float | None = None,
 ) -> bytes | None:
     """Encode a synthetic video: a moving square on a gradient, plus a 440 Hz tone.
 
@@ -42,6 +43,7 @@ def make_video(
         container: the muxer name (``mp4``, ``mov``, ``matroska``).
         preset: the x264 preset.
         crf: the x264 quality.
+        audio_seconds: length of the tone track when it should differ from the video's.
     """
     import av
 
@@ -75,7 +77,7 @@ def make_video(
         out.mux(vs.encode(frame))
     out.mux(vs.encode(None))
     if aus is not None:
-        total = round(seconds * sr)
+        total = round((seconds if audio_seconds is None else audio_seconds) * sr)
         t = np.arange(total, dtype=np.float32) / sr
         tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
         step = 1024

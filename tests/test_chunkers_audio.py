@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def test_pyav_formats_cover_the_input(media: dict[str, Path], kind: str) -> None
     assert spans[0].start == 0  # type: ignore[union-attr]
     total = 30.0 if kind == "m4a" else 25.0
     assert spans[-1].end == pytest.approx(total, abs=0.05)  # type: ignore[union-attr]
-    for a, b in zip(spans, spans[1:], strict=False):
+    for a, b in itertools.pairwise(spans):
         assert a.end - b.start >= 2 - 1e-9  # type: ignore[union-attr]
     for chunk in chunks:
         data, _ = wav_samples(chunk.content.read_bytes())  # type: ignore[union-attr]
@@ -201,3 +202,15 @@ def test_a_format_the_model_refuses_is_refused() -> None:
     wav_only = replace(GEMINI_EMBEDDING_2, audio_mime_types=frozenset({"audio/wav"}))
     with pytest.raises(ConfigurationError, match="does not take audio/mpeg"):
         AudioChunker(limits=wav_only, format="mp3")
+
+
+def test_an_implausible_sample_rate_is_refused(tmp_path: Path) -> None:
+    from mmembed import ChunkingError
+
+    blob = bytearray(make_audio(seconds=2, sr=8000) or b"")
+    assert blob[24:28] == (8000).to_bytes(4, "little")
+    blob[24:28] = (1).to_bytes(4, "little")  # the fmt chunk's sample rate
+    path = tmp_path / "one-hertz.wav"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ChunkingError, match="sample rate of 1 Hz"):
+        list(AudioChunker().chunk(path))

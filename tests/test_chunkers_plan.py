@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -31,8 +33,9 @@ def test_windows_cover_the_input_with_the_declared_overlap(
     for start, end in spans:
         assert 0 <= start < end <= total
         assert end - start == min(window, total)  # every window full length: no tiny tail
-    for (s0, e0), (s1, e1) in zip(spans, spans[1:], strict=False):
-        assert s0 < s1 and e0 < e1
+    for (s0, e0), (s1, e1) in itertools.pairwise(spans):
+        assert s0 < s1
+        assert e0 < e1
         assert s1 <= e0, "no gap"
         shared = e0 - s1
         if (s1, e1) == spans[-1]:
@@ -65,7 +68,7 @@ def test_even_segments_cover_the_input_and_fit(
         # equal lengths, none shorter than half the longest allowed (no tiny tail)
         assert max(lengths) - min(lengths) < 1e-6 * max(1.0, duration)
         assert min(lengths) > (max_len + overlap) / 2 - EPS
-    for (_, e0), (s1, _) in zip(spans, spans[1:], strict=False):
+    for (_, e0), (s1, _) in itertools.pairwise(spans):
         assert e0 - s1 == pytest.approx(overlap, abs=1e-6 * max(1.0, duration))
 
 
@@ -102,7 +105,7 @@ def test_keyframe_plans_start_at_keyframes_and_respect_the_bounds(
         assert round(start, 6) in kf
         assert end == duration or round(end, 6) in kf
         assert min_len - EPS <= end - start <= max_len + EPS
-    for (s0, e0), (s1, _) in zip(spans, spans[1:], strict=False):
+    for (s0, e0), (s1, _) in itertools.pairwise(spans):
         assert s0 < s1 <= e0 - overlap + EPS, "no gap, and at least the declared overlap"
 
 

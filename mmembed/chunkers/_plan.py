@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-__all__ = ["plan_even", "plan_keyframes", "plan_windows"]
+__all__ = ["iter_windows", "plan_even", "plan_keyframes", "plan_windows"]
 
 # Float slack for comparing times that went through a time base and back.
 _EPS = 1e-6
@@ -35,18 +35,24 @@ def plan_windows(total: int, window: int, overlap: int) -> list[tuple[int, int]]
         ``(start, end)`` pairs, sorted, covering ``[0, total)`` without gaps. An empty input gives
         no windows; an input no longer than ``window`` gives one window, the whole input.
     """
+    return list(iter_windows(total, window, overlap))
+
+
+def iter_windows(total: int, window: int, overlap: int) -> Iterator[tuple[int, int]]:
+    """:func:`plan_windows`, one window at a time (a header may claim an absurd length)."""
     if window <= 0 or overlap < 0 or overlap >= window:
         raise ValueError(f"need 0 <= overlap < window, got window={window}, overlap={overlap}")
     if total <= 0:
-        return []
+        return
     if total <= window:
-        return [(0, total)]
+        yield (0, total)
+        return
     hop = window - overlap
-    spans = [(s, s + window) for s in range(0, total - window, hop)]
+    for s in range(0, total - window, hop):
+        yield (s, s + window)
     # The last window ends at the input's end: it overlaps its neighbour by more than `overlap`
     # rather than being a short tail that carries too little to embed well.
-    spans.append((total - window, total))
-    return spans
+    yield (total - window, total)
 
 
 def plan_even(duration: float, max_len: float, overlap: float) -> list[tuple[float, float]]:

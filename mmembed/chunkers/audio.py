@@ -6,7 +6,8 @@ window however long the input. Each window is resampled with soxr and written as
 PCM) or MP3.
 
 >>> from mmembed.chunkers import AudioChunker
->>> for chunk in AudioChunker(window_seconds=30, overlap_seconds=5).chunk("talk.m4a"):  # doctest: +SKIP
+>>> chunker = AudioChunker(window_seconds=30, overlap_seconds=5)
+>>> for chunk in chunker.chunk("talk.m4a"):  # doctest: +SKIP
 ...     print(chunk.uri)
 talk.m4a#t=0,30
 talk.m4a#t=25,55
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
@@ -28,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._optional import import_optional
-from mmembed.chunkers._plan import plan_windows
+from mmembed.chunkers._plan import iter_windows
 from mmembed.chunkers._source import media_source
 from mmembed.content import Audio, Part, Video
 from mmembed.errors import ChunkingError, ConfigurationError, MMEmbedError
@@ -45,6 +47,8 @@ _SF_FORMAT = {"wav": ("WAV", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
 #: more than ~2M frames; blocks this size also keep the resampler's buffers small.
 _BLOCK = 1 << 16
 Samples = NDArray[np.float32]
+#: Sample rates real recordings use; anything outside is a corrupt header.
+_MIN_RATE, _MAX_RATE = 1000, 768_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,17 +281,19 @@ class _Writer:
 def _layout(block: Samples, mono: bool) -> Samples:
     """Mix to mono, or keep at most the first two channels (front left/right)."""
     if mono:
-        return block.mean(axis=1, keepdims=True, dtype=np.float32)
+        mixed: Samples = block.mean(axis=1, keepdims=True, dtype=np.float32)
+        return mixed
     return block[:, :2]
 
 
 def _soundfile_windows(soxr: ModuleType, f: Any, job: _Job) -> Iterator[Chunk]:
     rate = int(f.samplerate)
     total = int(f.frames)
-    if rate <= 0 or total <= 0 or f.channels <= 0:
+    if total <= 0 or f.channels <= 0:
         raise ChunkingError(f"{job.name}: holds no audio samples")
+    _check_rate(rate, job)
     channels = 1 if job.mono else min(int(f.channels), 2)
-    plan = plan_windows(total, round(job.window_seconds * rate), round(job.overlap_seconds * rate))
+    plan = iter_windows(total, round(job.window_seconds * rate), round(job.overlap_seconds * rate))
     for index, (start, stop) in enumerate(plan):
         f.seek(start)
         writer = _Writer(soxr, job, rate, channels)
@@ -319,8 +325,9 @@ def _pyav_windows(
         stream = inp.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or 0)
         src_channels = int(stream.codec_context.channels or 0)
-        if rate <= 0 or src_channels <= 0:
-            raise ChunkingError(f"{job.name}: the audio stream declares no sample rate")
+        if src_channels <= 0:
+            raise ChunkingError(f"{job.name}: the audio stream declares no channels")
+        _check_rate(rate, job)
         channels = 1 if job.mono or src_channels == 1 else 2
         resampler = av.AudioResampler(
             format="flt", layout="mono" if channels == 1 else "stereo", rate=rate
@@ -344,6 +351,15 @@ def _pyav_windows(
             raise ChunkingError(f"{job.name}: holds no decodable audio samples")
 
 
+def _check_rate(rate: int, job: _Job) -> None:
+    # A corrupt header can claim 1 Hz, which resampling would blow up 16,000-fold.
+    if not _MIN_RATE <= rate <= _MAX_RATE:
+        raise ChunkingError(
+            f"{job.name}: declares a sample rate of {rate} Hz, outside {_MIN_RATE}–{_MAX_RATE} "
+            "Hz; the header is probably corrupt"
+        )
+
+
 def _encode(
     soxr: ModuleType, job: _Job, index: int, start: int, samples: Samples, rate: int, channels: int
 ) -> Chunk:
@@ -363,7 +379,7 @@ class _Windower:
 
     def __init__(self, window: int, hop: int, channels: int) -> None:
         self.window, self.hop, self.channels = window, hop, channels
-        self._blocks: list[tuple[int, Samples]] = []  # (absolute start, samples)
+        self._blocks: deque[tuple[int, Samples]] = deque()  # (absolute start, samples)
         self._received = 0
         self._next = 0  # start of the next regular window
 
@@ -380,13 +396,15 @@ class _Windower:
         ]
         if not parts:
             return np.zeros((0, self.channels), np.float32)
-        return np.concatenate(parts)
+        joined: Samples = np.concatenate(parts)
+        return joined
 
     def _trim(self) -> None:
         # Keep what a future window may need: from the next regular start, and the final
         # `window` samples (the last window is taken from the tail).
         keep = min(self._next, self._received - self.window)
-        self._blocks = [(s, b) for s, b in self._blocks if s + len(b) > keep]
+        while self._blocks and self._blocks[0][0] + len(self._blocks[0][1]) <= keep:
+            self._blocks.popleft()
 
     def ready(self) -> Iterator[tuple[int, Samples]]:
         while self._received > self._next + self.window:

@@ -45,6 +45,9 @@ _REMUX_VIDEO = frozenset({"h264", "hevc", "av1", "vp9"})
 #: Audio codecs an MP4 carries; others are dropped when remuxing (and re-encoded to AAC otherwise).
 _REMUX_AUDIO = frozenset({"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"})
 _EPS = 1e-6
+#: How far audio and video packets of the same moment may lie apart in a file: past this, a
+#: missing stream is taken as ended.
+_INTERLEAVE_SECONDS = 5.0
 #: The index (moov) before the data, so a segment plays while it is still arriving.
 _MP4_OPTIONS = {"movflags": "+faststart"}
 
@@ -220,7 +223,6 @@ class _Probe:
     fps: float
     video_codec: str
     audio_codec: str | None
-    height: int
 
 
 @contextmanager
@@ -261,7 +263,6 @@ def _probe(av: ModuleType, data: str | bytes, name: str) -> _Probe:
         if first is None or end is None or not keyframes:
             raise ChunkingError(f"{name}: the video stream holds no decodable frames")
         codec = vs.codec_context.name
-        height = int(vs.codec_context.height or 0)
     origin = float(first * tb)
     duration = float(end * tb) - origin
     if duration <= 0:
@@ -273,7 +274,6 @@ def _probe(av: ModuleType, data: str | bytes, name: str) -> _Probe:
         fps=fps,
         video_codec=codec,
         audio_codec=audio,
-        height=height,
     )
 
 
@@ -358,6 +358,7 @@ def _remux(
         v_end = round((end + probe.origin) / vtb)
         a_off = round((start + probe.origin) / ain.time_base) if ain is not None else 0
         a_end = round((end + probe.origin) / ain.time_base) if ain is not None else 0
+        v_slack = round(_INTERLEAVE_SECONDS / vtb)
         with av.open(str(target), "w", format="mp4", options=_MP4_OPTIONS) as out:
             vout = out.add_stream_from_template(vin)
             aout = out.add_stream_from_template(ain) if ain is not None else None
@@ -374,6 +375,9 @@ def _remux(
                 if packet.stream.type == "video":
                     if int(packet.dts) >= v_end and pts >= v_end:
                         video_done = True
+                        # Audio this far behind the video is missing, not late: stop here
+                        # rather than read on to the end of the file for every segment.
+                        audio_done = audio_done or int(packet.dts) >= v_end + v_slack
                     if pts < v_off or pts >= v_end:
                         if video_done and audio_done:
                             break
@@ -425,7 +429,8 @@ def _reencode(
         ain = inp.streams.audio[0] if job.audio and inp.streams.audio else None
         vin.thread_type = "AUTO"
         with av.open(str(target), "w", format="mp4", options=_MP4_OPTIONS) as out:
-            vout: Any = None
+            # Every stream exists before the first packet is muxed (that writes the header).
+            vout = _video_stream(out, vin, fps, job)
             aout: Any = None
             resampler: Any = None
             if ain is not None and ain.codec_context.sample_rate:
@@ -448,11 +453,10 @@ def _reencode(
                     if isinstance(frame, av.VideoFrame):
                         if t >= hi:
                             video_done = True
+                            audio_done = audio_done or t >= end + _INTERLEAVE_SECONDS
                             continue
                         if t < lo:
                             continue
-                        if vout is None:
-                            vout = _video_stream(out, frame, fps, job, probe.height)
                         if first_t is None:
                             first_t = t
                         last_t = t
@@ -490,7 +494,7 @@ def _reencode(
                             out.mux(aout.encode(chunk))
                 if video_done and audio_done:
                     break
-            if vout is None:
+            if first_t is None:
                 raise ChunkingError(
                     f"{job.name}: no video frames between {start:.3f} s and {end:.3f} s; the "
                     "file is probably truncated or corrupt"
@@ -505,9 +509,11 @@ def _reencode(
     return blob, TimeSpan(seg_start, max(seg_end, seg_start))
 
 
-def _video_stream(out: Any, frame: Any, fps: Fraction, job: _Job, height: int) -> Any:
-    src_h = int(frame.height or height or 16)
-    src_w = int(frame.width or 16)
+def _video_stream(out: Any, vin: Any, fps: Fraction, job: _Job) -> Any:
+    src_w = int(vin.codec_context.width or 0)
+    src_h = int(vin.codec_context.height or 0)
+    if src_w <= 0 or src_h <= 0:
+        raise ChunkingError(f"{job.name}: the video stream declares no frame size")
     scale = min(1.0, job.max_height / src_h)
     # H.264 with 4:2:0 chroma needs even dimensions.
     width = max(2, int(src_w * scale) // 2 * 2)
