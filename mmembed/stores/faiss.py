@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from mmembed.errors import ConfigurationError, CorruptStoreError, MissingDependencyError
 from mmembed.stores import _persist
-from mmembed.stores._base import ArrayStore, _normalize_rows, _numpy_knn, _pool, check_dimensions
+from mmembed.stores._base import ArrayStore, _normalize_rows, _numpy_knn, check_dimensions
 
 __all__ = ["FaissStore"]
 
@@ -27,8 +27,6 @@ _INDEX_FILE = "index.faiss"
 _LABELS_FILE = "labels.npy"
 # rebuild an approximate index once this share of its entries are deleted or replaced
 _DEAD_SHARE = 0.5
-# queries per block in the exact rerank of a shortlist
-_RERANK_BLOCK = 32
 
 _faiss_module: ModuleType | None = None
 _blas_guard = threading.Lock()
@@ -88,35 +86,35 @@ def _rerank(
     candidates: NDArray[np.int64],
     k: int,
 ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-    """Exact top-k among each query's candidate rows (``-1`` = no candidate)."""
+    """Exact top-k among each query's candidate rows (``-1`` ends a row's candidates).
+
+    FAISS's ``knn_inner_products_by_idx`` reads the candidate rows in place (no gathered copy)
+    and runs queries in parallel; a memory-mapped ``vectors`` is read only where needed.
+    """
+    faiss = _faiss()
     nq, width = candidates.shape
     k_out = min(k, width)
-    scores_out = np.full((nq, k_out), -np.inf, dtype=np.float32)
-    rows_out = np.full((nq, k_out), -1, dtype=np.intp)
-
-    def work(lo: int, hi: int) -> None:
-        cand = candidates[lo:hi]
-        valid = cand >= 0
-        gathered = np.take(vectors, np.where(valid, cand, 0), axis=0)  # (b, L, d)
-        scores = np.matmul(gathered, queries[lo:hi, :, None])[:, :, 0]
-        scores[~valid] = -np.inf
-        if k_out < width:
-            idx = np.argpartition(scores, width - k_out, axis=1)[:, -k_out:]
-        else:
-            idx = np.broadcast_to(np.arange(width), scores.shape)
-        top = np.take_along_axis(scores, idx, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        scores_out[lo:hi] = np.take_along_axis(top, order, axis=1)
-        rows_out[lo:hi] = np.take_along_axis(cand, np.take_along_axis(idx, order, axis=1), axis=1)
-
-    blocks = [(lo, min(nq, lo + _RERANK_BLOCK)) for lo in range(0, nq, _RERANK_BLOCK)]
-    if len(blocks) == 1:
-        work(*blocks[0])
-    else:
-        for future in [_pool().submit(work, lo, hi) for lo, hi in blocks]:
-            future.result()
-    rows_out[~np.isfinite(scores_out)] = -1
-    return scores_out, rows_out
+    cand = np.ascontiguousarray(candidates, dtype=np.int64)
+    query = np.ascontiguousarray(queries, dtype=np.float32)
+    scores = np.empty((nq, k_out), dtype=np.float32)
+    labels = np.empty((nq, k_out), dtype=np.int64)
+    if nq and width:
+        faiss.knn_inner_products_by_idx(
+            faiss.swig_ptr(query),
+            faiss.swig_ptr(vectors),
+            faiss.swig_ptr(cand),
+            vectors.shape[1],
+            nq,
+            vectors.shape[0],
+            width,
+            k_out,
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(labels),
+            width,  # the ids' row stride; -1 is misread by some FAISS versions
+        )
+    missing = labels < 0
+    scores[missing] = -np.inf
+    return scores, np.where(missing, -1, labels).astype(np.intp)
 
 
 class FaissStore(ArrayStore):

@@ -1,0 +1,288 @@
+"""Store search speed next to raw numpy / FAISS and the machine's own limits, in one run.
+
+Prints, for 100k x 768 and 100k x 3072 random unit vectors (k = 10):
+
+- the memory-bandwidth floor of one query (bytes scanned / large-array read rate, measured here)
+  and the GEMM throughput (float32 matrix product, measured here);
+- single-query and 1000-query search: raw numpy, raw FAISS (``faiss.knn``, the kernel of
+  ``IndexFlatIP``), ``InMemoryStore`` and ``FaissStore("Flat")``, with the store/raw ratio on the
+  same kernel, the fraction of the bandwidth floor (single) and of GEMM throughput (batch);
+
+and the Matryoshka funnel (``FaissStore(3072, funnel_dimensions=256)``) on Matryoshka-like
+vectors (per-dimension spread decaying with the index, clustered): speed-up over the faster
+exact flat search at 3072 and recall@10, for single queries and batches of 1000.
+
+Run from the repository root::
+
+    python benchmarks/store_search.py            # the full run (several minutes)
+    python benchmarks/store_search.py --quick    # a small smoke run (seconds)
+
+Some machines set ``OPENBLAS_CORETYPE`` to work around old OpenBLAS bugs; it slows a current
+numpy. To benchmark the default kernels, unset it for this command alone:
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/store_search.py``.
+
+The machine may be shared: the load average is printed with each section, and medians are
+reported (best in brackets) to damp the noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmembed.stores import FaissStore, InMemoryStore
+
+K = 10
+
+
+def timed(fn: Callable[[int], Any], reps: int) -> tuple[float, float]:
+    """Median and best wall time of ``fn(i)`` over ``reps`` calls after one warm-up."""
+    fn(reps)  # warm-up (page cache, BLAS threads)
+    times = []
+    for i in range(reps):
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times)
+
+
+def load() -> str:
+    return "load avg " + "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def read_rate(reps: int) -> float:
+    """Large-array streaming read rate in bytes/s (two threads over halves of a 1 GiB array)."""
+    data = np.ones(1 << 28, dtype=np.float32)
+    half = data.size // 2
+    pool = ThreadPoolExecutor(2)
+
+    def scan(_: int) -> None:
+        a = pool.submit(np.add.reduce, data[:half])
+        b = pool.submit(np.add.reduce, data[half:])
+        a.result()
+        b.result()
+
+    median, _ = timed(scan, reps)
+    pool.shutdown()
+    return data.nbytes / median
+
+
+def gemm_rate(reps: int, d: int) -> float:
+    """float32 GEMM throughput in FLOP/s, shaped like a batch search (1000 x 65536 x d)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1000, d), dtype=np.float32)
+    b = rng.standard_normal((65536, d), dtype=np.float32)
+    out = np.empty((1000, 65536), dtype=np.float32)
+    median, _ = timed(lambda _: np.matmul(a, b.T, out=out), reps)
+    return 2 * 1000 * 65536 * d / median
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    faiss.normalize_L2(x)
+    return x
+
+
+def numpy_single(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
+    scores = matrix @ q
+    top = np.argpartition(scores, scores.size - K)[-K:]
+    return top[np.argsort(-scores[top])]
+
+
+def numpy_batch(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    scores = queries @ matrix.T
+    top = np.argpartition(scores, scores.shape[1] - K, axis=1)[:, -K:]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
+
+
+def fmt_ms(t: tuple[float, float]) -> str:
+    return f"{t[0] * 1e3:8.1f} ({t[1] * 1e3:.1f})"
+
+
+def exact_section(
+    n: int, d: int, nq: int, reps: int, reps_batch: int, bandwidth: float, gemm: float
+) -> list[str]:
+    rng = np.random.default_rng(d)
+    data = unit_rows(rng.standard_normal((n, d), dtype=np.float32))
+    queries = unit_rows(rng.standard_normal((nq, d), dtype=np.float32))
+    ids = [str(i) for i in range(n)]
+    memory = InMemoryStore(d)
+    memory.add(ids, data)
+    del data
+    gc.collect()
+    flat = FaissStore(d)
+    flat.add(ids, memory.vectors)
+    matrix = memory.vectors  # raw baselines scan the very same array
+
+    floor = matrix.nbytes / bandwidth
+    flops = 2.0 * nq * n * d
+    rows: dict[str, tuple[float, float]] = {}
+    rows["numpy single"] = timed(lambda i: numpy_single(matrix, queries[i]), reps)
+    rows["faiss single"] = timed(
+        lambda i: faiss.knn(queries[i : i + 1], matrix, K, metric=faiss.METRIC_INNER_PRODUCT),
+        reps,
+    )
+    rows["InMemoryStore single"] = timed(lambda i: memory.search(queries[i], K), reps)
+    rows["FaissStore single"] = timed(lambda i: flat.search(queries[i], K), reps)
+    rows["numpy batch"] = timed(lambda _: numpy_batch(matrix, queries), reps_batch)
+    rows["faiss batch"] = timed(
+        lambda _: faiss.knn(queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT), reps_batch
+    )
+    rows["InMemoryStore batch"] = timed(lambda _: memory.search_batch(queries, K), reps_batch)
+    rows["FaissStore batch"] = timed(lambda _: flat.search_batch(queries, K), reps_batch)
+
+    # sanity: every path finds the same top hit
+    want = numpy_single(matrix, queries[0])[0]
+    assert memory.search(queries[0], 1)[0].id == flat.search(queries[0], 1)[0].id == str(want)
+
+    out = [
+        f"\n### {n:,} x {d} float32 ({matrix.nbytes / 1e9:.2f} GB), k={K}, {nq} queries per batch"
+        f" [{load()}]",
+        f"bandwidth floor of one query: {floor * 1e3:.1f} ms; GEMM: {gemm / 1e9:.0f} GFLOP/s",
+        "",
+        "| path | ms median (best) | vs raw, same kernel | floor / time | GFLOP/s | % of GEMM |",
+        "|---|---|---|---|---|---|",
+    ]
+    same_kernel = {
+        "InMemoryStore single": "numpy single",
+        "FaissStore single": "numpy single",
+        "InMemoryStore batch": "numpy batch",
+        "FaissStore batch": "faiss batch",
+    }
+    for name, t in rows.items():
+        base = same_kernel.get(name)
+        ratio = f"{t[0] / rows[base][0]:.2f}x {base.split()[0]}" if base else ""
+        if "single" in name:
+            extra = f"{floor / t[0]:.0%} ({t[0] / floor:.2f}x floor) | |"
+        else:
+            rate = flops / t[0]
+            extra = f" | {rate / 1e9:.0f} | {rate / gemm:.0%}"
+        out.append(f"| {name} | {fmt_ms(t)} | {ratio} | {extra} |")
+    return out
+
+
+def matryoshka_like(n: int, d: int, seed: int, centres: np.ndarray) -> np.ndarray:
+    """x = s * (c_k + e), s_i = (i + 1) ** -0.5, K clusters, unit rows (built in slabs)."""
+    rng = np.random.default_rng(seed)
+    scale = ((np.arange(d) + 1.0) ** -0.5).astype(np.float32)
+    out = np.empty((n, d), dtype=np.float32)
+    for lo in range(0, n, 20000):
+        hi = min(n, lo + 20000)
+        block = rng.standard_normal((hi - lo, d), dtype=np.float32)
+        block += centres[rng.integers(centres.shape[0], size=hi - lo)]
+        block *= scale
+        out[lo:hi] = block
+    return unit_rows(out)
+
+
+def funnel_section(n: int, nq: int, reps: int, reps_batch: int) -> list[str]:
+    d, prefix, shortlist = 3072, 256, 200
+    centres = np.random.default_rng(1).standard_normal((2000, d), dtype=np.float32)
+    store = FaissStore(d, funnel_dimensions=prefix, funnel_candidates=shortlist)
+    for lo in range(0, n, 50000):  # build in slabs to keep memory near one copy
+        hi = min(n, lo + 50000)
+        store.add([str(i) for i in range(lo, hi)], matryoshka_like(hi - lo, d, 10 + lo, centres))
+    queries = matryoshka_like(nq, d, 7, centres)
+    matrix = store.vectors
+
+    # the exact references: numpy's GEMV is the faster single-query kernel, FAISS's GEMM the
+    # faster batch kernel (both measured above); the batch result is also the ground truth
+    single_reps = min(reps, nq)
+    flat_single = timed(lambda i: numpy_single(matrix, queries[i]), single_reps)
+    flat_batch = timed(
+        lambda _: faiss.knn(queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT), reps_batch
+    )
+    _, truth = faiss.knn(queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT)
+    funnel_single = timed(lambda i: store.search(queries[i], K), single_reps)
+    funnel_batch = timed(lambda _: store.search_batch(queries, K), reps_batch)
+    prefix_batch = timed(lambda _: store.search_batch(queries, K, dimensions=prefix), reps_batch)
+
+    def recall(results: list[list[Any]], rows: np.ndarray) -> float:
+        found = sum(
+            len({int(h.id) for h in hits} & set(row.tolist()))
+            for hits, row in zip(results, rows, strict=True)
+        )
+        return found / (K * len(results))
+
+    batch_hits = store.search_batch(queries, K)
+    single_hits = [store.search(queries[i], K) for i in range(single_reps)]
+    prefix_hits = store.search_batch(queries, K, dimensions=prefix)
+    r_batch = recall(batch_hits, truth)
+    r_single = recall(single_hits, truth[:single_reps])
+    r_prefix = recall(prefix_hits, truth)
+    out = [
+        f"\n### Funnel {d} -> {prefix} (shortlist {shortlist}, exact rerank), {n:,} "
+        f"Matryoshka-like vectors ({matrix.nbytes / 1e9:.2f} GB), k={K} [{load()}]",
+        "",
+        "| path | ms median (best) | speed-up vs exact flat 3072 | recall@10 |",
+        "|---|---|---|---|",
+        f"| exact flat 3072, single (numpy GEMV) | {fmt_ms(flat_single)} | 1.00x | 1.000 |",
+        f"| funnel, single | {fmt_ms(funnel_single)} | "
+        f"{flat_single[0] / funnel_single[0]:.1f}x | {r_single:.3f} |",
+        f"| exact flat 3072, batch of {nq} (FAISS GEMM) | {fmt_ms(flat_batch)} | 1.00x | 1.000 |",
+        f"| funnel, batch of {nq} | {fmt_ms(funnel_batch)} | "
+        f"{flat_batch[0] / funnel_batch[0]:.1f}x | {r_batch:.3f} |",
+        f"| 256-d prefix alone (no rerank), batch | {fmt_ms(prefix_batch)} | "
+        f"{flat_batch[0] / prefix_batch[0]:.1f}x | {r_prefix:.3f} |",
+    ]
+    return out
+
+
+def kernels() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed: BLAS kernels unknown"
+    parts = [
+        f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
+        f"x{i.get('num_threads')}"
+        for i in threadpool_info()
+    ]
+    return "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    args = parser.parse_args(argv)
+    if args.quick:
+        sizes, funnel_n, nq, reps, reps_batch = [(20_000, 768), (10_000, 3072)], 20_000, 200, 5, 2
+    else:
+        sizes, funnel_n, nq, reps, reps_batch = (
+            [(100_000, 768), (100_000, 3072)],
+            250_000,
+            1000,
+            30,
+            3,
+        )
+    print("# store_search" + (" --quick" if args.quick else ""))
+    print(
+        f"numpy {np.__version__}, faiss {faiss.__version__}, {os.cpu_count()} CPUs, "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+    )
+    print(f"BLAS: {kernels()}")
+    bandwidth = read_rate(5 if not args.quick else 2)
+    gemm = max(gemm_rate(3 if not args.quick else 1, d) for d in (768,))
+    print(
+        f"measured: large-array read {bandwidth / 1e9:.1f} GB/s (2 threads), "
+        f"float32 GEMM {gemm / 1e9:.0f} GFLOP/s [{load()}]"
+    )
+    for n, d in sizes:
+        print("\n".join(exact_section(n, d, nq, reps, reps_batch, bandwidth, gemm)), flush=True)
+    print("\n".join(funnel_section(funnel_n, nq, reps, reps_batch)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
