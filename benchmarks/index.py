@@ -11,7 +11,7 @@ wall time and embedding API calls for:
 - a re-index after 1 % of the files changed.
 
     python benchmarks/index.py           # 1,000 files
-    python benchmarks/index.py --quick   # 60 files, a smoke run
+    python benchmarks/index.py --quick   # 40 files, a smoke run
 """
 
 from __future__ import annotations
@@ -115,10 +115,10 @@ def run_once(index: Index, tree: Path, server: FakeGeminiServer) -> tuple[float,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="60 files, one repeat")
+    parser.add_argument("--quick", action="store_true", help="40 files, one repeat")
     parser.add_argument("--files", type=int, default=None)
     args = parser.parse_args(argv)
-    n = args.files or (60 if args.quick else 1000)
+    n = args.files or (40 if args.quick else 1000)
     repeats = 1 if args.quick else 3
 
     with tempfile.TemporaryDirectory(prefix="mmembed-bench-") as tmp, FakeGeminiServer() as server:
