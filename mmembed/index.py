@@ -475,6 +475,8 @@ class Index:
 
         # -- store ----------------------------------------------------------------------------
         self._seq = 0
+        # the catalog position of the snapshot on disk (None: no usable snapshot yet)
+        self._saved_seq: int | None = None
         self._store = self._open_store(store)
         if self._new:
             with self._lock:
@@ -527,6 +529,7 @@ class Index:
                 self._seq = int(state.get("seq", 0))
                 # a writer may have compacted the log past our snapshot meanwhile: reread
                 if self._catalog.oldest_logged_seq() <= self._seq:
+                    self._saved_seq = self._seq
                     self._replay(store)
                     return store
                 state = _read_json(self.path / "store.json") or state
@@ -584,6 +587,8 @@ class Index:
 
     def _save_store(self) -> None:
         """Snapshot the store, then record which catalog position it holds, then compact."""
+        if self._saved_seq == self._seq:
+            return  # the snapshot on disk already holds everything
         self._config.setdefault("store", {"class": _store_class_path(self._store)})
         _write_json_atomic(self.path / "config.json", self._config)
         save = getattr(self._store, "save", None)
@@ -595,6 +600,7 @@ class Index:
             {"class": _store_class_path(self._store), "seq": self._seq},
         )
         self._catalog.compact(self._seq)
+        self._saved_seq = self._seq
 
     # -- properties -------------------------------------------------------------------------
 
