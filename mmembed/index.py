@@ -165,7 +165,8 @@ class IndexReport:
         )
         tail = [f"{self.chunks} chunks{' to embed' if self.dry_run else ' embedded'}"]
         if self.calls is not None:
-            tail.append(f"{'~' if self.dry_run else ''}{self.calls} API calls")
+            plural = "" if self.calls == 1 else "s"
+            tail.append(f"{'~' if self.dry_run else ''}{self.calls} API call{plural}")
         if self.tokens is not None:
             tail.append(f"{'~' if self.dry_run else ''}{self.tokens:,} tokens")
         if self.cost_usd is not None:

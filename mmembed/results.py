@@ -155,17 +155,14 @@ class Results(Sequence[Result]):
             rows.append((str(i), f"{r.score:.3f}", r.source, r.where, r.modality.value, r.preview))
         head = ("#", "score", "source", "where", "kind", "preview")
         fixed = [max(len(row[c]) for row in [*rows, head]) for c in range(5)]
-        # the source column gives way first on narrow terminals, the preview takes what is left
-        room = width - sum(fixed) - 2 * 5
-        if room < 20:
-            fixed[2] = max(12, fixed[2] - (20 - room))
-            room = 20
+        # paths stay whole (they are what people copy); the preview takes what is left
+        room = max(24, width - sum(fixed) - 2 * 5)
         lines = []
         for row in [head, *rows]:
             cells = [
                 row[0].rjust(fixed[0]),
                 row[1].rjust(fixed[1]),
-                _clip_left(row[2], fixed[2]).ljust(fixed[2]),
+                row[2].ljust(fixed[2]),
                 row[3].ljust(fixed[3]),
                 row[4].ljust(fixed[4]),
                 _clip(row[5], room),
@@ -194,10 +191,6 @@ class Results(Sequence[Result]):
             )
         out.append("</tbody></table>")
         return "".join(out)
-
-
-def _clip_left(text: str, width: int) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 def _where_long(r: Result) -> str:

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from numpy.typing import ArrayLike
 
 from mmembed import Image, IncompatibleIndexError, Modality, Text, TextSpan
@@ -415,3 +417,52 @@ def test_a_run_killed_between_store_save_and_its_record_replays_without_duplicat
     assert len(again.store) == len(again) == 5
     ids = [r.chunk_id for r in again.search("Krebs cycle glycolysis", k=50)]
     assert len(ids) == len(set(ids)) == 5
+
+
+@st.composite
+def edits(draw: st.DrawFn) -> list[tuple[str, str, str]]:
+    names = [f"n{i}.md" for i in range(5)]
+    words = ["krebs", "cycle", "rome", "hills", "sonnet", "lines", "enzyme"]
+    ops = []
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["write", "write", "delete", "touch"]))
+        text = " ".join(draw(st.lists(st.sampled_from(words), min_size=1, max_size=4)))
+        ops.append((op, draw(st.sampled_from(names)), text))
+    return ops
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rounds=st.lists(edits(), min_size=1, max_size=3))
+def test_the_index_always_mirrors_the_folder(
+    tmp_path_factory: pytest.TempPathFactory, rounds: list[list[tuple[str, str, str]]]
+) -> None:
+    """Whatever is written, rewritten, touched or deleted between runs, after add() the index
+    holds exactly the folder's files, each once, with its current text, and no stray vectors."""
+    base = tmp_path_factory.mktemp("mirror")
+    folder = base / "f"
+    folder.mkdir()
+    embedder = FakeEmbedder(16)
+    index = Index(base / "ix", embedder=embedder, chunker=LineChunker())
+    for ops in rounds:
+        for op, name, text in ops:
+            path = folder / name
+            if op == "write":
+                path.write_text(text)
+            elif op == "delete":
+                path.unlink(missing_ok=True)
+            elif path.exists():
+                os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)
+        if not any(folder.iterdir()):
+            (folder / "keep.md").write_text("keep")
+        calls = len(embedder.calls)
+        report = index.add(folder)
+        # unchanged files never cost an embedding call
+        assert len(embedder.calls) - calls <= len(report.added) + len(report.replaced)
+        on_disk = {p.name: p.read_text() for p in folder.iterdir()}
+        assert {Path(p).name for p in index.files()} == set(on_disk)
+        assert len(index.store) == len(index) == len(on_disk)
+        previews = {r.source.rsplit("/", 1)[-1]: r.preview for r in index.search("x", k=50)}
+        assert previews == {name: " ".join(text.split()) for name, text in on_disk.items()}
+    index.close()
