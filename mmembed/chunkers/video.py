@@ -339,7 +339,11 @@ def _plan(probe: _Probe, job: _Job) -> tuple[list[tuple[float, float]], str]:
             f"{job.name}: cannot be cut without re-encoding: {why}; use mode='auto' or "
             "mode='reencode'"
         )
-    return plan_even(probe.duration, job.segment_seconds, job.overlap_seconds), "reencode"
+    # A re-encoded segment keeps whole frames, so its span can run up to one frame past the
+    # planned cut: plan one frame short of the longest allowed.
+    seg, overlap = job.segment_seconds, job.overlap_seconds
+    longest = max(seg - 1 / probe.fps, overlap + (seg - overlap) / 2)
+    return plan_even(probe.duration, longest, overlap), "reencode"
 
 
 def _remux(
