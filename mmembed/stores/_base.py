@@ -210,6 +210,8 @@ class ArrayStore:
         self._lock = _RWLock()
         self._version = 0
         self._prefix_norms: dict[int, tuple[int, NDArray[np.float32]]] = {}
+        self._filter_cache: dict[tuple[int, str], NDArray[np.intp]] = {}
+        self._cache_lock = threading.Lock()  # readers share the caches
         self._saved_at: tuple[Path, int] | None = None
 
     # -- read-only views -----------------------------------------------------------------------
@@ -451,15 +453,30 @@ class ArrayStore:
                 return [[] for _ in range(queries.shape[0])]
             allowed: NDArray[np.intp] | None = None
             if terms is not None:
-                allowed = np.fromiter(
-                    (i for i, meta in enumerate(self._metadata) if _matches(meta, terms)),
-                    dtype=np.intp,
-                )
+                allowed = self._matching_rows(terms)
                 if allowed.size == 0:
                     return [[] for _ in range(queries.shape[0])]
             k = min(int(k), self._n if allowed is None else int(allowed.size))
             scores, rows = self._knn(queries, k, allowed, dimensions)
             return [self._hits(scores[i], rows[i]) for i in range(queries.shape[0])]
+
+    def _matching_rows(self, terms: list[tuple[str, list[Any]]]) -> NDArray[np.intp]:
+        """Rows whose metadata match ``terms``; the last few answers are kept until a change,
+        since applications tend to repeat the same filter."""
+        key = (self._version, repr(terms))
+        with self._cache_lock:
+            cached = self._filter_cache.get(key)
+        if cached is not None:
+            return cached
+        rows = np.fromiter(
+            (i for i, meta in enumerate(self._metadata) if _matches(meta, terms)), dtype=np.intp
+        )
+        rows.flags.writeable = False
+        with self._cache_lock:
+            while len(self._filter_cache) >= 16:
+                self._filter_cache.pop(next(iter(self._filter_cache)))
+            self._filter_cache[key] = rows
+        return rows
 
     def _hits(self, scores: NDArray[np.float32], rows: NDArray[np.intp]) -> list[Hit]:
         hits = []

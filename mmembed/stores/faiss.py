@@ -179,7 +179,9 @@ class FaissStore(ArrayStore):
                 )
         self._funnel = funnel_dimensions
         self._candidates = check_dimensions(funnel_candidates, what="funnel_candidates")
-        self._ef_search = None if ef_search is None else check_dimensions(ef_search, what="ef")
+        self._ef_search = (
+            None if ef_search is None else check_dimensions(ef_search, what="ef_search")
+        )
         self._nprobe = None if nprobe is None else check_dimensions(nprobe, what="nprobe")
         self._train_size = None if train_size is None else check_dimensions(train_size)
         self._index_width = funnel_dimensions or self.dimensions
