@@ -30,6 +30,8 @@ _VECTORS = "vectors.npy"
 _RECORDS = "records.json"
 # database rows per GEMM block in numpy batch search: keeps the score block ~256 MB at 1000 queries
 _BLOCK_ROWS = 65536
+# matrices above this many values are scanned by two threads for a single query
+_SPLIT_GEMV = 1 << 21
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -720,7 +722,7 @@ def _numpy_knn(
     nq, n = queries.shape[0], matrix.shape[0]
     if nq == 1:
         # one GEMV streams the matrix once; numpy's BLAS beats FAISS's scan here
-        scores = matrix @ queries[0]
+        scores = _gemv(matrix, queries[0])
         if inverse is not None:
             scores *= inverse
         if allowed is not None:
@@ -747,6 +749,21 @@ def _numpy_knn(
         _merge_block(out, start, k, best_scores, best_rows)
     best_rows[~np.isfinite(best_scores)] = -1
     return best_scores, best_rows
+
+
+def _gemv(matrix: NDArray[np.float32], query: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``matrix @ query``; large matrices are split in two halves run on two threads, which
+    streams memory faster than one BLAS call (single-query search is bandwidth-bound)."""
+    n = matrix.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    if n < 2 or matrix.size < _SPLIT_GEMV:
+        np.dot(matrix, query, out=out)
+        return out
+    half = n // 2
+    first = _pool().submit(np.dot, matrix[:half], query, out[:half])
+    np.dot(matrix[half:], query, out=out[half:])
+    first.result()
+    return out
 
 
 def _merge_block(
