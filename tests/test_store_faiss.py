@@ -183,6 +183,8 @@ def test_filtered_hnsw_search_still_fills_k() -> None:
 def test_invalid_settings() -> None:
     with pytest.raises(ConfigurationError, match="FAISS cannot build"):
         FaissStore(16, index="NoSuchIndex")
+    with pytest.raises(ConfigurationError, match="drop the IDMap"):
+        FaissStore(16, index="IDMap,Flat")
     with pytest.raises(ConfigurationError, match="smaller than dimensions"):
         FaissStore(16, funnel_dimensions=16)
     with pytest.raises(ConfigurationError):
