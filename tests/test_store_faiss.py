@@ -33,24 +33,18 @@ class TestFaissFlatFunnel(VectorStoreContract):
 
 
 class TestFaissHNSW(VectorStoreContract):
-    exact = False
-
     @pytest.fixture
     def make_store(self) -> MakeStore:
         return lambda d: FaissStore(d, index="HNSW32")
 
 
 class TestFaissIVF(VectorStoreContract):
-    exact = False
-
     @pytest.fixture
     def make_store(self) -> MakeStore:
         return lambda d: FaissStore(d, index="IVF8,Flat", train_size=256)
 
 
 class TestFaissHNSWFunnel(VectorStoreContract):
-    exact = False
-
     @pytest.fixture
     def make_store(self) -> MakeStore:
         return lambda d: FaissStore(d, index="HNSW32", funnel_dimensions=max(1, d // 2))
