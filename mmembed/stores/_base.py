@@ -608,18 +608,24 @@ class ArrayStore:
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, force: bool = False) -> None:
         """Save the store to the directory ``path`` atomically (a crash keeps the old or the new
         state). Searches may continue meanwhile; changes wait until the save is done.
 
+        Args:
+            path: the store directory; created if missing, a new generation if it exists.
+            force: save even if another writer committed to ``path`` since this store was
+                loaded from or saved to it (their changes are then replaced by this state).
+
         Raises:
-            StoreError: another process is saving there, the store on disk changed since this
-                one was loaded from it, or the disk refused the write.
+            StoreError: another process is saving there right now, the store on disk changed
+                since this one was loaded from it (and ``force`` is false), or the disk refused
+                the write.
         """
         root = Path(path).resolve()
         with self._lock.read():
             expected = None
-            if self._saved_at is not None and self._saved_at[0] == root:
+            if not force and self._saved_at is not None and self._saved_at[0] == root:
                 expected = self._saved_at[1]
             n = self._n
             records = {"ids": list(self._ids), "metadata": self._metadata}

@@ -424,6 +424,10 @@ class VectorStoreContract:
         with pytest.raises(StoreError, match="changed by another writer"):
             second.save(path)
         assert "x" in type(store).load(path)
+        second.save(path, force=True)  # an explicit overwrite
+        reloaded = type(store).load(path)
+        assert "y" in reloaded
+        assert "x" not in reloaded
 
     def test_load_missing_or_foreign(self, make_store: MakeStore, tmp_path: Path) -> None:
         if not self.persistent:
