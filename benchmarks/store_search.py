@@ -48,9 +48,13 @@ from mmembed.stores import FaissStore, InMemoryStore
 K = 10
 
 
-def timed(fn: Callable[[int], Any], reps: int) -> tuple[float, float]:
-    """Median and best wall time of ``fn(i)`` over ``reps`` calls after one warm-up."""
+def timed(fn: Callable[[int], Any], reps: int, budget: float = 20.0) -> tuple[float, float]:
+    """Median and best wall time of ``fn(i)`` over up to ``reps`` calls after one warm-up;
+    slow calls get fewer repetitions so the whole run stays within minutes."""
+    start = time.perf_counter()
     fn(reps)  # warm-up (page cache, BLAS threads)
+    warm = time.perf_counter() - start
+    reps = max(1, min(reps, int(budget / max(warm, 1e-9))))
     times = []
     for i in range(reps):
         start = time.perf_counter()
@@ -174,7 +178,8 @@ def exact_section(
 
 
 def matryoshka_like(n: int, d: int, seed: int, centres: np.ndarray) -> np.ndarray:
-    """x = s * (c_k + e), s_i = (i + 1) ** -0.5, K clusters, unit rows (built in slabs)."""
+    """x = s * (c_k + e), s_i = (i + 1) ** -0.5, K clusters, unit rows (built in slabs);
+    the first 256 of 3072 dimensions carry ~70% of the energy."""
     rng = np.random.default_rng(seed)
     scale = ((np.arange(d) + 1.0) ** -0.5).astype(np.float32)
     out = np.empty((n, d), dtype=np.float32)
@@ -189,7 +194,8 @@ def matryoshka_like(n: int, d: int, seed: int, centres: np.ndarray) -> np.ndarra
 
 def funnel_section(n: int, nq: int, reps: int, reps_batch: int) -> list[str]:
     d, prefix, shortlist = 3072, 256, 200
-    centres = np.random.default_rng(1).standard_normal((2000, d), dtype=np.float32)
+    # ~250 vectors per cluster whatever the size, as in the anchors measured on 500k x 3072
+    centres = np.random.default_rng(1).standard_normal((max(40, n // 250), d), dtype=np.float32)
     store = FaissStore(d, funnel_dimensions=prefix, funnel_candidates=shortlist)
     for lo in range(0, n, 50000):  # build in slabs to keep memory near one copy
         hi = min(n, lo + 50000)
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
     args = parser.parse_args(argv)
     if args.quick:
-        sizes, funnel_n, nq, reps, reps_batch = [(20_000, 768), (10_000, 3072)], 20_000, 200, 5, 2
+        sizes, funnel_n, nq, reps, reps_batch = [(20_000, 768), (5_000, 3072)], 10_000, 100, 5, 2
     else:
         sizes, funnel_n, nq, reps, reps_batch = (
             [(100_000, 768), (100_000, 3072)],

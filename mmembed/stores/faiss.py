@@ -17,7 +17,12 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from mmembed.errors import ConfigurationError, CorruptStoreError, MissingDependencyError
+from mmembed.errors import (
+    ConfigurationError,
+    CorruptStoreError,
+    MissingDependencyError,
+    StoreError,
+)
 from mmembed.stores import _persist
 from mmembed.stores._base import ArrayStore, _normalize_rows, _numpy_knn, check_dimensions
 
@@ -169,6 +174,11 @@ class FaissStore(ArrayStore):
         if not isinstance(spec, str) or not spec.strip():
             raise ConfigurationError(f"index must be a FAISS factory string, got {index!r}")
         self._spec = index.strip()
+        if "IDMap" in self._spec:
+            raise ConfigurationError(
+                f"index {self._spec!r}: FaissStore maps string ids to FAISS ids itself; drop "
+                "the IDMap prefix"
+            )
         self._flat = self._spec == "Flat"
         if funnel_dimensions is not None:
             funnel_dimensions = check_dimensions(funnel_dimensions, what="funnel_dimensions")
@@ -179,7 +189,9 @@ class FaissStore(ArrayStore):
                 )
         self._funnel = funnel_dimensions
         self._candidates = check_dimensions(funnel_candidates, what="funnel_candidates")
-        self._ef_search = None if ef_search is None else check_dimensions(ef_search, what="ef")
+        self._ef_search = (
+            None if ef_search is None else check_dimensions(ef_search, what="ef_search")
+        )
         self._nprobe = None if nprobe is None else check_dimensions(nprobe, what="nprobe")
         self._train_size = None if train_size is None else check_dimensions(train_size)
         self._index_width = funnel_dimensions or self.dimensions
@@ -284,7 +296,7 @@ class FaissStore(ArrayStore):
                 self._rebuild()
             return
         start = int(self._ann.ntotal)
-        self._ann.add(self._index_vectors(rows))
+        _checked(self._ann.add, self._index_vectors(rows))
         labels = np.arange(start, start + rows.size, dtype=np.int64)
         self._label_row = self._grow(self._label_row, start + rows.size, -1)
         self._label_row[labels] = rows
@@ -332,8 +344,8 @@ class FaissStore(ArrayStore):
             if n > limit:
                 pick = np.random.default_rng(0).choice(n, size=limit, replace=False)
                 sample = data[np.sort(pick)]
-            index.train(sample)
-        index.add(data)
+            _checked(index.train, sample)
+        _checked(index.add, data)
         self._ann = index
         self._row_label = self._grow(self._row_label, n, -1)
         self._row_label[:n] = np.arange(n, dtype=np.int64)
@@ -543,6 +555,15 @@ class FaissStore(ArrayStore):
         rows = np.flatnonzero(labels >= 0)
         self._label_row[labels[rows]] = rows
         self._dead = int(total) - int(rows.size)
+
+
+def _checked(method: Any, data: NDArray[np.float32]) -> None:
+    """Call a FAISS ``add``/``train`` and translate its errors."""
+    try:
+        method(data)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise StoreError(f"FAISS could not index the vectors: {reason}") from exc
 
 
 def _saved_options(info: Mapping[str, Any], where: Path) -> dict[str, Any]:
