@@ -134,3 +134,29 @@ def test_importing_the_chunkers_loads_no_media_library() -> None:
         cwd=Path(__file__).resolve().parents[1],
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_audio_and_video_go_to_their_chunkers(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    pytest.importorskip("soxr")
+    from mmembed import Audio, TimeSpan, Video
+    from tests._av_media import make_audio, make_video
+
+    clip = tmp_path / "clip.bin"  # the name says nothing; the bytes say MP4
+    make_video(clip, seconds=24, fps=5, gop=10)
+    tone = tmp_path / "tone.flac"
+    make_audio(tone, seconds=25, format="FLAC")
+    options = {"segment_seconds": 12, "window_seconds": 10, "overlap_seconds": 0, "size": 99}
+    segments = list(chunk(clip, **options))
+    assert all(isinstance(c.content, Video) for c in segments)
+    assert all(isinstance(c.span, TimeSpan) and c.span.duration <= 12.5 for c in segments)
+    assert {c.source for c in segments} == {str(clip)}
+    windows = list(chunk(tone, **options))
+    assert [c.content.mime_type for c in windows] == ["audio/wav"] * 3
+    assert all(isinstance(c, Audio) for c in (w.content for w in windows))
+    spans = [c.span for c in chunk(tone, audio={"window_seconds": 20, "overlap_seconds": 0})]
+    assert spans[0] == TimeSpan(0, 20)
+    assert spans[-1].end == 25  # type: ignore[union-attr]
+    assert all(s.duration <= 20 for s in spans)  # type: ignore[union-attr]
+    with pytest.raises(UnsupportedMediaError, match="does not take video"):
+        chunk(clip, limits=GEMINI_EMBEDDING_001)

@@ -216,3 +216,14 @@ def test_options_are_checked() -> None:
         ImageChunker(output="gif")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         ImageChunker(jpeg_quality=0)
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_formats_outside_the_allow_list_never_reach_their_plugin(isolate: bool) -> None:
+    # A Photoshop header: Pillow has a PSD plugin, but mmembed never hands files to it.
+    psd = b"8BPS\x00\x01" + b"\x00" * 6 + struct.pack(">HIIHH", 3, 64, 64, 8, 3) + b"\x00" * 64
+    part = Image(psd, "image/vnd.adobe.photoshop")
+    with PILImage.open(io.BytesIO(psd)) as im:
+        assert im.format == "PSD"  # Pillow alone would open it
+    with pytest.raises(UnsupportedMediaError, match="convert it to PNG or JPEG"):
+        list(ImageChunker(isolate=isolate).chunk(part))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +199,27 @@ def test_a_script_without_a_main_guard_works(tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split("\n")[:2] == ["ran", "[0, 1, 2]"]
+
+
+def test_the_worker_sees_the_callers_directory_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    list(isolated(targets.count, 1))  # the helper is running, started elsewhere
+    (tmp_path / "here.txt").write_text("found")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMEMBED_TEST_MARK", "set later")
+    assert list(isolated(targets.read_relative, "here.txt")) == ["found", "set later"]
+
+
+def test_jobs_from_several_threads_run_side_by_side() -> None:
+    results: dict[int, list[int]] = {}
+
+    def run(n: int) -> None:
+        results[n] = list(isolated(targets.count, n))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (20, 30, 40, 50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {n: list(range(n)) for n in (20, 30, 40, 50)}

@@ -73,6 +73,7 @@ _ERROR = b"E"
 _NEXT = b"N"
 _STOP = b"S"
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _ENV_FD = "MMEMBED_SANDBOX_FD"
 _ENV_PATH = "MMEMBED_SANDBOX_PATH"
 _HELPER_CODE = (
@@ -130,7 +131,7 @@ class _Helper:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         # Decoders need no BLAS threads, and a helper with threads could not fork safely.
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        for var in _THREAD_VARS:
             env[var] = "1"
         env[_ENV_FD] = str(theirs.fileno())
         env[_ENV_PATH] = json.dumps([os.path.abspath(p) if p == "" else p for p in sys.path])
@@ -159,7 +160,7 @@ class _Helper:
             self._proc = None
 
     def new_job(self, preload: Sequence[str]) -> socket.socket:
-        """Ask the helper for a fresh supervisor and worker; returns our end of their socket."""
+        """Ask the helper for a fresh worker; returns our end of the socket to it."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         request = json.dumps(list(preload)).encode()
         try:
@@ -190,9 +191,19 @@ class _Helper:
         with self._lock:
             self._stop()
 
+    def forget(self) -> None:
+        """In a child forked from the caller: the helper belongs to the parent; start afresh."""
+        self._lock = threading.Lock()
+        if self._ctrl is not None:
+            self._ctrl.close()  # only this process's copy; the parent's stays open
+        self._ctrl = None
+        self._proc = None
+
 
 _helper = _Helper()
 atexit.register(_helper.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_helper.forget)
 
 
 def _helper_main() -> None:
@@ -305,6 +316,16 @@ def _become_worker(helper_pid: int) -> None:
             os._exit(1)
 
 
+def _adopt(cwd: str, environ: dict[str, str]) -> None:
+    """Make the worker's directory and environment the caller's."""
+    with contextlib.suppress(OSError):
+        os.chdir(cwd)
+    keep = {var: os.environ[var] for var in _THREAD_VARS if var in os.environ}
+    os.environ.clear()
+    os.environ.update(environ)
+    os.environ.update(keep)  # the worker stays single-threaded for BLAS, as it was forked
+
+
 def _limit_worker(memory_mb: int | None) -> None:
     """Resource limits applied inside the worker before any decoding starts."""
     import resource
@@ -336,10 +357,13 @@ def _describe_exception(exc: BaseException) -> bytes:
 def _worker(conn: Connection) -> None:
     """Run the generator, answering one request at a time."""
     try:
-        fn, args, memory_mb = _loads(conn.recv_bytes())
+        fn, args, memory_mb, cwd, environ = _loads(conn.recv_bytes())
     except (EOFError, OSError):
         return  # the caller gave up before sending the job
     try:
+        # The helper started long ago: take the caller's current directory (relative paths)
+        # and environment (TMPDIR, ...) as they are now.
+        _adopt(cwd, environ)
         _limit_worker(memory_mb)
         gen = iter(fn(*args))
     except BaseException as exc:
@@ -599,7 +623,7 @@ def isolated(
             "it must be a function defined at the top level of an importable module"
         )
     try:
-        payload = _dumps((fn, args, memory_mb))
+        payload = _dumps((fn, args, memory_mb, os.getcwd(), dict(os.environ)))
     except Exception as exc:
         raise ConfigurationError(
             f"{label}: the arguments of {getattr(fn, '__qualname__', fn)} cannot be sent to a "
