@@ -149,7 +149,7 @@ class Results(Sequence[Result]):
         """A plain-text table: rank, score, source, where, kind and a preview, one row each."""
         if not self._items:
             return "no results"
-        width = width or shutil.get_terminal_size((100, 20)).columns
+        width = width or shutil.get_terminal_size((120, 20)).columns
         rows = []
         for i, r in enumerate(self._items, 1):
             rows.append((str(i), f"{r.score:.3f}", r.source, r.where, r.modality.value, r.preview))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -29,7 +28,6 @@ _SHARED: dict[str, SentenceTransformerEmbedder] = {}
 
 def shared() -> SentenceTransformerEmbedder:
     """One model load for the whole module (loading torch takes seconds)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if "m" not in _SHARED:
         _SHARED["m"] = SentenceTransformerEmbedder(device="cpu")
     return _SHARED["m"]
