@@ -16,8 +16,8 @@ from numpy.typing import ArrayLike
 
 from mmembed import Image, IncompatibleIndexError, Modality, Text, TextSpan
 from mmembed.content import Part
-from mmembed.errors import ConfigurationError
-from mmembed.index import Index
+from mmembed.errors import ConfigurationError, CorruptStoreError
+from mmembed.index import Index, IndexLockedError, IndexProgress
 from mmembed.protocols import Chunk, Hit
 from mmembed.results import Result, Results
 from mmembed.testing import FakeEmbedder
@@ -466,3 +466,41 @@ def test_the_index_always_mirrors_the_folder(
         previews = {r.source.rsplit("/", 1)[-1]: r.preview for r in index.search("x", k=50)}
         assert previews == {name: " ".join(text.split()) for name, text in on_disk.items()}
     index.close()
+
+
+def test_search_with_a_content_of_text_and_image(tmp_path: Path, course: Path) -> None:
+    from mmembed import Content
+
+    embedder = FakeEmbedder(32)
+    index = make(tmp_path, embedder=embedder)
+    index.add(course)
+    query = Content([Text("a diagram"), Image.from_path(course / "diagram.png")])
+    results = index.search(query, k=2)
+    assert results[0].source.endswith("diagram.png")
+    assert embedder.calls[-1].task.value == "document"  # media queries embed like the chunks
+    index.search(Content([Text("Krebs"), Text("cycle")]), k=1)
+    assert embedder.calls[-1].task.value == "query"
+
+
+def test_progress_reports_every_file(tmp_path: Path, course: Path) -> None:
+    events: list[IndexProgress] = []
+    make(tmp_path).add(course, progress=events.append)
+    assert events[-1].files_done == events[-1].files_total == 4
+    assert events[-1].chunks_done == 5
+    done = [e.files_done for e in events]
+    assert done == sorted(done)
+
+
+def test_damaged_index_files_are_a_clear_error(tmp_path: Path, course: Path) -> None:
+    make(tmp_path).add(course)
+    (tmp_path / "ix" / "config.json").write_text("{not json")
+    with pytest.raises(CorruptStoreError, match="delete the index directory"):
+        Index(tmp_path / "ix")
+
+
+def test_a_second_writer_is_refused_while_the_first_writes(tmp_path: Path, course: Path) -> None:
+    first = make(tmp_path)
+    second = Index(tmp_path / "ix", chunker=LineChunker(), store=ListStore(32))
+    with first._lock, pytest.raises(IndexLockedError, match="another mmembed process"):
+        second.add(course)
+    assert second.add(course).added  # free again once the first is done
