@@ -163,7 +163,8 @@ class IndexReport:
             f"{len(self.replaced)}, unchanged {len(self.unchanged)}, removed "
             f"{len(self.removed)}, failed {len(self.failed)}, skipped {len(self.skipped)}"
         )
-        tail = [f"{self.chunks} chunks{' to embed' if self.dry_run else ' embedded'}"]
+        noun = "chunk" if self.chunks == 1 else "chunks"
+        tail = [f"{self.chunks} {noun}{' to embed' if self.dry_run else ' embedded'}"]
         if self.calls is not None:
             plural = "" if self.calls == 1 else "s"
             tail.append(f"{'~' if self.dry_run else ''}{self.calls} API call{plural}")
