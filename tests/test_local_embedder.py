@@ -111,3 +111,62 @@ def test_cli_without_a_key_uses_the_local_model_on_the_examples(
     assert top["source"].endswith("slides.pdf")
     assert top["uri"].endswith("slides.pdf#page=2")
     assert top["span"] == {"kind": "pages", "first": 2, "last": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised, tiny CLIP saved as a sentence-transformers model (no download)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import CLIPModel as STClip
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPModel as HFClip
+
+    root = tmp_path_factory.mktemp("tinyclip")
+    hf = root / "hf"
+    hf.mkdir()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (hf / "vocab.json").write_text(json.dumps(vocab))
+    (hf / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(hf / "vocab.json"), str(hf / "merges.txt"))
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(hf)
+    small = {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+    }
+    config = CLIPConfig(
+        text_config={
+            **small,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": 32,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
+        vision_config={**small, "image_size": 32, "patch_size": 8},
+        projection_dim=8,
+    )
+    HFClip(config).save_pretrained(hf)
+    SentenceTransformer(modules=[STClip(str(hf))]).save(str(root / "st"))
+    return root / "st"
+
+
+def test_a_clip_style_model_embeds_images_and_text(tiny_clip: Path) -> None:
+    from mmembed import Content
+
+    embedder = SentenceTransformerEmbedder(tiny_clip, device="cpu")
+    assert embedder.modalities == frozenset({Modality.TEXT, Modality.IMAGE})
+    assert embedder.dimensions == 8
+    image = Image(png_bytes(seed=5, size=40), "image/png")
+    out = embedder.embed(["a cat", image, Content(["a cat", image])])
+    assert out.shape == (3, 8)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    # one image alone gives the same row as in the mixed batch; the pair is the mean of both
+    np.testing.assert_allclose(embedder.embed([image])[0], out[1], atol=1e-5)
+    mean = out[0] + out[1]
+    np.testing.assert_allclose(out[2], mean / np.linalg.norm(mean), atol=1e-5)

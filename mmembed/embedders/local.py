@@ -223,11 +223,6 @@ class SentenceTransformerEmbedder:
                 flat.append(part.text if isinstance(part, Text) else self._pil(part))
                 owners.append(i)
         vectors = self._encode(flat, task)
-        if vectors.shape != (len(flat), dims):
-            raise EmbeddingError(
-                f"the local model {self._name!r} returned shape {vectors.shape} for "
-                f"{len(flat)} inputs; expected ({len(flat)}, {dims})"
-            )
         out = np.zeros((len(items), dims), dtype=np.float32)
         np.add.at(out, np.asarray(owners), vectors)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
@@ -243,22 +238,36 @@ class SentenceTransformerEmbedder:
     def _encode(self, inputs: list[Any], task: Task) -> NDArray[np.float32]:
         model = self._load()
         prompt_name = self.prompt_for(task)
-        try:
-            # the model is not safe to call from several threads at once
-            with self._lock:
-                out = model.encode(
-                    inputs,
-                    prompt_name=prompt_name,
-                    batch_size=self._batch_size,
-                    show_progress_bar=False,
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
+        # sentence-transformers encodes one modality per call: texts, then images
+        groups: dict[bool, list[int]] = {}
+        for i, value in enumerate(inputs):
+            groups.setdefault(isinstance(value, str), []).append(i)
+        out = np.zeros((len(inputs), self.dimensions), dtype=np.float32)
+        for is_text, rows in groups.items():
+            try:
+                # the model is not safe to call from several threads at once
+                with self._lock:
+                    vectors = model.encode(
+                        [inputs[i] for i in rows],
+                        # prompts are text: an image is embedded as it is
+                        prompt_name=prompt_name if is_text else None,
+                        batch_size=self._batch_size,
+                        show_progress_bar=False,
+                        convert_to_numpy=True,
+                        normalize_embeddings=True,
+                    )
+            except Exception as exc:
+                raise EmbeddingError(
+                    f"the local model {self._name!r} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            block = np.asarray(vectors, dtype=np.float32)
+            if block.shape != (len(rows), out.shape[1]):
+                raise EmbeddingError(
+                    f"the local model {self._name!r} returned shape {block.shape} for "
+                    f"{len(rows)} inputs; expected ({len(rows)}, {out.shape[1]})"
                 )
-        except Exception as exc:
-            raise EmbeddingError(
-                f"the local model {self._name!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        return np.ascontiguousarray(out, dtype=np.float32)
+            out[rows] = block
+        return out
 
     @staticmethod
     def _pil(part: Any) -> Any:
