@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import mmembed.chunkers as chunkers
 from mmembed import (
     ConfigurationError,
     Image,
+    MMEmbedError,
     PageSpan,
     Pdf,
     Text,
@@ -160,3 +164,31 @@ def test_audio_and_video_go_to_their_chunkers(tmp_path: Path) -> None:
     assert all(s.duration <= 20 for s in spans)  # type: ignore[union-attr]
     with pytest.raises(UnsupportedMediaError, match="does not take video"):
         chunk(clip, limits=GEMINI_EMBEDDING_001)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_special_files_are_refused_without_being_opened(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.pdf"
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    with pytest.raises(ConfigurationError, match="not a regular file"):
+        chunk(fifo)
+    with pytest.raises(ConfigurationError, match="not a regular file"):
+        list(PdfChunker().chunk(str(fifo)))
+    zero = tmp_path / "zero.png"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(ConfigurationError, match="not a regular file"):
+        chunk(zero)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=600) | st.text(max_size=300).map(str.encode))
+def test_any_bytes_give_chunks_or_mmembed_errors(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "anything"
+    path.write_bytes(data)
+    try:
+        for piece in chunk(path, isolate=False):
+            assert piece.source == str(path)
+    except MMEmbedError:
+        pass

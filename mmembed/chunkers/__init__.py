@@ -22,7 +22,7 @@ import inspect
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmembed._sniff import HEAD_BYTES, describe, sniff
 from mmembed.chunkers.image import ImageChunker
@@ -32,6 +32,10 @@ from mmembed.content import Content, Media, Modality, Part, Text, modality_of
 from mmembed.errors import ConfigurationError, UnsupportedMediaError
 from mmembed.limits import GEMINI_EMBEDDING_2, ModelLimits
 from mmembed.protocols import Chunk, Chunker
+
+if TYPE_CHECKING:  # imported lazily at run time (PyAV and friends load on first use)
+    from mmembed.chunkers.audio import AudioChunker
+    from mmembed.chunkers.video import VideoChunker
 
 __all__ = [
     "AudioChunker",
