@@ -246,7 +246,8 @@ def _probe(av: ModuleType, data: str | bytes, name: str) -> _Probe:
         if tb is None or tb <= 0:
             raise ChunkingError(f"{name}: the video stream has no usable time base")
         rate = vs.average_rate or vs.guessed_rate or 25
-        fps = float(rate) if rate else 25.0
+        # A broken or slideshow-like rate would make the frame grid absurd: keep it in 1–1000.
+        fps = min(max(float(rate) if rate else 25.0, 1.0), 1000.0)
         audio = inp.streams.audio[0].codec_context.name if inp.streams.audio else None
         keyframes: list[int] = []
         first: int | None = None
