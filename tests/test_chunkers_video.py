@@ -282,3 +282,14 @@ def test_reencoded_spans_never_pass_the_limit(media: dict[str, Path]) -> None:
         assert isinstance(chunk.span, TimeSpan)
         assert chunk.span.duration <= limit
         assert len(decoded(chunk)) / FPS <= limit
+
+
+@pytest.mark.parametrize("mode", ["auto", "reencode"])
+def test_a_slideshow_at_one_frame_per_second(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "slides.mp4"
+    make_video(path, seconds=70, fps=1, gop=5, audio=False)
+    chunks = list(VideoChunker(mode=mode).chunk(path))  # type: ignore[arg-type]
+    spans = check_contiguous(chunks, 70)
+    assert all(15 <= s.duration <= 30 for s in spans)
+    for chunk, span in zip(chunks, spans, strict=True):
+        assert len(decoded(chunk)) == round(span.duration)
