@@ -6,9 +6,11 @@
 Each task runs in a fresh child process (``import mmembed`` included) whose whole process tree
 (the chunker's decoder processes too) is polled for resident memory; the table shows the
 median wall time of ``--repeat`` runs, the real-time factor (seconds of media per second of
-work) or pages per second, and the peak RSS. The baseline row of each medium is a bare pass
-over the same file measured in the same run (demuxing every packet, reading every sample,
-opening every page), so the ratio column says what chunking costs on top of reading.
+work) or pages per second, and the peak memory of the process tree (RSS summed over the
+processes, an upper bound, and PSS, which counts shared pages once). The baseline row of each
+medium is a bare pass over the same file measured in the same run (demuxing every packet,
+reading every sample, opening every page), so the ratio column says what chunking costs on top
+of reading. The items column counts chunks (packets, samples or pages for a baseline).
 
 Inputs are generated once into a cache directory under the system temp dir (they are large).
 """
@@ -16,7 +18,6 @@ Inputs are generated once into a cache directory under the system temp dir (they
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import statistics
@@ -170,8 +171,13 @@ def task(name: str, path: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "count": count}
 
 
-def measure(name: str, path: Path) -> tuple[float, int, float]:
-    """Run one task in a child; return (wall seconds, item count, peak tree RSS in MB)."""
+def measure(name: str, path: Path) -> tuple[float, int, float, float]:
+    """Run one task in a child; return (wall s, items, peak tree RSS MB, peak tree PSS MB).
+
+    RSS summed over the process tree counts the pages the forked decoder processes share with
+    their parent once per process: an upper bound. PSS splits shared pages between the processes
+    that map them, so its sum is the memory the task really occupies.
+    """
     proc = subprocess.Popen(
         [sys.executable, __file__, "--task", name, str(path)],
         stdout=subprocess.PIPE,
@@ -179,23 +185,27 @@ def measure(name: str, path: Path) -> tuple[float, int, float]:
         cwd=ROOT,
     )
     root = psutil.Process(proc.pid)
-    peak = 0
+    peak_rss = peak_pss = 0
     while proc.poll() is None:
-        total = 0
+        rss = pss = 0
         try:
             procs = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             break
         for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += p.memory_info().rss
-        peak = max(peak, total)
-        time.sleep(0.02)
+            try:
+                info = p.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        time.sleep(0.05)
     out, _ = proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(f"task {name} failed with status {proc.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
-    return result["seconds"], result["count"], peak / 2**20
+    return result["seconds"], result["count"], peak_rss / 2**20, peak_pss / 2**20
 
 
 def main() -> None:
@@ -211,15 +221,16 @@ def main() -> None:
     video_s, audio_s, pages = (60, 600, 30) if args.quick else (1200, 3600, 300)
     repeat = 1 if args.quick else args.repeat
     video, audio = video_input(video_s), audio_input(audio_s)
-    rows: list[tuple[str, str, float, str, str, float]] = []
+    rows: list[tuple[str, str, float, str, str, float, float]] = []
 
     def run(label: str, name: str, path: Path, size: float, unit: str, base: float) -> float:
         results = [measure(name, path) for _ in range(repeat if name != "video-reencode" else 1)]
         wall = statistics.median(r[0] for r in results)
-        peak = max(r[2] for r in results)
+        rss = max(r[2] for r in results)
+        pss = max(r[3] for r in results)
         rate = size / wall
         ratio = f"{wall / base:.1f}×" if base else "1.0×"
-        rows.append((label, f"{results[0][1]}", wall, f"{rate:,.1f} {unit}", ratio, peak))
+        rows.append((label, f"{results[0][1]}", wall, f"{rate:,.1f} {unit}", ratio, rss, pss))
         return wall
 
     vb = run(
@@ -255,12 +266,12 @@ def main() -> None:
         pb = run(f"pdf {pages} pages: pypdf open only", "pdf-baseline", pdf, pages, "pages/s", 0)
         run("pdf: ≤6-page parts (PdfChunker)", "pdf", pdf, pages, "pages/s", pb)
 
-    header = ("task", "chunks", "wall s", "speed", "vs baseline", "peak RSS MB")
-    widths = [max(len(str(r[i])) if i != 2 else 8 for r in [*rows, header]) for i in range(6)]
+    header = ("task", "items", "wall s", "speed", "vs baseline", "peak RSS MB", "peak PSS MB")
+    widths = [max(len(str(r[i])) if i != 2 else 8 for r in [*rows, header]) for i in range(7)]
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-|-".join("-" * w for w in widths))
-    for label, count, wall, speed, ratio, peak in rows:
-        cells = (label, count, f"{wall:.2f}", speed, ratio, f"{peak:.0f}")
+    for label, count, wall, speed, ratio, rss, pss in rows:
+        cells = (label, count, f"{wall:.2f}", speed, ratio, f"{rss:.0f}", f"{pss:.0f}")
         print(" | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
     remux = next(r for r in rows if "remux" in r[0])
     rtf = video_s / remux[2]

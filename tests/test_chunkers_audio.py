@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmembed import ConfigurationError, UnsupportedMediaError
 from mmembed.chunkers._plan import plan_windows
@@ -214,3 +216,35 @@ def test_an_implausible_sample_rate_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(blob))
     with pytest.raises(ChunkingError, match="sample rate of 1 Hz"):
         list(AudioChunker().chunk(path))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seconds=st.floats(0.05, 12.0),
+    window=st.floats(0.5, 5.0),
+    overlap_frac=st.floats(0.0, 0.9),
+    rate=st.sampled_from([8000, 11025, 22050]),
+)
+def test_real_windows_cover_the_input_and_fit(
+    seconds: float, window: float, overlap_frac: float, rate: int
+) -> None:
+    limits = replace(GEMINI_EMBEDDING_2, max_audio_seconds=window)
+    overlap = round(window * overlap_frac, 3)
+    blob = make_audio(seconds=seconds, sr=rate)
+    assert blob is not None
+    total = sf.info(io.BytesIO(blob)).frames
+    chunker = AudioChunker(limits=limits, overlap_seconds=overlap, isolate=False)
+    chunks = list(chunker.chunk(Audio(blob, "audio/wav")))
+    spans = [c.span for c in chunks]
+    assert all(isinstance(s, TimeSpan) for s in spans)
+    ts: list[TimeSpan] = spans  # type: ignore[assignment]
+    assert ts[0].start == 0
+    assert ts[-1].end == total / rate
+    for a, b in itertools.pairwise(ts):
+        assert b.start <= a.end, "no gap"
+        assert a.end - b.start >= round(overlap * rate) / rate - 1e-9
+    for chunk, span in zip(chunks, ts, strict=True):
+        assert span.duration <= limits.max_audio_seconds + 1e-9
+        out = sf.info(io.BytesIO(chunk.content.read_bytes()))  # type: ignore[union-attr]
+        assert out.duration <= limits.max_audio_seconds + 1e-3
+        assert abs(out.duration - span.duration) <= 1 / 16000 + 1e-9

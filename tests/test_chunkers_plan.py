@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmembed.chunkers._plan import plan_even, plan_keyframes, plan_windows
+from mmembed.chunkers._plan import plan_even, plan_frames, plan_keyframes, plan_windows
 from mmembed.chunkers.audio import _Windower
 
 EPS = 1e-6
@@ -172,3 +172,27 @@ def test_the_streaming_windower_cuts_like_the_planner(
         assert np.array_equal(samples[:, 0], signal[start : start + len(samples), 0])
         got.append((start, start + len(samples)))
     assert got == plan_windows(total, window, overlap)
+
+
+@given(
+    total=st.integers(0, 200_000),
+    max_len=st.integers(1, 3_600),
+    data=st.data(),
+)
+def test_frame_plans_cover_the_input_and_fit(total: int, max_len: int, data: st.DataObject) -> None:
+    overlap = data.draw(st.integers(0, max_len - 1))
+    spans = plan_frames(total, max_len, overlap)
+    if total == 0:
+        assert spans == []
+        return
+    assert spans[0][0] == 0
+    assert spans[-1][1] == total
+    lengths = [e - s for s, e in spans]
+    assert all(0 < n <= max_len for n in lengths)
+    assert max(lengths) - min(lengths) <= 1, "even lengths: no tiny tail"
+    # the fewest segments: one fewer could not cover the input
+    n = len(spans)
+    assert n == 1 or (n - 1) * max_len - (n - 2) * overlap < total
+    for (s0, e0), (s1, _) in itertools.pairwise(spans):
+        assert s0 < s1
+        assert e0 - s1 == overlap

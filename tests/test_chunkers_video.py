@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmembed import Chunk, ChunkingError, ConfigurationError, UnsupportedMediaError
 from mmembed.chunkers.video import VideoChunker
@@ -242,3 +244,52 @@ def test_audio_that_ends_early_is_handled(tmp_path: Path, mode: str) -> None:
     with av.open(io.BytesIO(chunks[-1].content.read_bytes())) as c:  # type: ignore[union-attr]
         assert not any(p.stream.type == "audio" and p.size for p in c.demux())
         assert len(c.streams.video) == 1
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    limit=st.floats(8.0, 120.0),
+    frac=st.floats(0.2, 1.0),
+    overlap=st.floats(0.0, 3.0),
+)
+def test_real_segments_cover_the_video_and_fit(
+    media: dict[str, Path], limit: float, frac: float, overlap: float
+) -> None:
+    limits = replace(GEMINI_EMBEDDING_2, max_video_seconds=limit)
+    seg = max(6.0, limit * frac)
+    chunker = VideoChunker(
+        limits=limits, segment_seconds=seg, overlap_seconds=overlap, isolate=False
+    )
+    chunks = list(chunker.chunk(media["gop"]))
+    spans = check_contiguous(chunks, SECONDS)
+    for a, b in itertools.pairwise(spans):
+        assert a.end - b.start >= overlap - 1e-6
+    for chunk, span in zip(chunks, spans, strict=True):
+        assert span.duration <= seg + 1e-6 <= limit + 1e-6
+        if len(chunks) > 1:
+            assert span.duration >= chunker.min_segment_seconds - 1e-6
+        with av.open(io.BytesIO(chunk.content.read_bytes())) as c:  # type: ignore[union-attr]
+            assert float(c.duration) / 1e6 <= limit + 0.1
+
+
+def test_reencoded_spans_never_pass_the_limit(media: dict[str, Path]) -> None:
+    # 65 s in seven equal segments would cut at 9.2857 s, between two frames at 10 fps; the
+    # frame that starts before the cut would end after it, past the limit.
+    limit = 65 / 7
+    limits = replace(GEMINI_EMBEDDING_2, max_video_seconds=limit)
+    chunker = VideoChunker(limits=limits, mode="reencode", max_height=32)
+    for chunk in chunker.chunk(media["sparse"]):
+        assert isinstance(chunk.span, TimeSpan)
+        assert chunk.span.duration <= limit
+        assert len(decoded(chunk)) / FPS <= limit
+
+
+@pytest.mark.parametrize("mode", ["auto", "reencode"])
+def test_a_slideshow_at_one_frame_per_second(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "slides.mp4"
+    make_video(path, seconds=70, fps=1, gop=5, audio=False)
+    chunks = list(VideoChunker(mode=mode).chunk(path))  # type: ignore[arg-type]
+    spans = check_contiguous(chunks, 70)
+    assert all(15 <= s.duration <= 30 for s in spans)
+    for chunk, span in zip(chunks, spans, strict=True):
+        assert len(decoded(chunk)) == round(span.duration)

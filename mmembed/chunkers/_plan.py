@@ -6,7 +6,8 @@ Three planners:
   window is exactly ``window`` long (or the whole input when shorter), consecutive windows overlap
   by exactly ``overlap`` except the last pair, where the last window is moved back to end at the
   input's end instead of leaving a tiny tail.
-- :func:`plan_even` — equal segments cut anywhere (video that is re-encoded).
+- :func:`plan_even` — equal segments cut anywhere; :func:`plan_frames` — the same on a grid of
+  whole frames (video that is re-encoded).
 - :func:`plan_keyframes` — segments that start at keyframes (video that is remuxed without
   re-encoding), each within ``[min_len, max_len]``, or ``None`` when the keyframes allow no plan.
 """
@@ -17,7 +18,7 @@ import bisect
 import math
 from collections.abc import Iterator, Sequence
 
-__all__ = ["iter_windows", "plan_even", "plan_keyframes", "plan_windows"]
+__all__ = ["iter_windows", "plan_even", "plan_frames", "plan_keyframes", "plan_windows"]
 
 # Float slack for comparing times that went through a time base and back.
 _EPS = 1e-6
@@ -73,6 +74,24 @@ def plan_even(duration: float, max_len: float, overlap: float) -> list[tuple[flo
     spans = [(i * stride, i * stride + length) for i in range(n)]
     spans[-1] = (spans[-1][0], duration)
     return spans
+
+
+def plan_frames(total: int, max_len: int, overlap: int) -> list[tuple[int, int]]:
+    """:func:`plan_even` on a grid of whole frames: ``(first, end)`` frame indices, end exclusive.
+
+    The fewest segments of at most ``max_len`` frames, lengths differing by at most one frame,
+    consecutive segments sharing exactly ``overlap`` frames, the last one ending at ``total``.
+    """
+    if max_len <= 0 or overlap < 0 or overlap >= max_len:
+        raise ValueError(f"need 0 <= overlap < max_len, got max_len={max_len}, overlap={overlap}")
+    if total <= 0:
+        return []
+    if total <= max_len:
+        return [(0, total)]
+    n = -(-(total - overlap) // (max_len - overlap))
+    # Split [0, total - overlap) evenly, then stretch each part `overlap` frames to the right.
+    cuts = [round(i * (total - overlap) / n) for i in range(n + 1)]
+    return [(cuts[i], cuts[i + 1] + overlap) for i in range(n)]
 
 
 def plan_keyframes(

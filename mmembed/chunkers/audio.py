@@ -19,6 +19,7 @@ costs a :class:`~mmembed.errors.ChunkingError`, never the caller's process.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -293,7 +294,7 @@ def _soundfile_windows(soxr: ModuleType, f: Any, job: _Job) -> Iterator[Chunk]:
         raise ChunkingError(f"{job.name}: holds no audio samples")
     _check_rate(rate, job)
     channels = 1 if job.mono else min(int(f.channels), 2)
-    plan = iter_windows(total, round(job.window_seconds * rate), round(job.overlap_seconds * rate))
+    plan = iter_windows(total, *_window_frames(job, rate))
     for index, (start, stop) in enumerate(plan):
         f.seek(start)
         writer = _Writer(soxr, job, rate, channels)
@@ -332,8 +333,8 @@ def _pyav_windows(
         resampler = av.AudioResampler(
             format="flt", layout="mono" if channels == 1 else "stereo", rate=rate
         )
-        window = round(job.window_seconds * rate)
-        hop = window - round(job.overlap_seconds * rate)
+        window, overlap = _window_frames(job, rate)
+        hop = window - overlap
         windower = _Windower(window, hop, channels)
         index = 0
         for frame in inp.decode(stream):
@@ -349,6 +350,13 @@ def _pyav_windows(
             index += 1
         if index == 0:
             raise ChunkingError(f"{job.name}: holds no decodable audio samples")
+
+
+def _window_frames(job: _Job, rate: int) -> tuple[int, int]:
+    """Window and overlap in sample frames; the window rounds down so it never exceeds the limit."""
+    window = max(1, math.floor(job.window_seconds * rate + 1e-9))
+    overlap = min(round(job.overlap_seconds * rate), window - 1)
+    return window, overlap
 
 
 def _check_rate(rate: int, job: _Job) -> None:

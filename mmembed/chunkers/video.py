@@ -29,7 +29,7 @@ from types import MappingProxyType, ModuleType
 from typing import Any, Literal
 
 from mmembed._optional import import_optional
-from mmembed.chunkers._plan import plan_even, plan_keyframes
+from mmembed.chunkers._plan import plan_frames, plan_keyframes
 from mmembed.chunkers._source import media_source
 from mmembed.content import Image, Part, Video
 from mmembed.errors import ChunkingError, ConfigurationError, MMEmbedError
@@ -246,7 +246,8 @@ def _probe(av: ModuleType, data: str | bytes, name: str) -> _Probe:
         if tb is None or tb <= 0:
             raise ChunkingError(f"{name}: the video stream has no usable time base")
         rate = vs.average_rate or vs.guessed_rate or 25
-        fps = float(rate) if rate else 25.0
+        # A broken or slideshow-like rate would make the frame grid absurd: keep it in 1–1000.
+        fps = min(max(float(rate) if rate else 25.0, 1.0), 1000.0)
         audio = inp.streams.audio[0].codec_context.name if inp.streams.audio else None
         keyframes: list[int] = []
         first: int | None = None
@@ -339,7 +340,17 @@ def _plan(probe: _Probe, job: _Job) -> tuple[list[tuple[float, float]], str]:
             f"{job.name}: cannot be cut without re-encoding: {why}; use mode='auto' or "
             "mode='reencode'"
         )
-    return plan_even(probe.duration, job.segment_seconds, job.overlap_seconds), "reencode"
+    # A re-encoded segment holds whole frames: cut on the frame grid, so that no frame runs past
+    # a cut (and no segment past the limit).
+    fps = probe.fps
+    total = max(1, round(probe.duration * fps))
+    longest = max(1, math.floor(job.segment_seconds * fps + _EPS))
+    shared = min(math.ceil(job.overlap_seconds * fps - _EPS), longest - 1)
+    plan = [
+        (a / fps, probe.duration if b >= total else b / fps)
+        for a, b in plan_frames(total, longest, shared)
+    ]
+    return plan, "reencode"
 
 
 def _remux(
@@ -427,7 +438,6 @@ def _reencode(
     with _open(av, data) as inp, _scratch() as target:
         vin = inp.streams.video[0]
         ain = inp.streams.audio[0] if job.audio and inp.streams.audio else None
-        vin.thread_type = "AUTO"
         with av.open(str(target), "w", format="mp4", options=_MP4_OPTIONS) as out:
             # Every stream exists before the first packet is muxed (that writes the header).
             vout = _video_stream(out, vin, fps, job)
@@ -504,8 +514,10 @@ def _reencode(
                 out.mux(aout.encode(None))
         blob = target.read_bytes()
     assert first_t is not None
-    seg_start = max(first_t, 0.0)
-    seg_end = min(last_t + step, probe.duration)
+    # The frames shown from the cut to the next cut: exact on a constant frame rate, and never
+    # outside the planned cut when the timestamps are irregular.
+    seg_start = max(first_t, start, 0.0)
+    seg_end = min(last_t + step, end)
     return blob, TimeSpan(seg_start, max(seg_end, seg_start))
 
 

@@ -1,1 +1,15 @@
-"""embedders."""
+"""Embedders: turn items into unit float32 vectors.
+
+- :class:`GeminiEmbedder`: Gemini Embedding 2 (and gemini-embedding-001) via google-genai.
+- :class:`SentenceTransformerEmbedder`: local sentence-transformers models, offline (extra
+  ``local``); torch loads with the first model.
+
+google-genai is imported when an embedder is created, not when this package is imported.
+"""
+
+from __future__ import annotations
+
+from mmembed.embedders.gemini import EmbeddingUsage, GeminiEmbedder
+from mmembed.embedders.local import SentenceTransformerEmbedder
+
+__all__ = ["EmbeddingUsage", "GeminiEmbedder", "SentenceTransformerEmbedder"]
