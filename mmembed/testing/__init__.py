@@ -1,10 +1,13 @@
 """Helpers for testing code that uses mmembed, with no network and no API key.
 
 - :class:`FakeEmbedder`: a deterministic in-process embedder of any width.
+- :class:`FakeGeminiServer`: the Gemini embedding API on 127.0.0.1 for the real google-genai SDK
+  (and any process pointed at it through :meth:`FakeGeminiServer.env`).
 """
 
 from __future__ import annotations
 
 from mmembed.testing._fake_embedder import FakeEmbedder, FakeEmbedderCall
+from mmembed.testing._fake_gemini import FakeGeminiServer, RecordedRequest
 
-__all__ = ["FakeEmbedder", "FakeEmbedderCall"]
+__all__ = ["FakeEmbedder", "FakeEmbedderCall", "FakeGeminiServer", "RecordedRequest"]
