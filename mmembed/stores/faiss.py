@@ -1,0 +1,565 @@
+"""FAISS-backed store: exact or approximate search, and Matryoshka funnel search.
+
+FAISS is imported when a :class:`FaissStore` is first created or loaded, never at
+``import mmembed``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mmembed.errors import ConfigurationError, CorruptStoreError, MissingDependencyError
+from mmembed.stores import _persist
+from mmembed.stores._base import ArrayStore, _normalize_rows, _numpy_knn, _pool, check_dimensions
+
+__all__ = ["FaissStore"]
+
+_INDEX_FILE = "index.faiss"
+_LABELS_FILE = "labels.npy"
+# rebuild an approximate index once this share of its entries are deleted or replaced
+_DEAD_SHARE = 0.5
+# queries per block in the exact rerank of a shortlist
+_RERANK_BLOCK = 32
+
+_faiss_module: ModuleType | None = None
+_blas_guard = threading.Lock()
+_blas_users = 0
+_blas_saved = 0
+
+
+def _faiss() -> ModuleType:
+    global _faiss_module
+    if _faiss_module is None:
+        try:
+            _faiss_module = importlib.import_module("faiss")
+        except ImportError as exc:
+            err = MissingDependencyError(
+                "FaissStore needs FAISS, which is not installed. Install it with: "
+                "pip install faiss-cpu"
+            )
+            err.name = "faiss"
+            raise err from exc
+    return _faiss_module
+
+
+def _faiss_knn(
+    queries: NDArray[np.float32], matrix: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Exact inner-product top-k of a query batch with FAISS's GEMM + heap kernel.
+
+    FAISS scans query by query below ``distance_compute_blas_threshold`` (nq·d < 128000), which
+    is 5-7x slower for batches of 16-166 queries; the threshold is lowered around the call (a
+    process-wide setting, restored when the last concurrent caller finishes).
+    """
+    global _blas_users, _blas_saved
+    faiss = _faiss()
+    with _blas_guard:
+        if _blas_users == 0:
+            _blas_saved = faiss.cvar.distance_compute_blas_threshold
+            faiss.cvar.distance_compute_blas_threshold = 0
+        _blas_users += 1
+    try:
+        scores, labels = faiss.knn(
+            np.ascontiguousarray(queries),
+            np.ascontiguousarray(matrix),
+            k,
+            metric=faiss.METRIC_INNER_PRODUCT,
+        )
+    finally:
+        with _blas_guard:
+            _blas_users -= 1
+            if _blas_users == 0:
+                faiss.cvar.distance_compute_blas_threshold = _blas_saved
+    return scores, labels
+
+
+def _rerank(
+    vectors: NDArray[np.float32],
+    queries: NDArray[np.float32],
+    candidates: NDArray[np.int64],
+    k: int,
+) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+    """Exact top-k among each query's candidate rows (``-1`` = no candidate)."""
+    nq, width = candidates.shape
+    k_out = min(k, width)
+    scores_out = np.full((nq, k_out), -np.inf, dtype=np.float32)
+    rows_out = np.full((nq, k_out), -1, dtype=np.intp)
+
+    def work(lo: int, hi: int) -> None:
+        cand = candidates[lo:hi]
+        valid = cand >= 0
+        gathered = np.take(vectors, np.where(valid, cand, 0), axis=0)  # (b, L, d)
+        scores = np.matmul(gathered, queries[lo:hi, :, None])[:, :, 0]
+        scores[~valid] = -np.inf
+        if k_out < width:
+            idx = np.argpartition(scores, width - k_out, axis=1)[:, -k_out:]
+        else:
+            idx = np.broadcast_to(np.arange(width), scores.shape)
+        top = np.take_along_axis(scores, idx, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        scores_out[lo:hi] = np.take_along_axis(top, order, axis=1)
+        rows_out[lo:hi] = np.take_along_axis(cand, np.take_along_axis(idx, order, axis=1), axis=1)
+
+    blocks = [(lo, min(nq, lo + _RERANK_BLOCK)) for lo in range(0, nq, _RERANK_BLOCK)]
+    if len(blocks) == 1:
+        work(*blocks[0])
+    else:
+        for future in [_pool().submit(work, lo, hi) for lo, hi in blocks]:
+            future.result()
+    rows_out[~np.isfinite(scores_out)] = -1
+    return scores_out, rows_out
+
+
+class FaissStore(ArrayStore):
+    """A :class:`~mmembed.protocols.VectorStore` on FAISS, with Matryoshka funnel search.
+
+    The full unit vectors are always kept (in RAM, or memory-mapped after :meth:`load`), so
+    scores are exact cosine similarities on the same scale as :class:`InMemoryStore`, whatever
+    the index.
+
+    - ``index="Flat"``: exact search. A single query runs numpy's BLAS GEMV (faster than
+      FAISS's scan for one query); batches run FAISS's GEMM + heap kernel.
+    - Any other FAISS factory string (``"HNSW32"``, ``"IVF1024,Flat"``, ``"IVF256,SQ8"``, ...):
+      an approximate inner-product index whose candidates are rescored exactly. Indexes that need
+      training (IVF, SQ, PQ) are trained once ``train_size`` vectors exist; until then search is
+      exact. Deletes and replacements are hidden from the index at once and compacted when half
+      of its entries are stale.
+    - ``funnel_dimensions=d'``: the index (flat or approximate) holds the renormalised
+      ``d'``-prefix of every vector; its top ``funnel_candidates`` per query are reranked exactly
+      with the full vectors. With Matryoshka embeddings (Gemini: 3072 -> 256) this is several
+      times faster than a full flat scan at nearly the same recall.
+
+    Args:
+        dimensions: the width of every vector.
+        index: a FAISS factory string; the metric is always inner product on unit vectors.
+        funnel_dimensions: build the index on this prefix and rerank with full vectors.
+        funnel_candidates: shortlist size per query for the rerank (also used as the candidate
+            count of approximate indexes without a funnel, when larger than ``k``).
+        ef_search: HNSW search breadth (default 128, raised to the shortlist size when needed).
+        nprobe: IVF lists probed per query (default: an eighth of the lists, at least 8).
+        train_size: vectors needed before training an index that needs it (default: 39 per IVF
+            list, else 10,000).
+
+    Raises:
+        ConfigurationError: an invalid factory string or option.
+    """
+
+    _KIND: ClassVar[str] = "FaissStore"
+
+    def __init__(
+        self,
+        dimensions: int,
+        *,
+        index: str = "Flat",
+        funnel_dimensions: int | None = None,
+        funnel_candidates: int = 200,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        train_size: int | None = None,
+    ) -> None:
+        super().__init__(dimensions)
+        spec: object = index
+        if not isinstance(spec, str) or not spec.strip():
+            raise ConfigurationError(f"index must be a FAISS factory string, got {index!r}")
+        self._spec = index.strip()
+        self._flat = self._spec == "Flat"
+        if funnel_dimensions is not None:
+            funnel_dimensions = check_dimensions(funnel_dimensions, what="funnel_dimensions")
+            if funnel_dimensions >= self.dimensions:
+                raise ConfigurationError(
+                    f"funnel_dimensions ({funnel_dimensions}) must be smaller than dimensions "
+                    f"({self.dimensions}); it is the short prefix the first pass searches"
+                )
+        self._funnel = funnel_dimensions
+        self._candidates = check_dimensions(funnel_candidates, what="funnel_candidates")
+        self._ef_search = None if ef_search is None else check_dimensions(ef_search, what="ef")
+        self._nprobe = None if nprobe is None else check_dimensions(nprobe, what="nprobe")
+        self._train_size = None if train_size is None else check_dimensions(train_size)
+        self._index_width = funnel_dimensions or self.dimensions
+        # the renormalised prefix rows for a flat funnel, aligned with the vector rows
+        self._prefix = np.empty((0, self._index_width), dtype=np.float32)
+        # approximate index state: FAISS labels are insertion numbers; rows move on delete
+        self._ann: Any = None
+        self._row_label = np.empty(0, dtype=np.int64)
+        self._label_row = np.empty(0, dtype=np.int64)
+        self._dead = 0
+        if not self._flat:
+            probe = self._new_index()
+            self._needs_training = not probe.is_trained
+            ivf = _faiss().try_extract_index_ivf(probe)
+            self._nlist = int(ivf.nlist) if ivf is not None else 0
+            if self._train_size is None:
+                self._train_size = 39 * self._nlist if self._nlist else 10_000
+            if not self._needs_training:
+                self._ann = probe
+
+    # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def index(self) -> str:
+        """The FAISS factory string."""
+        return self._spec
+
+    @property
+    def funnel_dimensions(self) -> int | None:
+        """The prefix width of the first search pass, or ``None`` without a funnel."""
+        return self._funnel
+
+    @property
+    def funnel_candidates(self) -> int:
+        """Shortlist size per query reranked with the full vectors."""
+        return self._candidates
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the approximate index is built (always true for ``Flat``)."""
+        return self._flat or self._ann is not None
+
+    def __repr__(self) -> str:
+        funnel = f", funnel_dimensions={self._funnel}" if self._funnel else ""
+        return (
+            f"FaissStore(dimensions={self.dimensions}, index={self._spec!r}{funnel}, "
+            f"count={len(self)})"
+        )
+
+    def _new_index(self) -> Any:
+        faiss = _faiss()
+        try:
+            return faiss.index_factory(self._index_width, self._spec, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "invalid"
+            raise ConfigurationError(
+                f"FAISS cannot build index {self._spec!r} ({reason}); use a factory string "
+                "such as 'Flat', 'HNSW32', 'IVF1024,Flat' or 'IVF256,SQ8'"
+            ) from exc
+
+    def _empty_like(self, dimensions: int) -> Self:
+        funnel = self._funnel if self._funnel and self._funnel < dimensions else None
+        return type(self)(
+            dimensions,
+            index=self._spec,
+            funnel_dimensions=funnel,
+            funnel_candidates=self._candidates,
+            ef_search=self._ef_search,
+            nprobe=self._nprobe,
+            train_size=self._train_size,
+        )
+
+    # -- keeping the index in step (all under the write lock) ----------------------------------
+
+    def _index_vectors(self, rows: NDArray[np.intp] | slice) -> NDArray[np.float32]:
+        full = self._buffer[rows]
+        if self._funnel is None:
+            return np.ascontiguousarray(full)
+        return _normalize_rows(np.array(full[:, : self._funnel], dtype=np.float32, order="C"))
+
+    def _grow(self, array: NDArray[Any], needed: int, fill: float | int) -> NDArray[Any]:
+        if array.shape[0] >= needed:
+            return array
+        grown = np.full(
+            (max(needed, 2 * array.shape[0], 1024), *array.shape[1:]), fill, array.dtype
+        )
+        grown[: array.shape[0]] = array
+        return grown
+
+    def _on_add(self, rows: NDArray[np.intp], replaced: NDArray[np.intp]) -> None:
+        if self._flat:
+            if self._funnel is not None:
+                self._prefix = self._grow(self._prefix, self._n, 0.0)
+                self._prefix[rows] = self._index_vectors(rows)
+            return
+        self._row_label = self._grow(self._row_label, self._n, -1)
+        for row in replaced.tolist():
+            self._forget(row)
+        self._row_label[rows] = -1
+        if self._ann is None:
+            if self._n >= (self._train_size or 0):
+                self._rebuild()
+            return
+        start = int(self._ann.ntotal)
+        self._ann.add(self._index_vectors(rows))
+        labels = np.arange(start, start + rows.size, dtype=np.int64)
+        self._label_row = self._grow(self._label_row, start + rows.size, -1)
+        self._label_row[labels] = rows
+        self._row_label[rows] = labels
+
+    def _forget(self, row: int) -> None:
+        label = int(self._row_label[row]) if row < self._row_label.shape[0] else -1
+        if label >= 0:
+            self._label_row[label] = -1
+            self._row_label[row] = -1
+            self._dead += 1
+
+    def _on_delete(self, row: int) -> None:
+        if not self._flat:
+            self._forget(row)
+
+    def _on_move(self, src: int, dst: int) -> None:
+        if self._flat:
+            if self._funnel is not None:
+                self._prefix[dst] = self._prefix[src]
+            return
+        label = int(self._row_label[src])
+        self._row_label[dst] = label
+        self._row_label[src] = -1
+        if label >= 0:
+            self._label_row[label] = dst
+
+    def _after_change(self) -> None:
+        if self._ann is not None and self._dead > _DEAD_SHARE * max(1, int(self._ann.ntotal)):
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Build the approximate index afresh from the stored vectors (labels = rows)."""
+        n = self._n
+        if self._needs_training and n < (self._train_size or 0):
+            self._ann = None
+            self._row_label[:n] = -1
+            self._dead = 0
+            return
+        index = self._new_index()
+        data = self._index_vectors(slice(0, n))
+        if self._needs_training:
+            sample = data
+            limit = 256 * max(self._nlist, 1)
+            if n > limit:
+                pick = np.random.default_rng(0).choice(n, size=limit, replace=False)
+                sample = data[np.sort(pick)]
+            index.train(sample)
+        index.add(data)
+        self._ann = index
+        self._row_label = self._grow(self._row_label, n, -1)
+        self._row_label[:n] = np.arange(n, dtype=np.int64)
+        self._label_row = np.arange(n, dtype=np.int64)
+        self._dead = 0
+
+    # -- search ----------------------------------------------------------------------------------
+
+    def _knn(
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        allowed: NDArray[np.intp] | None,
+        dimensions: int | None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        n = self._n
+        if dimensions is not None:
+            if self._flat and dimensions == self._funnel:
+                return _numpy_knn(queries[:, :dimensions], self._prefix[:n], None, k, allowed)
+            return self._exact_knn(queries, k, allowed, dimensions)
+        if not self._flat:
+            if self._ann is not None:
+                return self._ann_knn(queries, k, allowed)
+            # not trained yet: exact search over the few vectors there are
+        elif self._funnel is not None:
+            return self._flat_funnel_knn(queries, k, allowed)
+        if queries.shape[0] == 1:
+            return self._exact_knn(queries, k, allowed, None)
+        return self._flat_batch(queries, self._buffer[:n], k, allowed)
+
+    def _flat_batch(
+        self,
+        queries: NDArray[np.float32],
+        matrix: NDArray[np.float32],
+        k: int,
+        allowed: NDArray[np.intp] | None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        if allowed is not None:
+            scores, local = _faiss_knn(queries, matrix[allowed], k)
+            rows = np.where(local >= 0, allowed[np.maximum(local, 0)], -1)
+            return scores, rows.astype(np.intp)
+        scores, labels = _faiss_knn(queries, matrix, k)
+        return scores, labels.astype(np.intp)
+
+    def _flat_funnel_knn(
+        self, queries: NDArray[np.float32], k: int, allowed: NDArray[np.intp] | None
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        n, width = self._n, self._index_width
+        short = _normalize_rows(np.array(queries[:, :width], dtype=np.float32, order="C"))
+        size = min(max(self._candidates, k), n if allowed is None else int(allowed.size))
+        if queries.shape[0] == 1:
+            _, candidates = _numpy_knn(short, self._prefix[:n], None, size, allowed)
+        else:
+            _, candidates = self._flat_batch(short, self._prefix[:n], size, allowed)
+        return _rerank(self._buffer, queries, candidates.astype(np.int64), k)
+
+    def _search_params(self, fetch: int, selector: Any) -> Any:
+        faiss = _faiss()
+        index = faiss.downcast_index(self._ann)
+        if isinstance(index, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self._ef_search or 128, fetch)
+        elif self._nlist:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(self._nlist, self._nprobe or max(8, self._nlist // 8))
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+        return params
+
+    def _ann_knn(
+        self, queries: NDArray[np.float32], k: int, allowed: NDArray[np.intp] | None
+    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+        faiss = _faiss()
+        n = self._n
+        if allowed is not None and allowed.size <= max(4 * k, n // 50):
+            # a selective filter: scoring the few matching rows exactly is faster and complete
+            return self._exact_knn(queries, k, allowed, None)
+        ntotal = int(self._ann.ntotal)
+        selector = bits = None
+        if allowed is not None or self._dead:
+            member = self._label_row[:ntotal] >= 0
+            if allowed is not None:
+                member = np.zeros(ntotal, dtype=bool)
+                labels = self._row_label[allowed]
+                member[labels[labels >= 0]] = True
+            bits = np.packbits(member, bitorder="little")
+            selector = faiss.IDSelectorBitmap(ntotal, faiss.swig_ptr(bits))
+        fetch = max(k, self._candidates) if self._funnel is not None else k
+        fetch = min(fetch, ntotal)
+        query_in = queries
+        if self._funnel is not None:
+            query_in = _normalize_rows(np.array(queries[:, : self._funnel], order="C"))
+        params = self._search_params(fetch, selector)
+        _, labels_found = self._ann.search(query_in, fetch, params=params)
+        del bits  # the bitmap must outlive the search call above
+        rows = np.where(labels_found >= 0, self._label_row[np.maximum(labels_found, 0)], -1)
+        scores, best = _rerank(self._buffer, queries, rows, k)
+        available = n if allowed is None else int(allowed.size)
+        short = (best >= 0).sum(axis=1) < min(k, available)
+        if short.any():
+            # the graph or the probed lists ran dry under the filter: finish those exactly
+            fix_scores, fix_rows = self._exact_knn(queries[short], k, allowed, None)
+            scores[short], best[short] = fix_scores, fix_rows
+        return scores, best
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "index": self._spec,
+            "funnel_dimensions": self._funnel,
+            "funnel_candidates": self._candidates,
+            "ef_search": self._ef_search,
+            "nprobe": self._nprobe,
+            "train_size": self._train_size,
+            "index_total": None if self._ann is None else int(self._ann.ntotal),
+        }
+
+    def _extra_files(self) -> dict[str, _persist.Writer]:
+        if self._flat or self._ann is None:
+            return {}
+        faiss = _faiss()
+        ann = self._ann
+        labels = self._row_label[: self._n].copy()
+
+        def write_index(target: Path) -> None:
+            faiss.write_index(ann, str(target))
+
+        def write_labels(target: Path) -> None:
+            with open(target, "wb") as fh:
+                _persist.write_npy(fh, labels)
+
+        return {_INDEX_FILE: write_index, _LABELS_FILE: write_labels}
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, mmap: bool | None = None, rebuild_index: bool = False
+    ) -> Self:
+        """Open a store saved with :meth:`save`, after verifying every file's checksum.
+
+        Args:
+            path: the store directory.
+            mmap: memory-map the full vectors (default: only with a funnel, whose rerank reads
+                few rows); the first change copies them into RAM.
+            rebuild_index: rebuild an approximate index from the vectors instead of reading
+                ``index.faiss``: for stores from untrusted sources, FAISS's native reader is
+                not hardened against hostile files.
+
+        Raises:
+            StoreError: nothing was saved there, or by another kind of store.
+            CorruptStoreError: a file is damaged, missing, inconsistent or not from mmembed.
+        """
+        generation = _persist.read_generation(Path(path).resolve(), kind=cls._KIND)
+        info = generation.info
+        options = _saved_options(info, generation.directory)
+        use_mmap = options["funnel_dimensions"] is not None if mmap is None else mmap
+        vectors, ids, metadata = cls._read_saved(generation, mmap=use_mmap)
+        try:
+            store = cls(
+                vectors.shape[1],
+                index=options["index"],
+                funnel_dimensions=options["funnel_dimensions"],
+                funnel_candidates=options["funnel_candidates"],
+                ef_search=options["ef_search"],
+                nprobe=options["nprobe"],
+                train_size=options["train_size"],
+            )
+        except ConfigurationError as exc:
+            raise CorruptStoreError(
+                f"the settings saved in {generation.directory} are invalid: {exc}"
+            ) from exc
+        store._restore(generation, vectors, ids, metadata)
+        store._load_index(generation, rebuild=rebuild_index)
+        return store
+
+    def _load_index(self, generation: _persist.Generation, *, rebuild: bool) -> None:
+        n = self._n
+        if self._flat:
+            if self._funnel is not None:
+                self._prefix = self._index_vectors(slice(0, n))
+            return
+        self._row_label = np.full(max(n, 1), -1, dtype=np.int64)
+        if _INDEX_FILE not in generation.files or rebuild:
+            self._rebuild()
+            return
+        faiss = _faiss()
+        file = generation.path(_INDEX_FILE)
+        total = generation.info.get("index_total")
+        try:
+            index = faiss.read_index(str(file))
+        except RuntimeError as exc:
+            raise CorruptStoreError(f"FAISS cannot read {file}: the file is damaged") from exc
+        if index.d != self._index_width or index.ntotal != total:
+            raise CorruptStoreError(
+                f"{file} holds {index.ntotal} vectors of width {index.d}, the manifest says "
+                f"{total} of width {self._index_width}; the store is inconsistent"
+            )
+        labels = generation.load_npy(_LABELS_FILE, dtype=np.int64, shape=(n,))
+        live = labels[labels >= 0]
+        if (live >= total).any() or np.unique(live).size != live.size:
+            raise CorruptStoreError(f"{generation.path(_LABELS_FILE)} is inconsistent")
+        self._ann = index
+        self._row_label[:n] = labels
+        self._label_row = np.full(max(int(total), 1), -1, dtype=np.int64)
+        rows = np.flatnonzero(labels >= 0)
+        self._label_row[labels[rows]] = rows
+        self._dead = int(total) - int(rows.size)
+
+
+def _saved_options(info: Mapping[str, Any], where: Path) -> dict[str, Any]:
+    """Validate the settings a manifest records (they never name code, only numbers/strings)."""
+    spec = info.get("index")
+    if not isinstance(spec, str) or not re.fullmatch(r"[A-Za-z0-9_,.:=x+-]{1,200}", spec):
+        raise CorruptStoreError(f"the manifest in {where} names no valid FAISS index")
+    out: dict[str, Any] = {"index": spec}
+    for key in ("funnel_dimensions", "ef_search", "nprobe", "train_size", "index_total"):
+        value = info.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise CorruptStoreError(f"the manifest in {where} has an invalid {key}")
+        out[key] = value
+    candidates = info.get("funnel_candidates")
+    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+        raise CorruptStoreError(f"the manifest in {where} has an invalid funnel_candidates")
+    out["funnel_candidates"] = candidates
+    return out
