@@ -13,7 +13,7 @@ import pytest
 from mmembed.content import Image, Task
 from mmembed.errors import ConfigurationError, EmbeddingError, UnsupportedMediaError
 from mmembed.integrations.chroma import ChromaEmbeddingFunction
-from mmembed.testing import FakeEmbedder
+from mmembed.testing import FakeEmbedder, FakeGeminiServer
 
 
 def test_module_does_not_import_chromadb() -> None:
@@ -78,6 +78,19 @@ def test_config_round_trip_never_holds_the_key() -> None:
         ChromaEmbeddingFunction.build_from_config({"kind": "custom", "model": "mine"})
     with pytest.raises(ConfigurationError, match="cannot change dimensions"):
         ef.validate_config_update(config, {**config, "dimensions": 768})
+
+
+def test_gemini_parameters_reach_the_fake_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeGeminiServer() as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        ef = ChromaEmbeddingFunction(model="gemini-embedding-2", dimensions=128)
+        docs = ef(["a", "b", "c"])
+        ef.embed_query(["a"])
+        requests = server.embed_requests
+    assert [v.shape for v in docs] == [(128,)] * 3
+    assert [r.items for r in requests] == [3, 1]
+    assert requests[1].contents[0]["parts"][0]["text"] == "task: search result | query: a"
 
 
 def test_row_count_and_construction_errors() -> None:

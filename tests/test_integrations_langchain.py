@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,9 @@ pytest.importorskip("langchain_tests")
 # langchain-tests' own dependencies: its suites use their markers and async tests
 pytest.importorskip("pytest_asyncio")
 pytest.importorskip("pytest_benchmark")
+
+import pytest_asyncio
+
 pytest.importorskip("qdrant_client")
 
 from langchain_core.documents import Document
@@ -30,8 +33,9 @@ from PIL import Image as PILImage
 from mmembed.content import Image, Task
 from mmembed.errors import ConfigurationError, EmbeddingError
 from mmembed.integrations.langchain import LangChainEmbeddings, LangChainVectorStore
+from mmembed.stores import FaissStore, InMemoryStore
 from mmembed.stores.qdrant import QdrantStore
-from mmembed.testing import FakeEmbedder
+from mmembed.testing import FakeEmbedder, FakeGeminiServer
 
 # The standard suites' async tests carry no marker of their own and the project runs
 # pytest-asyncio in strict mode, so the whole module is marked; the plugin's complaint about the
@@ -67,14 +71,14 @@ class TestStandardGeminiParamsUnit(EmbeddingsUnitTests):
 
     @property
     def embedding_model_params(self) -> dict[str, Any]:
-        return {"model": "gemini-embedding-2", "dimensions": 64}
+        return {"model": "gemini-embedding-2", "dimensions": 128}
 
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
         return (
             {"GEMINI_API_KEY": "key-from-env"},
-            {"model": "gemini-embedding-2", "dimensions": 64},
-            {"api_key": "key-from-env", "model": "gemini-embedding-2", "dimensions": 64},
+            {"model": "gemini-embedding-2", "dimensions": 128},
+            {"api_key": "key-from-env", "model": "gemini-embedding-2", "dimensions": 128},
         )
 
 
@@ -88,7 +92,40 @@ class TestStandardEmbeddingsIntegration(EmbeddingsIntegrationTests):
         return {"embedder": FakeEmbedder(64)}
 
 
-class TestStandardVectorStore(VectorStoreIntegrationTests):
+@pytest.fixture(scope="module")
+def gemini_server() -> Iterator[FakeGeminiServer]:
+    with FakeGeminiServer() as server:
+        yield server
+
+
+@pytest.fixture
+def gemini_env(gemini_server: FakeGeminiServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the real google-genai SDK (as any app would configure it) at the fake server."""
+    for name, value in gemini_server.env().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.usefixtures("gemini_env")
+class TestStandardGeminiIntegration(EmbeddingsIntegrationTests):
+    """The integration suite end to end: LangChain -> GeminiEmbedder -> SDK -> HTTP server."""
+
+    @property
+    def embeddings_class(self) -> type[Embeddings]:
+        return LangChainEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict[str, Any]:
+        return {"model": "gemini-embedding-2", "dimensions": 128}
+
+    # the suite's own fixture, plus closing the SDK's connections in the test's event loop
+    @pytest_asyncio.fixture
+    async def model(self) -> AsyncIterator[Embeddings]:
+        made = LangChainEmbeddings(**self.embedding_model_params)
+        yield made
+        await made.aclose()
+
+
+class TestStandardVectorStoreQdrant(VectorStoreIntegrationTests):
     """LangChain's vector-store suite over an mmembed QdrantStore (in memory)."""
 
     @pytest.fixture
@@ -96,6 +133,44 @@ class TestStandardVectorStore(VectorStoreIntegrationTests):
         store = QdrantStore(6)  # the suite's fake embeddings are 6 wide
         yield LangChainVectorStore(store, self.get_embeddings())
         store.close()
+
+
+class TestStandardVectorStoreMemory(VectorStoreIntegrationTests):
+    """The same suite over InMemoryStore."""
+
+    @pytest.fixture
+    def vectorstore(self) -> VectorStore:  # type: ignore[override]
+        return LangChainVectorStore(InMemoryStore(6), self.get_embeddings())
+
+
+class TestStandardVectorStoreFaiss(VectorStoreIntegrationTests):
+    """The same suite over FaissStore."""
+
+    @pytest.fixture
+    def vectorstore(self) -> VectorStore:  # type: ignore[override]
+        return LangChainVectorStore(FaissStore(6), self.get_embeddings())
+
+
+class _ProtocolOnly:
+    """A store with nothing but the VectorStore protocol (no ``get``)."""
+
+    def __init__(self, dimensions: int) -> None:
+        self._inner = InMemoryStore(dimensions)
+        self.dimensions = dimensions
+        self.add = self._inner.add
+        self.search = self._inner.search
+        self.delete = self._inner.delete
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+
+class TestStandardVectorStoreProtocolOnly(VectorStoreIntegrationTests):
+    """The suite over a bare protocol store: lookups by id go through ``where`` filters."""
+
+    @pytest.fixture
+    def vectorstore(self) -> VectorStore:  # type: ignore[override]
+        return LangChainVectorStore(_ProtocolOnly(6), self.get_embeddings())
 
 
 # -- LangChainEmbeddings ------------------------------------------------------------------------
@@ -174,6 +249,20 @@ def test_a_wrong_row_count_is_an_error_not_a_fused_vector() -> None:
         LangChainEmbeddings(Fusing(8)).embed_documents(["a", "b", "c"])
 
 
+def test_close_leaves_a_passed_in_embedder_alone() -> None:
+    class Closable(FakeEmbedder):
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    mine = Closable(8)
+    emb = LangChainEmbeddings(mine)
+    emb.close()
+    asyncio.run(emb.aclose())
+    assert mine.closed == 0
+
+
 def test_bad_construction_and_input() -> None:
     with pytest.raises(ConfigurationError, match="dimensions"):
         LangChainEmbeddings(FakeEmbedder(8), dimensions=8)
@@ -195,6 +284,28 @@ def test_gemini_parameters_are_kept_and_the_key_hidden(monkeypatch: pytest.Monke
     assert env.api_key is not None
     assert env.api_key.get_secret_value() == "google-key"  # the SDK's precedence
     assert env.model == "gemini-embedding-2"
+
+
+@pytest.mark.usefixtures("gemini_env")
+def test_gemini_gets_one_content_per_text_and_task_prefixes(
+    gemini_server: FakeGeminiServer,
+) -> None:
+    gemini_server.reset()
+    emb = LangChainEmbeddings(model="gemini-embedding-2", dimensions=128)
+    texts = [f"note {i}" for i in range(120)]  # over the 100-item limit of one call
+    vectors = emb.embed_documents(texts)
+    query = emb.embed_query("note 7")
+    assert len(vectors) == 120
+    assert len({tuple(v) for v in vectors}) == 120
+    assert all(len(v) == 128 for v in vectors)
+    sent = [c["parts"][0]["text"] for r in gemini_server.embed_requests for c in r.contents]
+    # batches may run concurrently, so compare as sets; the query comes after all of them
+    assert sorted(sent[:120]) == sorted(f"title: none | text: note {i}" for i in range(120))
+    assert sent[120:] == ["task: search result | query: note 7"]
+    assert all(r.items <= 100 for r in gemini_server.embed_requests)
+    # the fake server ignores the prefixes, so a query finds its own text
+    best = int(np.argmax(np.asarray(vectors) @ np.asarray(query)))
+    assert best == 7
 
 
 # -- LangChainVectorStore -----------------------------------------------------------------------

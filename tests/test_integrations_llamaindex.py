@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from mmembed.content import Audio, Image, Task
 from mmembed.errors import ConfigurationError, EmbeddingError, UnsupportedMediaError
 from mmembed.integrations.llamaindex import LlamaIndexEmbedding
-from mmembed.testing import FakeEmbedder
+from mmembed.testing import FakeEmbedder, FakeGeminiServer
 
 
 def _png(color: tuple[int, int, int]) -> bytes:
@@ -136,6 +136,28 @@ def test_documents_are_split_with_bundled_tokenizers_offline() -> None:
     index = VectorStoreIndex.from_documents([Document(text=text)], embed_model=emb)
     assert len(index.docstore.docs) > 1
     assert index.as_retriever(similarity_top_k=2).retrieve("cats")
+
+
+def test_gemini_end_to_end_through_the_fake_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeGeminiServer() as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        emb = LlamaIndexEmbedding(model="gemini-embedding-2", dimensions=128)
+        path = tmp_path / "red.png"
+        path.write_bytes(_png((255, 0, 0)))
+        texts = emb.get_text_embedding_batch(["cats purr", "rockets fly"])
+        query = emb.get_query_embedding("cats purr")
+        image = emb.get_image_embedding(str(path))
+        requests = server.embed_requests
+    assert len(texts) == 2
+    assert len(query) == len(image) == 128
+    assert [r.items for r in requests] == [2, 1, 1]
+    assert requests[1].contents[0]["parts"][0]["text"].startswith("task: search result | query:")
+    assert "inlineData" in requests[2].contents[0]["parts"][0] or (
+        "inline_data" in requests[2].contents[0]["parts"][0]
+    )
 
 
 def test_row_count_is_checked() -> None:

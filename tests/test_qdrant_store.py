@@ -123,11 +123,15 @@ def test_where_equality_and_any_of_apply_before_top_k(store: QdrantStore) -> Non
 def test_where_with_floats_none_and_mixed_lists(store: QdrantStore) -> None:
     e = np.eye(8, dtype=np.float32)
     store.add(
-        ["a", "b", "c", "d"],
-        e[:4],
-        [{"t": 1.5}, {"t": 2.5}, {"t": None}, {"t": "x"}],
+        ["a", "b", "c", "d", "one", "one.0", "true"],
+        e[:7],
+        [{"t": 1.5}, {"t": 2.5}, {"t": None}, {"t": "x"}, {"t": 1}, {"t": 1.0}, {"t": True}],
     )
     q = np.ones(8)
+    # numbers compare as numbers (1 == 1.0) but booleans stay apart, as in InMemoryStore
+    assert {h.id for h in store.search(q, where={"t": 1})} == {"one", "one.0"}
+    assert {h.id for h in store.search(q, where={"t": [1.0, 2.5]})} == {"one", "one.0", "b"}
+    assert {h.id for h in store.search(q, where={"t": True})} == {"true"}
     assert {h.id for h in store.search(q, where={"t": 1.5})} == {"a"}
     assert {h.id for h in store.search(q, where={"t": None})} == {"c"}
     assert {h.id for h in store.search(q, where={"t": [2.5, "x"]})} == {"b", "d"}
@@ -173,20 +177,20 @@ def test_get_ids_and_clear(store: QdrantStore) -> None:
     e = np.eye(8, dtype=np.float32)
     store.add(["a", "b"], e[:2] * 2, [{"x": 1}, {}])
     got = store.get(["b", "nope", "a"])
-    assert [g[0] for g in got] == ["b", "a"]
-    np.testing.assert_allclose(got[1][1], e[0], atol=1e-6)
-    assert got[1][2] == {"x": 1}
-    assert sorted(store.ids()) == ["a", "b"]
+    assert [g.id for g in got] == ["b", "a"]
+    np.testing.assert_allclose(got[1].vector, e[0], atol=1e-6)
+    assert got[1].metadata == {"x": 1}
+    assert sorted(store) == ["a", "b"]
     store.clear()
     assert len(store) == 0
-    assert list(store.ids()) == []
+    assert list(store) == []
 
 
 def test_ids_scrolls_past_one_page(store: QdrantStore) -> None:
     rng = np.random.default_rng(3)
     ids = [f"i{i}" for i in range(600)]
     store.add(ids, _unit(rng, 600, 8))
-    assert sorted(store.ids()) == sorted(ids)
+    assert sorted(store) == sorted(ids)
 
 
 def test_bad_input_gives_mmembed_errors(store: QdrantStore) -> None:
@@ -212,6 +216,8 @@ def test_bad_input_gives_mmembed_errors(store: QdrantStore) -> None:
         store.add(["a"], np.ones((1, 8)), [{"when": object()}])
     with pytest.raises(ConfigurationError, match="search_batch"):
         store.search(np.ones((2, 8)))
+    with pytest.raises(ConfigurationError, match="all zeros"):
+        store.search(np.zeros(8))
     assert len(store) == 0
     with pytest.raises(ConfigurationError):
         QdrantStore(0)

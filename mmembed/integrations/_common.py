@@ -10,7 +10,13 @@ from numpy.typing import NDArray
 from mmembed.errors import ConfigurationError, EmbeddingError
 from mmembed.protocols import Embedder
 
-__all__ = ["build_gemini", "check_embedder", "rows_as_floats"]
+__all__ = [
+    "aclose_embedder",
+    "build_gemini",
+    "check_embedder",
+    "close_embedder",
+    "rows_as_floats",
+]
 
 DEFAULT_MODEL = "gemini-embedding-2"
 
@@ -32,7 +38,7 @@ def build_gemini(
     *, model: str | None, dimensions: int | None, api_key: str | None, options: dict[str, Any]
 ) -> Embedder:
     """A ``GeminiEmbedder`` from model parameters (imported only now: it pulls in google-genai)."""
-    from mmembed.embedders.gemini import GeminiEmbedder  # type: ignore[import-not-found]
+    from mmembed.embedders.gemini import GeminiEmbedder
 
     kwargs: dict[str, Any] = dict(options)
     if dimensions is not None:
@@ -41,6 +47,22 @@ def build_gemini(
         kwargs["api_key"] = api_key
     embedder: Embedder = GeminiEmbedder(model or DEFAULT_MODEL, **kwargs)
     return embedder
+
+
+def close_embedder(embedder: object) -> None:
+    """Close ``embedder`` if it can be closed (a ``GeminiEmbedder`` holds HTTP connections)."""
+    close = getattr(embedder, "close", None)
+    if callable(close):
+        close()
+
+
+async def aclose_embedder(embedder: object) -> None:
+    """Async :func:`close_embedder`: closes the async transport inside the running loop."""
+    aclose = getattr(embedder, "aclose", None)
+    if callable(aclose):
+        await aclose()
+    else:
+        close_embedder(embedder)
 
 
 def rows_as_floats(matrix: NDArray[np.float32], expected: int, *, model: str) -> list[list[float]]:

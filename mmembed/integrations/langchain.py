@@ -39,8 +39,10 @@ from mmembed.content import Embeddable, Image, Task, load  # noqa: E402
 from mmembed.errors import ConfigurationError  # noqa: E402
 from mmembed.integrations._common import (  # noqa: E402
     DEFAULT_MODEL,
+    aclose_embedder,
     build_gemini,
     check_embedder,
+    close_embedder,
     rows_as_floats,
 )
 from mmembed.protocols import Embedder  # noqa: E402
@@ -114,6 +116,7 @@ class LangChainEmbeddings(Embeddings):
                 found = next((os.environ[v] for v in _KEY_VARIABLES if os.environ.get(v)), None)
                 api_key = SecretStr(found) if found else None
             self.api_key = api_key
+        self._owns_embedder = embedder is None
         self.model = embedder.model if embedder is not None else (model or DEFAULT_MODEL)
         self._dimensions = dimensions
         self._gemini_options = gemini_options
@@ -161,6 +164,17 @@ class LangChainEmbeddings(Embeddings):
         """Async twin of :meth:`embed_query` (native, not a thread)."""
         matrix = await self.embedder.aembed([text], task=self.query_task)
         return rows_as_floats(matrix, 1, model=self.model)[0]
+
+    def close(self) -> None:
+        """Close the embedder this object built from Gemini parameters (one passed in is left
+        to its owner)."""
+        if self._owns_embedder and self._embedder is not None:
+            close_embedder(self._embedder)
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`: call it from the event loop that ran the async methods."""
+        if self._owns_embedder and self._embedder is not None:
+            await aclose_embedder(self._embedder)
 
     def embed_image(self, uris: Sequence[str | os.PathLike[str]]) -> list[list[float]]:
         """One document vector per image file (the method LangChain's multimodal stores call)."""
@@ -332,7 +346,7 @@ class LangChainVectorStore(VectorStore):
             metadatas: one metadata dict per text.
             ids: one id per text (uuid4 hex when missing).
             store: the mmembed store to fill; by default a new in-memory one of the embedding's
-                width (``InMemoryStore`` when available, else an in-memory ``QdrantStore``).
+                width (an ``InMemoryStore``).
             **kwargs: ``text_key`` / ``id_key`` for the constructor.
         """
         if store is None:
@@ -417,8 +431,11 @@ class LangChainVectorStore(VectorStore):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return []
-        # The store protocol has no lookup by id, but every store filters: ask for these ids
-        # with any probe vector; the filter applies before top-k, so all of them come back.
+        get = getattr(self.store, "get", None)
+        if callable(get):  # InMemoryStore, FaissStore and QdrantStore look ids up directly
+            return [self._document(r.id, r.metadata) for r in get(wanted)]
+        # The minimal store protocol has no lookup by id, but every store filters: ask for these
+        # ids with any probe vector; the filter applies before top-k, so all of them come back.
         probe = np.full(self.store.dimensions, 1.0, dtype=np.float32)
         hits = self.store.search(probe, len(wanted), where={self.id_key: wanted})
         found = {h.id: self._document(h.id, h.metadata) for h in hits}
@@ -435,11 +452,6 @@ def _cosine_to_relevance(score: float) -> float:
 
 
 def _default_store(dimensions: int) -> MMVectorStore:
-    try:
-        from mmembed.stores.memory import InMemoryStore  # type: ignore[import-not-found]
-    except ImportError:
-        from mmembed.stores.qdrant import QdrantStore
+    from mmembed.stores.memory import InMemoryStore
 
-        return QdrantStore(dimensions)
-    store: MMVectorStore = InMemoryStore(dimensions)
-    return store
+    return InMemoryStore(dimensions)

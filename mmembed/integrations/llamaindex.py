@@ -41,8 +41,10 @@ from mmembed.content import Embeddable, Image, Part, Task, load  # noqa: E402
 from mmembed.errors import ConfigurationError, UnsupportedMediaError  # noqa: E402
 from mmembed.integrations._common import (  # noqa: E402
     DEFAULT_MODEL,
+    aclose_embedder,
     build_gemini,
     check_embedder,
+    close_embedder,
     rows_as_floats,
 )
 from mmembed.protocols import Embedder  # noqa: E402
@@ -79,6 +81,7 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
 
     _embedder: Embedder | None = PrivateAttr(default=None)
     _gemini_options: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _owns_embedder: bool = PrivateAttr(default=False)
 
     def __init__(
         self,
@@ -130,6 +133,7 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
             model_name=model_name, embed_batch_size=embed_batch_size, **fields, **kwargs
         )
         self._embedder = checked
+        self._owns_embedder = checked is None
         self._gemini_options = dict(gemini_options or {})
 
     @classmethod
@@ -192,6 +196,17 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
     ) -> list[Embedding]:
         # one call for the batch keeps the order (gathering single calls need not)
         return await self._aembed([_image(p) for p in img_file_paths], self.document_task)
+
+    def close(self) -> None:
+        """Close the embedder this object built from Gemini parameters (one passed in is left
+        to its owner)."""
+        if self._owns_embedder and self._embedder is not None:
+            close_embedder(self._embedder)
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`: call it from the event loop that ran the async methods."""
+        if self._owns_embedder and self._embedder is not None:
+            await aclose_embedder(self._embedder)
 
     def get_embedding_for(self, item: Embeddable, *, task: Task | None = None) -> Embedding:
         """One vector for any mmembed item (audio, video, PDF, :class:`Content`...).

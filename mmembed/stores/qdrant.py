@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from types import ModuleType, TracebackType
+from types import MappingProxyType, ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from mmembed._optional import import_optional
 from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreError
 from mmembed.protocols import Hit
+from mmembed.stores._base import Record
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -260,6 +261,12 @@ class QdrantStore:
         matrix = self._matrix(queries, what="queries")
         if matrix.shape[0] == 0:
             return []
+        norms = np.linalg.norm(matrix, axis=1)
+        if not (norms > 0).all():
+            raise ConfigurationError(
+                "a query vector is all zeros, so it has no direction to compare; embed a "
+                "non-empty query"
+            )
         query_filter = self._filter(where)
         if query_filter is _NOTHING:
             return [[] for _ in range(matrix.shape[0])]
@@ -295,11 +302,9 @@ class QdrantStore:
             )
         return len(found)
 
-    def get(self, ids: Sequence[str]) -> list[tuple[str, NDArray[np.float32], dict[str, Any]]]:
-        """The stored ``(id, vector, metadata)`` of each id that exists, in the order asked.
-
-        Qdrant keeps cosine collections normalised, so vectors come back at unit length.
-        """
+    def get(self, ids: Sequence[str]) -> list[Record]:
+        """The records of those ``ids`` that are stored, in the order asked; unknown ids are
+        skipped. Qdrant keeps cosine collections normalised, so vectors come back unit length."""
         ids = list(dict.fromkeys(_check_ids(ids)))
         if not ids:
             return []
@@ -316,7 +321,11 @@ class QdrantStore:
         for record in records:
             payload = dict(record.payload or {})
             id_ = str(payload.pop(ID_KEY))
-            by_id[id_] = (id_, np.asarray(record.vector, dtype=np.float32), payload)
+            by_id[id_] = Record(
+                id=id_,
+                vector=np.asarray(record.vector, dtype=np.float32),
+                metadata=MappingProxyType(payload),
+            )
         return [by_id[i] for i in ids if i in by_id]
 
     def __len__(self) -> int:
@@ -334,7 +343,7 @@ class QdrantStore:
         )
         return bool(found)
 
-    def ids(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str]:
         """Every stored id (in Qdrant's order), scrolled page by page."""
         offset: Any = None
         while True:
@@ -419,9 +428,7 @@ class QdrantStore:
                 values = list(value)
                 if not values:
                     return _NOTHING  # "any of nothing" matches no point
-                if all(isinstance(v, str) for v in values) or all(
-                    isinstance(v, int) and not isinstance(v, bool) for v in values
-                ):
+                if all(isinstance(v, str) for v in values):
                     must.append(m.FieldCondition(key=key, match=m.MatchAny(any=values)))
                 else:
                     must.append(m.Filter(should=[self._equals(key, v) for v in values]))
@@ -431,9 +438,15 @@ class QdrantStore:
 
     def _equals(self, key: str, value: Any) -> Any:
         m = self._m
-        if isinstance(value, bool | int | str):
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bool | str):
             return m.FieldCondition(key=key, match=m.MatchValue(value=value))
-        if isinstance(value, float):
+        if isinstance(value, int | float):
+            if not math.isfinite(value):
+                raise ConfigurationError(f"where[{key!r}] is {value}, which no stored value equals")
+            # a closed range, so 1 matches 1.0 as in the other stores (MatchValue would not),
+            # while true/false stay apart from 1/0
             return m.FieldCondition(key=key, range=m.Range(gte=value, lte=value))
         if value is None:
             return m.IsNullCondition(is_null=m.PayloadField(key=key))
