@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmembed.stores import InMemoryStore
+from tests.contracts.store import MakeStore, VectorStoreContract, random_vectors
+
+
+class TestInMemoryStore(VectorStoreContract):
+    @pytest.fixture
+    def make_store(self) -> MakeStore:
+        return InMemoryStore
+
+
+def test_vectors_view_is_read_only_and_unit() -> None:
+    store = InMemoryStore(8)
+    store.add(["a", "b"], random_vectors(2, 8) * 3)
+    view = store.vectors
+    np.testing.assert_allclose(np.linalg.norm(view, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="read-only"):
+        view[0, 0] = 1.0
+
+
+def test_zero_vectors_stay_zero_and_score_zero() -> None:
+    store = InMemoryStore(4)
+    store.add(["zero", "x"], [[0, 0, 0, 0], [1, 0, 0, 0]])
+    hits = store.search([1, 0, 0, 0], k=2)
+    assert [(h.id, h.score) for h in hits] == [("x", 1.0), ("zero", 0.0)]
+
+
+def test_mmap_load_searches_then_copies_on_change(tmp_path: Path) -> None:
+    vectors = random_vectors(500, 16, seed=2)
+    store = InMemoryStore(16)
+    store.add([str(i) for i in range(500)], vectors)
+    store.save(tmp_path / "s")
+    mapped = InMemoryStore.load(tmp_path / "s", mmap=True)
+    assert isinstance(mapped.vectors.base, np.memmap) or isinstance(mapped.vectors, np.memmap)
+    assert mapped.search(vectors[3], k=1)[0].id == "3"
+    mapped.add(["new"], vectors[:1])
+    assert len(mapped) == 501
+    # the saved files were not modified by the change
+    assert len(InMemoryStore.load(tmp_path / "s")) == 500
+
+
+def test_repr_is_short() -> None:
+    store = InMemoryStore(3)
+    store.add(["a"], [[1, 2, 3]])
+    assert repr(store) == "InMemoryStore(dimensions=3, count=1)"
