@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from mmembed._optional import import_optional
 from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreError
 from mmembed.protocols import Hit
-from mmembed.stores._base import Record
+from mmembed.stores._base import Record, _RWLock
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -95,6 +95,10 @@ class QdrantStore:
         self._dimensions = dimensions
         self._collection = collection
         self._owns_client = client is None
+        # Qdrant's local mode is plain Python dicts and arrays with no locking of its own: many
+        # readers or one writer, writers first, so threads can share a store (a server locks
+        # by itself)
+        self._lock: _RWLock | None = None
         if client is not None:
             self._client: QdrantClient = client
             self._where = "client"
@@ -128,6 +132,8 @@ class QdrantStore:
                     f"cannot open Qdrant at {location!r}: {exc}. A local path can be open in only "
                     "one QdrantStore at a time: close the other one (store.close()) first"
                 ) from exc
+        if type(getattr(self._client, "_client", None)).__name__ == "QdrantLocal":
+            self._lock = _RWLock()
         self._ensure_collection()
 
     # -- setup ----------------------------------------------------------------------------------
@@ -236,28 +242,46 @@ class QdrantStore:
                 lambda batch=points[start : start + _BATCH]: self._client.upsert(
                     self._collection, points=batch, wait=True
                 ),
+                write=True,
             )
 
     def search(
-        self, query: ArrayLike, k: int = 10, *, where: Mapping[str, Any] | None = None
+        self,
+        query: ArrayLike,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        dimensions: int | None = None,
     ) -> list[Hit]:
         """The ``k`` stored vectors most similar to ``query`` (cosine) that match ``where``.
 
         ``where`` maps a metadata key to a value (equality) or a list of values (any of them);
-        all keys must match. The filter applies before top-k.
+        all keys must match. The filter applies before top-k. Qdrant indexes whole vectors, so
+        ``dimensions`` may only be the store's own: for a Matryoshka prefix, :meth:`shrink`.
         """
         vector = self._matrix(query, what="query")
         if vector.shape[0] != 1:
             raise ConfigurationError(
                 f"search takes one query vector, got {vector.shape[0]}: use search_batch"
             )
-        return self.search_batch(vector, k, where=where)[0]
+        return self.search_batch(vector, k, where=where, dimensions=dimensions)[0]
 
     def search_batch(
-        self, queries: ArrayLike, k: int = 10, *, where: Mapping[str, Any] | None = None
+        self,
+        queries: ArrayLike,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        dimensions: int | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for each row of ``queries`` in one request; one list of hits per row."""
         _check_k(k)
+        if dimensions is not None and dimensions != self._dimensions:
+            raise ConfigurationError(
+                f"QdrantStore searches whole {self._dimensions}-dimensional vectors, not a "
+                f"{dimensions}-dimensional prefix: use store.shrink({dimensions}) to build a "
+                "prefix collection and search that"
+            )
         matrix = self._matrix(queries, what="queries")
         if matrix.shape[0] == 0:
             return []
@@ -288,19 +312,18 @@ class QdrantStore:
         if not ids:
             return 0
         pids = [point_id(i) for i in ids]
-        found = self._call(
-            "delete",
-            lambda: self._client.retrieve(
+
+        def remove() -> int:
+            found = self._client.retrieve(
                 self._collection, ids=pids, with_payload=False, with_vectors=False
-            ),
-        )
-        if found:
-            selector = self._m.PointIdsList(points=[p.id for p in found])
-            self._call(
-                "delete",
-                lambda: self._client.delete(self._collection, points_selector=selector, wait=True),
             )
-        return len(found)
+            if found:
+                selector = self._m.PointIdsList(points=[p.id for p in found])
+                self._client.delete(self._collection, points_selector=selector, wait=True)
+            return len(found)
+
+        removed: int = self._call("delete", remove, write=True)
+        return removed
 
     def get(self, ids: Sequence[str]) -> list[Record]:
         """The records of those ``ids`` that are stored, in the order asked; unknown ids are
@@ -362,6 +385,53 @@ class QdrantStore:
             if offset is None:
                 return
 
+    def shrink(self, dimensions: int, *, collection: str | None = None) -> QdrantStore:
+        """A new store, in a new collection of the same Qdrant, holding the renormalised
+        ``dimensions``-prefix of every vector with the same ids and metadata (Matryoshka):
+        smaller and faster, without re-embedding anything.
+
+        Args:
+            dimensions: the prefix width, at most :attr:`dimensions`.
+            collection: the new collection's name (default ``"<collection>-<dimensions>"``);
+                it must not hold points yet.
+        """
+        if not _positive_int(dimensions) or dimensions > self._dimensions:
+            raise ConfigurationError(
+                f"cannot shrink {self._dimensions}-dimensional vectors to {dimensions!r}; a "
+                f"Matryoshka prefix must be an int from 1 to {self._dimensions}"
+            )
+        name = collection or f"{self._collection}-{dimensions}"
+        if name == self._collection:
+            raise ConfigurationError("shrink needs a collection other than the store's own")
+        small = QdrantStore(dimensions, collection=name, client=self._client)
+        small._lock = self._lock
+        if len(small):
+            raise StoreError(
+                f"the Qdrant collection {name!r} already holds points: pass another collection="
+            )
+        offset: Any = None
+        while True:
+            records, offset = self._call(
+                "shrink",
+                lambda offset=offset: self._client.scroll(
+                    self._collection,
+                    limit=256,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=True,
+                ),
+            )
+            if records:
+                ids, metadata = [], []
+                for record in records:
+                    payload = dict(record.payload or {})
+                    ids.append(str(payload.pop(ID_KEY)))
+                    metadata.append(payload)
+                vectors = np.asarray([r.vector for r in records], dtype=np.float32)
+                small.add(ids, vectors[:, :dimensions], metadata)
+            if offset is None:
+                return small
+
     def clear(self) -> None:
         """Remove every point (the collection itself stays, with its settings)."""
         self._call(
@@ -371,6 +441,7 @@ class QdrantStore:
                 points_selector=self._m.FilterSelector(filter=self._m.Filter(must=[])),
                 wait=True,
             ),
+            write=True,
         )
 
     def close(self) -> None:
@@ -410,7 +481,8 @@ class QdrantStore:
         if matrix.shape[0] and matrix.shape[1] != self._dimensions:
             raise DimensionMismatchError(
                 f"{what} have {matrix.shape[1]} dimensions but this QdrantStore holds "
-                f"{self._dimensions}: embed with the same dimensions the store was created with"
+                f"{self._dimensions}-dimensional vectors: embed with the same dimensions the "
+                "store was created with"
             )
         if not np.isfinite(matrix).all():
             raise ConfigurationError(f"{what} contain NaN or infinity: check the embedder output")
@@ -455,9 +527,12 @@ class QdrantStore:
             f"got {type(value).__name__}"
         )
 
-    def _call(self, what: str, fn: Any) -> Any:
+    def _call(self, what: str, fn: Any, *, write: bool = False) -> Any:
         try:
-            return fn()
+            if self._lock is None:
+                return fn()
+            with self._lock.write() if write else self._lock.read():
+                return fn()
         except (ConfigurationError, StoreError):
             raise
         except Exception as exc:
@@ -476,7 +551,7 @@ _NOTHING: Any = _Nothing()
 
 def _check_ids(ids: Sequence[str]) -> list[str]:
     if isinstance(ids, str):
-        raise ConfigurationError("ids must be a sequence of strings, not one string: wrap it")
+        raise ConfigurationError("ids must be a list of strings; wrap a single id as [id]")
     out = list(ids)
     for id_ in out:
         if not isinstance(id_, str):
@@ -497,10 +572,15 @@ def _jsonable(meta: Mapping[str, Any], id_: str) -> dict[str, Any]:
     """Metadata as JSON values (Qdrant payloads are JSON); numpy scalars become Python ones."""
 
     def convert(value: Any, path: str) -> Any:
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigurationError(
+                f"metadata {path!r} of id {id_!r} is {value}, which JSON cannot store; use None "
+                "or a string"
+            )
         if value is None or isinstance(value, bool | int | float | str):
             return value
-        if isinstance(value, np.generic):
-            return value.item()
         if isinstance(value, Mapping):
             return {str(k): convert(v, f"{path}.{k}") for k, v in value.items()}
         if isinstance(value, list | tuple):
