@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,12 @@ def test_row_count_and_construction_errors() -> None:
 
 
 @pytest.fixture
-def chromadb() -> Any:
-    return pytest.importorskip("chromadb")
+def chromadb() -> Iterator[Any]:
+    module = pytest.importorskip("chromadb")
+    yield module
+    # Chroma shares one system per path across clients in a process: forget it, so the next
+    # test (or a doc example) may open a client with other settings
+    module.api.client.SharedSystemClient.clear_system_cache()
 
 
 def _settings(chromadb: Any) -> Any:
