@@ -132,7 +132,7 @@ def test_documents_are_split_with_bundled_tokenizers_offline() -> None:
     # from_documents runs LlamaIndex's sentence splitter (tiktoken + NLTK data); with the
     # network guard on, this passes only if no file is downloaded
     emb = LlamaIndexEmbedding(FakeEmbedder(16))
-    text = " ".join(f"Sentence number {i} talks about cats." for i in range(400))
+    text = " ".join(f"Sentence number {i} talks about cats." for i in range(200))
     index = VectorStoreIndex.from_documents([Document(text=text)], embed_model=emb)
     assert len(index.docstore.docs) > 1
     assert index.as_retriever(similarity_top_k=2).retrieve("cats")
