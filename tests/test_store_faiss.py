@@ -33,24 +33,18 @@ class TestFaissFlatFunnel(VectorStoreContract):
 
 
 class TestFaissHNSW(VectorStoreContract):
-    exact = False
-
     @pytest.fixture
     def make_store(self) -> MakeStore:
         return lambda d: FaissStore(d, index="HNSW32")
 
 
 class TestFaissIVF(VectorStoreContract):
-    exact = False
-
     @pytest.fixture
     def make_store(self) -> MakeStore:
         return lambda d: FaissStore(d, index="IVF8,Flat", train_size=256)
 
 
 class TestFaissHNSWFunnel(VectorStoreContract):
-    exact = False
-
     @pytest.fixture
     def make_store(self) -> MakeStore:
         return lambda d: FaissStore(d, index="HNSW32", funnel_dimensions=max(1, d // 2))
@@ -183,6 +177,8 @@ def test_filtered_hnsw_search_still_fills_k() -> None:
 def test_invalid_settings() -> None:
     with pytest.raises(ConfigurationError, match="FAISS cannot build"):
         FaissStore(16, index="NoSuchIndex")
+    with pytest.raises(ConfigurationError, match="drop the IDMap"):
+        FaissStore(16, index="IDMap,Flat")
     with pytest.raises(ConfigurationError, match="smaller than dimensions"):
         FaissStore(16, funnel_dimensions=16)
     with pytest.raises(ConfigurationError):

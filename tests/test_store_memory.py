@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmembed.stores import InMemoryStore
-from tests.contracts.store import MakeStore, VectorStoreContract, random_vectors
+from tests.contracts.store import MakeStore, VectorStoreContract, random_vectors, unit
 
 
 class TestInMemoryStore(VectorStoreContract):
@@ -49,3 +49,17 @@ def test_repr_is_short() -> None:
     store = InMemoryStore(3)
     store.add(["a"], [[1, 2, 3]])
     assert repr(store) == "InMemoryStore(dimensions=3, count=1)"
+
+
+def test_large_single_query_two_thread_scan_is_exact() -> None:
+    # above 2**21 values a single query is scanned in two halves on two threads
+    vectors = random_vectors(70_000, 32, seed=12)
+    store = InMemoryStore(32)
+    store.add([str(i) for i in range(70_000)], vectors)
+    query = random_vectors(1, 32, seed=13)[0]
+    expected = unit(vectors) @ unit(query)
+    hits = store.search(query, k=20)
+    np.testing.assert_allclose([h.score for h in hits], np.sort(expected)[::-1][:20], atol=1e-5)
+    assert hits[0].id == str(int(np.argmax(expected)))
+    filtered = store.search(query, k=5, where={"missing": 1})
+    assert filtered == []

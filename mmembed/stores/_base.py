@@ -30,6 +30,8 @@ _VECTORS = "vectors.npy"
 _RECORDS = "records.json"
 # database rows per GEMM block in numpy batch search: keeps the score block ~256 MB at 1000 queries
 _BLOCK_ROWS = 65536
+# matrices above this many values are scanned by two threads for a single query
+_SPLIT_GEMV = 1 << 21
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +212,8 @@ class ArrayStore:
         self._lock = _RWLock()
         self._version = 0
         self._prefix_norms: dict[int, tuple[int, NDArray[np.float32]]] = {}
+        self._filter_cache: dict[tuple[int, str], NDArray[np.intp]] = {}
+        self._cache_lock = threading.Lock()  # readers share the caches
         self._saved_at: tuple[Path, int] | None = None
 
     # -- read-only views -----------------------------------------------------------------------
@@ -451,15 +455,30 @@ class ArrayStore:
                 return [[] for _ in range(queries.shape[0])]
             allowed: NDArray[np.intp] | None = None
             if terms is not None:
-                allowed = np.fromiter(
-                    (i for i, meta in enumerate(self._metadata) if _matches(meta, terms)),
-                    dtype=np.intp,
-                )
+                allowed = self._matching_rows(terms)
                 if allowed.size == 0:
                     return [[] for _ in range(queries.shape[0])]
             k = min(int(k), self._n if allowed is None else int(allowed.size))
             scores, rows = self._knn(queries, k, allowed, dimensions)
             return [self._hits(scores[i], rows[i]) for i in range(queries.shape[0])]
+
+    def _matching_rows(self, terms: list[tuple[str, list[Any]]]) -> NDArray[np.intp]:
+        """Rows whose metadata match ``terms``; the last few answers are kept until a change,
+        since applications tend to repeat the same filter."""
+        key = (self._version, repr(terms))
+        with self._cache_lock:
+            cached = self._filter_cache.get(key)
+        if cached is not None:
+            return cached
+        rows = np.fromiter(
+            (i for i, meta in enumerate(self._metadata) if _matches(meta, terms)), dtype=np.intp
+        )
+        rows.flags.writeable = False
+        with self._cache_lock:
+            while len(self._filter_cache) >= 16:
+                self._filter_cache.pop(next(iter(self._filter_cache)))
+            self._filter_cache[key] = rows
+        return rows
 
     def _hits(self, scores: NDArray[np.float32], rows: NDArray[np.intp]) -> list[Hit]:
         hits = []
@@ -589,18 +608,24 @@ class ArrayStore:
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, force: bool = False) -> None:
         """Save the store to the directory ``path`` atomically (a crash keeps the old or the new
         state). Searches may continue meanwhile; changes wait until the save is done.
 
+        Args:
+            path: the store directory; created if missing, a new generation if it exists.
+            force: save even if another writer committed to ``path`` since this store was
+                loaded from or saved to it (their changes are then replaced by this state).
+
         Raises:
-            StoreError: another process is saving there, the store on disk changed since this
-                one was loaded from it, or the disk refused the write.
+            StoreError: another process is saving there right now, the store on disk changed
+                since this one was loaded from it (and ``force`` is false), or the disk refused
+                the write.
         """
         root = Path(path).resolve()
         with self._lock.read():
             expected = None
-            if self._saved_at is not None and self._saved_at[0] == root:
+            if not force and self._saved_at is not None and self._saved_at[0] == root:
                 expected = self._saved_at[1]
             n = self._n
             records = {"ids": list(self._ids), "metadata": self._metadata}
@@ -703,7 +728,7 @@ def _numpy_knn(
     nq, n = queries.shape[0], matrix.shape[0]
     if nq == 1:
         # one GEMV streams the matrix once; numpy's BLAS beats FAISS's scan here
-        scores = matrix @ queries[0]
+        scores = _gemv(matrix, queries[0])
         if inverse is not None:
             scores *= inverse
         if allowed is not None:
@@ -730,6 +755,21 @@ def _numpy_knn(
         _merge_block(out, start, k, best_scores, best_rows)
     best_rows[~np.isfinite(best_scores)] = -1
     return best_scores, best_rows
+
+
+def _gemv(matrix: NDArray[np.float32], query: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``matrix @ query``; large matrices are split in two halves run on two threads, which
+    streams memory faster than one BLAS call (single-query search is bandwidth-bound)."""
+    n = matrix.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    if n < 2 or matrix.size < _SPLIT_GEMV:
+        np.dot(matrix, query, out=out)
+        return out
+    half = n // 2
+    first = _pool().submit(np.dot, matrix[:half], query, out[:half])
+    np.dot(matrix[half:], query, out=out[half:])
+    first.result()
+    return out
 
 
 def _merge_block(

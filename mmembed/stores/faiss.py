@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -17,9 +16,14 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from mmembed.errors import ConfigurationError, CorruptStoreError, MissingDependencyError
+from mmembed.errors import (
+    ConfigurationError,
+    CorruptStoreError,
+    MissingDependencyError,
+    StoreError,
+)
 from mmembed.stores import _persist
-from mmembed.stores._base import ArrayStore, _normalize_rows, _numpy_knn, _pool, check_dimensions
+from mmembed.stores._base import ArrayStore, _normalize_rows, _numpy_knn, check_dimensions
 
 __all__ = ["FaissStore"]
 
@@ -27,13 +31,11 @@ _INDEX_FILE = "index.faiss"
 _LABELS_FILE = "labels.npy"
 # rebuild an approximate index once this share of its entries are deleted or replaced
 _DEAD_SHARE = 0.5
-# queries per block in the exact rerank of a shortlist
-_RERANK_BLOCK = 32
+
+# scores per GEMM block in batch search (~256 MB): large enough for full BLAS speed
+_BLOCK_VALUES = 1 << 26
 
 _faiss_module: ModuleType | None = None
-_blas_guard = threading.Lock()
-_blas_users = 0
-_blas_saved = 0
 
 
 def _faiss() -> ModuleType:
@@ -54,31 +56,32 @@ def _faiss() -> ModuleType:
 def _faiss_knn(
     queries: NDArray[np.float32], matrix: NDArray[np.float32], k: int
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Exact inner-product top-k of a query batch with FAISS's GEMM + heap kernel.
+    """Exact inner-product top-k of a query batch: numpy's GEMM over blocks of the database,
+    FAISS's multi-threaded heaps for the selection.
 
-    FAISS scans query by query below ``distance_compute_blas_threshold`` (nq·d < 128000), which
-    is 5-7x slower for batches of 16-166 queries; the threshold is lowered around the call (a
-    process-wide setting, restored when the last concurrent caller finishes).
+    The split is deliberate. ``faiss.knn`` does both in C++, but FAISS wheels bundle an older
+    OpenBLAS that falls back to a generic kernel on CPUs it does not know (Zen 4 among them)
+    and scans query by query below ``distance_compute_blas_threshold``; numpy's BLAS is current.
+    FAISS's heaps take each block without the per-row sort numpy would need.
     """
-    global _blas_users, _blas_saved
     faiss = _faiss()
-    with _blas_guard:
-        if _blas_users == 0:
-            _blas_saved = faiss.cvar.distance_compute_blas_threshold
-            faiss.cvar.distance_compute_blas_threshold = 0
-        _blas_users += 1
-    try:
-        scores, labels = faiss.knn(
-            np.ascontiguousarray(queries),
-            np.ascontiguousarray(matrix),
-            k,
-            metric=faiss.METRIC_INNER_PRODUCT,
-        )
-    finally:
-        with _blas_guard:
-            _blas_users -= 1
-            if _blas_users == 0:
-                faiss.cvar.distance_compute_blas_threshold = _blas_saved
+    nq, n = queries.shape[0], matrix.shape[0]
+    k = min(k, n)
+    scores = np.empty((nq, k), dtype=np.float32)
+    labels = np.empty((nq, k), dtype=np.int64)
+    heaps = faiss.float_minheap_array_t()  # a min-heap per query keeps the k largest
+    heaps.k, heaps.nh = k, nq
+    heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(labels)
+    heaps.heapify()
+    query = np.ascontiguousarray(queries, dtype=np.float32)
+    rows = max(1024, _BLOCK_VALUES // max(nq, 1))
+    block = np.empty((nq, min(n, rows)), dtype=np.float32)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        out = block if stop - start == block.shape[1] else np.empty((nq, stop - start), np.float32)
+        np.matmul(query, matrix[start:stop].T, out=out)
+        heaps.addn(stop - start, faiss.swig_ptr(out), start, 0, nq)
+    heaps.reorder()
     return scores, labels
 
 
@@ -88,35 +91,35 @@ def _rerank(
     candidates: NDArray[np.int64],
     k: int,
 ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-    """Exact top-k among each query's candidate rows (``-1`` = no candidate)."""
+    """Exact top-k among each query's candidate rows (``-1`` ends a row's candidates).
+
+    FAISS's ``knn_inner_products_by_idx`` reads the candidate rows in place (no gathered copy)
+    and runs queries in parallel; a memory-mapped ``vectors`` is read only where needed.
+    """
+    faiss = _faiss()
     nq, width = candidates.shape
     k_out = min(k, width)
-    scores_out = np.full((nq, k_out), -np.inf, dtype=np.float32)
-    rows_out = np.full((nq, k_out), -1, dtype=np.intp)
-
-    def work(lo: int, hi: int) -> None:
-        cand = candidates[lo:hi]
-        valid = cand >= 0
-        gathered = np.take(vectors, np.where(valid, cand, 0), axis=0)  # (b, L, d)
-        scores = np.matmul(gathered, queries[lo:hi, :, None])[:, :, 0]
-        scores[~valid] = -np.inf
-        if k_out < width:
-            idx = np.argpartition(scores, width - k_out, axis=1)[:, -k_out:]
-        else:
-            idx = np.broadcast_to(np.arange(width), scores.shape)
-        top = np.take_along_axis(scores, idx, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        scores_out[lo:hi] = np.take_along_axis(top, order, axis=1)
-        rows_out[lo:hi] = np.take_along_axis(cand, np.take_along_axis(idx, order, axis=1), axis=1)
-
-    blocks = [(lo, min(nq, lo + _RERANK_BLOCK)) for lo in range(0, nq, _RERANK_BLOCK)]
-    if len(blocks) == 1:
-        work(*blocks[0])
-    else:
-        for future in [_pool().submit(work, lo, hi) for lo, hi in blocks]:
-            future.result()
-    rows_out[~np.isfinite(scores_out)] = -1
-    return scores_out, rows_out
+    cand = np.ascontiguousarray(candidates, dtype=np.int64)
+    query = np.ascontiguousarray(queries, dtype=np.float32)
+    scores = np.empty((nq, k_out), dtype=np.float32)
+    labels = np.empty((nq, k_out), dtype=np.int64)
+    if nq and width:
+        faiss.knn_inner_products_by_idx(
+            faiss.swig_ptr(query),
+            faiss.swig_ptr(vectors),
+            faiss.swig_ptr(cand),
+            vectors.shape[1],
+            nq,
+            vectors.shape[0],
+            width,
+            k_out,
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(labels),
+            width,  # the ids' row stride; -1 is misread by some FAISS versions
+        )
+    missing = labels < 0
+    scores[missing] = -np.inf
+    return scores, np.where(missing, -1, labels).astype(np.intp)
 
 
 class FaissStore(ArrayStore):
@@ -126,8 +129,9 @@ class FaissStore(ArrayStore):
     scores are exact cosine similarities on the same scale as :class:`InMemoryStore`, whatever
     the index.
 
-    - ``index="Flat"``: exact search. A single query runs numpy's BLAS GEMV (faster than
-      FAISS's scan for one query); batches run FAISS's GEMM + heap kernel.
+    - ``index="Flat"``: exact search. A single query runs numpy's BLAS GEMV on two threads
+      (faster than FAISS's scan for one query); batches run numpy's GEMM over blocks with
+      FAISS's multi-threaded heaps selecting the top-k.
     - Any other FAISS factory string (``"HNSW32"``, ``"IVF1024,Flat"``, ``"IVF256,SQ8"``, ...):
       an approximate inner-product index whose candidates are rescored exactly. Indexes that need
       training (IVF, SQ, PQ) are trained once ``train_size`` vectors exist; until then search is
@@ -171,6 +175,11 @@ class FaissStore(ArrayStore):
         if not isinstance(spec, str) or not spec.strip():
             raise ConfigurationError(f"index must be a FAISS factory string, got {index!r}")
         self._spec = index.strip()
+        if "IDMap" in self._spec:
+            raise ConfigurationError(
+                f"index {self._spec!r}: FaissStore maps string ids to FAISS ids itself; drop "
+                "the IDMap prefix"
+            )
         self._flat = self._spec == "Flat"
         if funnel_dimensions is not None:
             funnel_dimensions = check_dimensions(funnel_dimensions, what="funnel_dimensions")
@@ -181,7 +190,9 @@ class FaissStore(ArrayStore):
                 )
         self._funnel = funnel_dimensions
         self._candidates = check_dimensions(funnel_candidates, what="funnel_candidates")
-        self._ef_search = None if ef_search is None else check_dimensions(ef_search, what="ef")
+        self._ef_search = (
+            None if ef_search is None else check_dimensions(ef_search, what="ef_search")
+        )
         self._nprobe = None if nprobe is None else check_dimensions(nprobe, what="nprobe")
         self._train_size = None if train_size is None else check_dimensions(train_size)
         self._index_width = funnel_dimensions or self.dimensions
@@ -286,7 +297,7 @@ class FaissStore(ArrayStore):
                 self._rebuild()
             return
         start = int(self._ann.ntotal)
-        self._ann.add(self._index_vectors(rows))
+        _checked(self._ann.add, self._index_vectors(rows))
         labels = np.arange(start, start + rows.size, dtype=np.int64)
         self._label_row = self._grow(self._label_row, start + rows.size, -1)
         self._label_row[labels] = rows
@@ -334,8 +345,8 @@ class FaissStore(ArrayStore):
             if n > limit:
                 pick = np.random.default_rng(0).choice(n, size=limit, replace=False)
                 sample = data[np.sort(pick)]
-            index.train(sample)
-        index.add(data)
+            _checked(index.train, sample)
+        _checked(index.add, data)
         self._ann = index
         self._row_label = self._grow(self._row_label, n, -1)
         self._row_label[:n] = np.arange(n, dtype=np.int64)
@@ -545,6 +556,15 @@ class FaissStore(ArrayStore):
         rows = np.flatnonzero(labels >= 0)
         self._label_row[labels[rows]] = rows
         self._dead = int(total) - int(rows.size)
+
+
+def _checked(method: Any, data: NDArray[np.float32]) -> None:
+    """Call a FAISS ``add``/``train`` and translate its errors."""
+    try:
+        method(data)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise StoreError(f"FAISS could not index the vectors: {reason}") from exc
 
 
 def _saved_options(info: Mapping[str, Any], where: Path) -> dict[str, Any]:
