@@ -47,3 +47,11 @@ else:
     )
     assert done.returncode == 0, done.stderr
     assert f'pip install "mmembed[{extra}]"' in done.stdout
+
+
+def test_importing_the_stores_does_not_import_qdrant_client() -> None:
+    code = (
+        "import sys; from mmembed.stores import QdrantStore; "
+        "sys.exit('qdrant_client' in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
