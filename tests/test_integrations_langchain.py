@@ -394,6 +394,35 @@ def test_from_texts_builds_a_default_store() -> None:
     assert other.store.dimensions == 5
 
 
+def test_max_marginal_relevance_prefers_diverse_documents() -> None:
+    e = np.eye(4, dtype=np.float32)
+    near = e[0] + 0.05 * e[1]
+    store = InMemoryStore(4)
+    # two near-duplicates close to the query and one different document a bit further away
+    store.add(
+        ["dup1", "dup2", "other"],
+        [near, near + 0.01 * e[3], e[0] + 0.9 * e[2]],
+        [
+            {"page_content": "a", "lc_id": "dup1"},
+            {"page_content": "a'", "lc_id": "dup2"},
+            {"page_content": "b", "lc_id": "other"},
+        ],
+    )
+    vs = LangChainVectorStore(store, FakeEmbedder(4))
+    plain = vs.similarity_search_by_vector(list(e[0]), k=2)
+    assert [d.id for d in plain] == ["dup1", "dup2"]
+    mmr = vs.max_marginal_relevance_search_by_vector(list(e[0]), k=2, fetch_k=3, lambda_mult=0.3)
+    assert [d.id for d in mmr] == ["dup1", "other"]
+    assert [d.page_content for d in mmr] == ["a", "b"]
+    assert vs.max_marginal_relevance_search_by_vector(list(e[0]), k=2, filter={"x": 1}) == []
+    retriever = vs.as_retriever(search_type="mmr", search_kwargs={"k": 1})
+    assert len(retriever.invoke("anything")) == 1
+    assert len(asyncio.run(vs.amax_marginal_relevance_search("q", k=2))) == 2
+    bare = LangChainVectorStore(_ProtocolOnly(4), FakeEmbedder(4))
+    with pytest.raises(ConfigurationError, match="get"):
+        bare.max_marginal_relevance_search("q")
+
+
 def test_as_retriever(lc_store: LangChainVectorStore) -> None:
     lc_store.add_texts(["the krebs cycle", "the water cycle"], ids=["k", "w"])
     retriever = lc_store.as_retriever(search_kwargs={"k": 1})

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
+from langchain_core.vectorstores.utils import maximal_marginal_relevance  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
 from mmembed.content import Embeddable, Image, Task, load  # noqa: E402
@@ -425,6 +426,65 @@ class LangChainVectorStore(VectorStore):
         """Async :meth:`similarity_search`."""
         pairs = await self.asimilarity_search_with_score(query, k, filter)
         return [doc for doc, _ in pairs]
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: Sequence[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """``k`` documents near a vector and diverse among themselves (maximal marginal
+        relevance over the ``fetch_k`` nearest). Needs a store with ``get`` (every mmembed store
+        has one) to read back the candidates' vectors."""
+        get = getattr(self.store, "get", None)
+        if not callable(get):
+            raise ConfigurationError(
+                f"max marginal relevance search needs the stored vectors, and "
+                f"{type(self.store).__name__} has no get(ids) to read them: use similarity_search"
+            )
+        hits = self.store.search(
+            np.asarray(embedding, dtype=np.float32), max(fetch_k, k), where=filter
+        )
+        if not hits:
+            return []
+        records = {r.id: r for r in get([h.id for h in hits])}
+        hits = [h for h in hits if h.id in records]
+        chosen = maximal_marginal_relevance(
+            np.asarray(embedding, dtype=np.float32),
+            [np.asarray(records[h.id].vector, dtype=np.float64).tolist() for h in hits],
+            lambda_mult=lambda_mult,
+            k=min(k, len(hits)),
+        )
+        return [self._document(hits[i].id, hits[i].metadata) for i in chosen]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """:meth:`max_marginal_relevance_search_by_vector` for a query text."""
+        vector = self._embedding.embed_query(query)
+        return self.max_marginal_relevance_search_by_vector(vector, k, fetch_k, lambda_mult, filter)
+
+    async def amax_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Async :meth:`max_marginal_relevance_search`: the query embedding is awaited."""
+        vector = await self._embedding.aembed_query(query)
+        return self.max_marginal_relevance_search_by_vector(vector, k, fetch_k, lambda_mult, filter)
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """The stored documents with these ids (missing ids are skipped)."""
