@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._optional import import_optional
-from mmembed.content import Embeddable, Image, Part, Task
+from mmembed.content import Content, Embeddable, Image, Part, Task
 from mmembed.errors import ConfigurationError, UnsupportedMediaError
 from mmembed.integrations._common import DEFAULT_MODEL, build_gemini, check_embedder, rows_as_floats
 from mmembed.protocols import Embedder
@@ -231,11 +231,7 @@ def _kind(embedder: Embedder) -> str:
 
 
 def _item(value: Any, index: int) -> Embeddable:
-    if isinstance(value, str | Part):
-        return value
-    from mmembed.content import Content
-
-    if isinstance(value, Content):
+    if isinstance(value, str | Part | Content):
         return value
     if isinstance(value, np.ndarray):
         return _array_image(value, index)

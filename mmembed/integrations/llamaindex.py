@@ -34,8 +34,9 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from llama_index.core.base.embeddings.base import Embedding  # noqa: E402
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr  # noqa: E402
+from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
 from llama_index.core.embeddings import MultiModalEmbedding  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
 
 from mmembed.content import Embeddable, Image, Part, Task, load  # noqa: E402
 from mmembed.errors import ConfigurationError, UnsupportedMediaError  # noqa: E402
