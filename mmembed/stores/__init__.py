@@ -7,6 +7,9 @@
 Both save to a directory with ``store.save(path)`` and open with ``Store.load(path)``: no
 pickle, checksums verified before any parser runs, atomic generations, one writer at a time.
 FAISS is imported only when a :class:`FaissStore` is created or loaded.
+
+- :class:`QdrantStore` (extra ``qdrant``): Qdrant in memory, in a local directory or on a
+  server; Qdrant persists by itself. ``qdrant-client`` is imported only when one is created.
 """
 
 from __future__ import annotations
@@ -14,5 +17,6 @@ from __future__ import annotations
 from mmembed.stores._base import Record
 from mmembed.stores.faiss import FaissStore
 from mmembed.stores.memory import InMemoryStore
+from mmembed.stores.qdrant import QdrantStore
 
-__all__ = ["FaissStore", "InMemoryStore", "Record"]
+__all__ = ["FaissStore", "InMemoryStore", "QdrantStore", "Record"]

@@ -1,0 +1,599 @@
+"""A :class:`~mmembed.protocols.VectorStore` on Qdrant: embedded (in memory or on disk) or a server.
+
+``QdrantStore(768)`` keeps everything in memory; ``QdrantStore(768, location="vectors/")`` keeps
+it in a local directory (Qdrant's own embedded mode, persisted as it goes); a ``http(s)://`` URL
+talks to a Qdrant server or cluster. The extra ``qdrant`` installs ``qdrant-client``.
+
+Qdrant only accepts unsigned integers and UUIDs as point ids, so each mmembed string id is mapped
+to a UUID deterministically (``uuid5``) and kept in the payload under :data:`ID_KEY`; the user's
+metadata sits next to it and comes back unchanged in :class:`~mmembed.protocols.Hit`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType, ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from mmembed._optional import import_optional
+from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreError
+from mmembed.protocols import Hit
+from mmembed.stores._base import Record, _RWLock
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as qmodels
+
+__all__ = ["ID_KEY", "QdrantStore", "point_id"]
+
+#: Payload key that holds the mmembed id of a point; user metadata may not use it.
+ID_KEY = "_mmembed_id"
+
+# A fixed namespace makes the id -> UUID mapping the same in every process and release.
+_NAMESPACE = uuid.UUID("6f1c1b64-3f4e-5a8e-9a55-6d6d656d6265")
+# Points per upsert request: big enough to amortise a round trip, small enough for a server's
+# default 32 MB request limit at 3072 float dimensions.
+_BATCH = 256
+
+
+def point_id(id: str) -> str:
+    """The Qdrant point id (a UUID string) that stands for the mmembed id ``id``."""
+    return str(uuid.uuid5(_NAMESPACE, id))
+
+
+def _qdrant() -> tuple[ModuleType, ModuleType]:
+    client = import_optional("qdrant_client", extra="qdrant", purpose="QdrantStore")
+    models = import_optional("qdrant_client.models", extra="qdrant", purpose="QdrantStore")
+    return client, models
+
+
+class QdrantStore:
+    """Vectors in a Qdrant collection, searched by cosine similarity.
+
+    Args:
+        dimensions: the width of every vector.
+        location: ``":memory:"`` (the default) for a throwaway in-process store, a directory path
+            for Qdrant's embedded on-disk mode, or an ``http://``/``https://`` URL of a server.
+        collection: the collection name; created with cosine distance when missing. An existing
+            collection must have the same width and cosine distance.
+        api_key: the server's API key (URL locations only); never shown in ``repr``.
+        client: an already configured ``qdrant_client.QdrantClient`` to use instead of
+            ``location`` (the caller keeps ownership; :meth:`close` does not close it).
+        timeout: request timeout in seconds for servers.
+
+    Raises:
+        MissingDependencyError: ``qdrant-client`` is not installed.
+        DimensionMismatchError: the existing collection has another width.
+        StoreError: the location cannot be opened (for a path: another client has it open).
+
+    >>> store = QdrantStore(3)
+    >>> store.add(["a", "b"], [[1, 0, 0], [0, 1, 0]], [{"kind": "x"}, {"kind": "y"}])
+    >>> [h.id for h in store.search([1, 0.1, 0], k=1)]
+    ['a']
+    """
+
+    def __init__(
+        self,
+        dimensions: int,
+        location: str | None = ":memory:",
+        *,
+        collection: str = "mmembed",
+        api_key: str | None = None,
+        client: QdrantClient | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if not _positive_int(dimensions):
+            raise ConfigurationError(f"dimensions must be a positive int, got {dimensions!r}")
+        if not collection:
+            raise ConfigurationError("collection must be a non-empty name")
+        qdrant_client, self._m = _qdrant()
+        self._dimensions = dimensions
+        self._collection = collection
+        self._owns_client = client is None
+        # Qdrant's local mode is plain Python dicts and arrays with no locking of its own: many
+        # readers or one writer, writers first, so threads can share a store (a server locks
+        # by itself)
+        self._lock: _RWLock | None = None
+        if client is not None:
+            self._client: QdrantClient = client
+            self._where = "client"
+        else:
+            if location is None:
+                raise ConfigurationError(
+                    'QdrantStore needs a location (":memory:", a directory or a URL) or a client'
+                )
+            location = str(location)
+            self._where = location
+            options: dict[str, Any] = {}
+            if timeout is not None:
+                options["timeout"] = math.ceil(timeout)
+            try:
+                if location == ":memory:":
+                    self._client = qdrant_client.QdrantClient(location=":memory:")
+                elif location.startswith(("http://", "https://")):
+                    self._client = qdrant_client.QdrantClient(
+                        url=location, api_key=api_key, **options
+                    )
+                else:
+                    if api_key is not None:
+                        raise ConfigurationError(
+                            "api_key is only used with a server URL, not a local path"
+                        )
+                    self._client = qdrant_client.QdrantClient(path=location)
+            except ConfigurationError:
+                raise
+            except Exception as exc:
+                raise StoreError(
+                    f"cannot open Qdrant at {location!r}: {exc}. A local path can be open in only "
+                    "one QdrantStore at a time: close the other one (store.close()) first"
+                ) from exc
+        if type(getattr(self._client, "_client", None)).__name__ == "QdrantLocal":
+            self._lock = _RWLock()
+        self._ensure_collection()
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _ensure_collection(self) -> None:
+        m = self._m
+        try:
+            exists = self._client.collection_exists(self._collection)
+            if not exists:
+                self._client.create_collection(
+                    self._collection,
+                    vectors_config=m.VectorParams(
+                        size=self._dimensions, distance=m.Distance.COSINE
+                    ),
+                )
+                return
+            info = self._client.get_collection(self._collection)
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open the Qdrant collection {self._collection!r} at {self._where!r}: {exc}"
+            ) from exc
+        params = info.config.params.vectors
+        if not isinstance(params, m.VectorParams):
+            raise StoreError(
+                f"the Qdrant collection {self._collection!r} uses named vectors; QdrantStore needs "
+                "a collection with one unnamed vector: pick another collection name"
+            )
+        if params.size != self._dimensions:
+            raise DimensionMismatchError(
+                f"the Qdrant collection {self._collection!r} holds vectors of {params.size} "
+                f"dimensions, not {self._dimensions}: open it with QdrantStore({params.size}, ...) "
+                "or use another collection name"
+            )
+        if params.distance != m.Distance.COSINE:
+            raise StoreError(
+                f"the Qdrant collection {self._collection!r} uses {params.distance} distance; "
+                "QdrantStore needs cosine so scores match other stores: use another collection"
+            )
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    @property
+    def dimensions(self) -> int:
+        """The width of every stored vector."""
+        return self._dimensions
+
+    @property
+    def collection(self) -> str:
+        """The Qdrant collection name."""
+        return self._collection
+
+    @property
+    def client(self) -> QdrantClient:
+        """The underlying ``qdrant_client.QdrantClient`` (for features mmembed does not wrap)."""
+        return self._client
+
+    def add(
+        self,
+        ids: Sequence[str],
+        vectors: ArrayLike,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Insert or replace vectors (and their metadata) under ``ids``.
+
+        Within one call a repeated id keeps its last vector, as if added one after another.
+
+        Raises:
+            ConfigurationError: ids, vectors and metadata differ in length, an id is not a string,
+                a vector is not finite, or metadata uses the reserved key :data:`ID_KEY`.
+            DimensionMismatchError: the vectors are not ``dimensions`` wide.
+        """
+        ids = _check_ids(ids)
+        matrix = self._matrix(vectors, what="vectors")
+        if matrix.shape[0] != len(ids):
+            raise ConfigurationError(
+                f"got {len(ids)} ids but {matrix.shape[0]} vectors: pass one vector per id"
+            )
+        if metadata is None:
+            metadata = [{}] * len(ids)
+        elif len(metadata) != len(ids):
+            raise ConfigurationError(
+                f"got {len(ids)} ids but {len(metadata)} metadata entries: pass one per id"
+            )
+        # Qdrant would keep an arbitrary one of two points with the same id in a batch.
+        latest: dict[str, int] = {}
+        for i, id_ in enumerate(ids):
+            latest[id_] = i
+        points = []
+        for id_, i in latest.items():
+            meta = metadata[i]
+            if not isinstance(meta, Mapping):
+                raise ConfigurationError(
+                    f"metadata for id {id_!r} must be a mapping, got {type(meta).__name__}"
+                )
+            if ID_KEY in meta:
+                raise ConfigurationError(
+                    f"metadata key {ID_KEY!r} is reserved by QdrantStore: rename it (id {id_!r})"
+                )
+            payload = {**_jsonable(meta, id_), ID_KEY: id_}
+            points.append(
+                self._m.PointStruct(id=point_id(id_), vector=matrix[i].tolist(), payload=payload)
+            )
+        for start in range(0, len(points), _BATCH):
+            self._call(
+                "add",
+                lambda batch=points[start : start + _BATCH]: self._client.upsert(
+                    self._collection, points=batch, wait=True
+                ),
+                write=True,
+            )
+
+    def search(
+        self,
+        query: ArrayLike,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        dimensions: int | None = None,
+    ) -> list[Hit]:
+        """The ``k`` stored vectors most similar to ``query`` (cosine) that match ``where``.
+
+        ``where`` maps a metadata key to a value (equality) or a list of values (any of them);
+        all keys must match. The filter applies before top-k. Qdrant indexes whole vectors, so
+        ``dimensions`` may only be the store's own: for a Matryoshka prefix, :meth:`shrink`.
+        """
+        vector = self._matrix(query, what="query")
+        if vector.shape[0] != 1:
+            raise ConfigurationError(
+                f"search takes one query vector, got {vector.shape[0]}: use search_batch"
+            )
+        return self.search_batch(vector, k, where=where, dimensions=dimensions)[0]
+
+    def search_batch(
+        self,
+        queries: ArrayLike,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        dimensions: int | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for each row of ``queries`` in one request; one list of hits per row."""
+        _check_k(k)
+        if dimensions is not None and dimensions != self._dimensions:
+            raise ConfigurationError(
+                f"QdrantStore searches whole {self._dimensions}-dimensional vectors, not a "
+                f"{dimensions}-dimensional prefix: use store.shrink({dimensions}) to build a "
+                "prefix collection and search that"
+            )
+        matrix = self._matrix(queries, what="queries")
+        if matrix.shape[0] == 0:
+            return []
+        norms = np.linalg.norm(matrix, axis=1)
+        if not (norms > 0).all():
+            raise ConfigurationError(
+                "a query vector is all zeros, so it has no direction to compare; embed a "
+                "non-empty query"
+            )
+        query_filter = self._filter(where)
+        if query_filter is _NOTHING:
+            return [[] for _ in range(matrix.shape[0])]
+        requests = [
+            self._m.QueryRequest(
+                query=row.tolist(), limit=k, filter=query_filter, with_payload=True
+            )
+            for row in matrix
+        ]
+        responses = self._call(
+            "search",
+            lambda: self._client.query_batch_points(self._collection, requests=requests),
+        )
+        return [[_hit(point) for point in response.points] for response in responses]
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove ``ids``; unknown ids are ignored. Returns how many were removed."""
+        ids = list(dict.fromkeys(_check_ids(ids)))
+        if not ids:
+            return 0
+        pids = [point_id(i) for i in ids]
+
+        def remove() -> int:
+            found = self._client.retrieve(
+                self._collection, ids=pids, with_payload=False, with_vectors=False
+            )
+            if found:
+                selector = self._m.PointIdsList(points=[p.id for p in found])
+                self._client.delete(self._collection, points_selector=selector, wait=True)
+            return len(found)
+
+        removed: int = self._call("delete", remove, write=True)
+        return removed
+
+    def get(self, ids: Sequence[str]) -> list[Record]:
+        """The records of those ``ids`` that are stored, in the order asked; unknown ids are
+        skipped. Qdrant keeps cosine collections normalised, so vectors come back unit length."""
+        ids = list(dict.fromkeys(_check_ids(ids)))
+        if not ids:
+            return []
+        records = self._call(
+            "get",
+            lambda: self._client.retrieve(
+                self._collection,
+                ids=[point_id(i) for i in ids],
+                with_payload=True,
+                with_vectors=True,
+            ),
+        )
+        by_id = {}
+        for record in records:
+            payload = dict(record.payload or {})
+            id_ = str(payload.pop(ID_KEY))
+            by_id[id_] = Record(
+                id=id_,
+                vector=np.asarray(record.vector, dtype=np.float32),
+                metadata=MappingProxyType(payload),
+            )
+        return [by_id[i] for i in ids if i in by_id]
+
+    def __len__(self) -> int:
+        result = self._call("count", lambda: self._client.count(self._collection, exact=True))
+        return int(result.count)
+
+    def __contains__(self, id: object) -> bool:
+        if not isinstance(id, str):
+            return False
+        found = self._call(
+            "lookup",
+            lambda: self._client.retrieve(
+                self._collection, ids=[point_id(id)], with_payload=False, with_vectors=False
+            ),
+        )
+        return bool(found)
+
+    def __iter__(self) -> Iterator[str]:
+        """Every stored id (in Qdrant's order), scrolled page by page."""
+        offset: Any = None
+        while True:
+            records, offset = self._call(
+                "scroll",
+                lambda offset=offset: self._client.scroll(
+                    self._collection,
+                    limit=256,
+                    offset=offset,
+                    with_payload=[ID_KEY],
+                    with_vectors=False,
+                ),
+            )
+            for record in records:
+                yield str((record.payload or {})[ID_KEY])
+            if offset is None:
+                return
+
+    def shrink(self, dimensions: int, *, collection: str | None = None) -> QdrantStore:
+        """A new store, in a new collection of the same Qdrant, holding the renormalised
+        ``dimensions``-prefix of every vector with the same ids and metadata (Matryoshka):
+        smaller and faster, without re-embedding anything.
+
+        Args:
+            dimensions: the prefix width, at most :attr:`dimensions`.
+            collection: the new collection's name (default ``"<collection>-<dimensions>"``);
+                it must not hold points yet.
+        """
+        if not _positive_int(dimensions) or dimensions > self._dimensions:
+            raise ConfigurationError(
+                f"cannot shrink {self._dimensions}-dimensional vectors to {dimensions!r}; a "
+                f"Matryoshka prefix must be an int from 1 to {self._dimensions}"
+            )
+        name = collection or f"{self._collection}-{dimensions}"
+        if name == self._collection:
+            raise ConfigurationError("shrink needs a collection other than the store's own")
+        small = QdrantStore(dimensions, collection=name, client=self._client)
+        small._lock = self._lock
+        if len(small):
+            raise StoreError(
+                f"the Qdrant collection {name!r} already holds points: pass another collection="
+            )
+        offset: Any = None
+        while True:
+            records, offset = self._call(
+                "shrink",
+                lambda offset=offset: self._client.scroll(
+                    self._collection,
+                    limit=256,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=True,
+                ),
+            )
+            if records:
+                ids, metadata = [], []
+                for record in records:
+                    payload = dict(record.payload or {})
+                    ids.append(str(payload.pop(ID_KEY)))
+                    metadata.append(payload)
+                vectors = np.asarray([r.vector for r in records], dtype=np.float32)
+                small.add(ids, vectors[:, :dimensions], metadata)
+            if offset is None:
+                return small
+
+    def clear(self) -> None:
+        """Remove every point (the collection itself stays, with its settings)."""
+        self._call(
+            "clear",
+            lambda: self._client.delete(
+                self._collection,
+                points_selector=self._m.FilterSelector(filter=self._m.Filter(must=[])),
+                wait=True,
+            ),
+            write=True,
+        )
+
+    def close(self) -> None:
+        """Release the client (for a path: the directory lock). A passed-in client stays open."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # the API key is deliberately left out: reprs end up in notebooks and logs
+        return (
+            f"QdrantStore({self._dimensions}, location={self._where!r}, "
+            f"collection={self._collection!r})"
+        )
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _matrix(self, data: ArrayLike, *, what: str) -> NDArray[np.float32]:
+        try:
+            matrix = np.asarray(data, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{what} must be numbers (an array of floats): {exc}") from exc
+        if matrix.ndim == 1:
+            matrix = matrix.reshape(1, -1) if matrix.size else matrix.reshape(0, self._dimensions)
+        if matrix.ndim != 2:
+            raise ConfigurationError(f"{what} must be 1-D or 2-D, got shape {matrix.shape}")
+        if matrix.shape[0] and matrix.shape[1] != self._dimensions:
+            raise DimensionMismatchError(
+                f"{what} have {matrix.shape[1]} dimensions but this QdrantStore holds "
+                f"{self._dimensions}-dimensional vectors: embed with the same dimensions the "
+                "store was created with"
+            )
+        if not np.isfinite(matrix).all():
+            raise ConfigurationError(f"{what} contain NaN or infinity: check the embedder output")
+        return matrix
+
+    def _filter(self, where: Mapping[str, Any] | None) -> Any:
+        if not where:
+            return None
+        m = self._m
+        must: list[Any] = []
+        for key, value in where.items():
+            if not isinstance(key, str):
+                raise ConfigurationError(f"where keys must be strings, got {key!r}")
+            if isinstance(value, list | tuple | set | frozenset):
+                values = list(value)
+                if not values:
+                    return _NOTHING  # "any of nothing" matches no point
+                if all(isinstance(v, str) for v in values):
+                    must.append(m.FieldCondition(key=key, match=m.MatchAny(any=values)))
+                else:
+                    must.append(m.Filter(should=[self._equals(key, v) for v in values]))
+            else:
+                must.append(self._equals(key, value))
+        return m.Filter(must=must)
+
+    def _equals(self, key: str, value: Any) -> Any:
+        m = self._m
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bool | str):
+            return m.FieldCondition(key=key, match=m.MatchValue(value=value))
+        if isinstance(value, int | float):
+            if not math.isfinite(value):
+                raise ConfigurationError(f"where[{key!r}] is {value}, which no stored value equals")
+            # a closed range, so 1 matches 1.0 as in the other stores (MatchValue would not),
+            # while true/false stay apart from 1/0
+            return m.FieldCondition(key=key, range=m.Range(gte=value, lte=value))
+        if value is None:
+            return m.IsNullCondition(is_null=m.PayloadField(key=key))
+        raise ConfigurationError(
+            f"where[{key!r}] must be a str, int, float, bool or None, or a list of them; "
+            f"got {type(value).__name__}"
+        )
+
+    def _call(self, what: str, fn: Any, *, write: bool = False) -> Any:
+        try:
+            if self._lock is None:
+                return fn()
+            with self._lock.write() if write else self._lock.read():
+                return fn()
+        except (ConfigurationError, StoreError):
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"Qdrant {what} failed on collection {self._collection!r} at {self._where!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class _Nothing:
+    """Marker for a filter that can match no point."""
+
+
+_NOTHING: Any = _Nothing()
+
+
+def _check_ids(ids: Sequence[str]) -> list[str]:
+    if isinstance(ids, str):
+        raise ConfigurationError("ids must be a list of strings; wrap a single id as [id]")
+    out = list(ids)
+    for id_ in out:
+        if not isinstance(id_, str):
+            raise ConfigurationError(f"ids must be strings, got {id_!r}")
+    return out
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_k(k: int) -> None:
+    if not _positive_int(k):
+        raise ConfigurationError(f"k must be a positive int, got {k!r}")
+
+
+def _jsonable(meta: Mapping[str, Any], id_: str) -> dict[str, Any]:
+    """Metadata as JSON values (Qdrant payloads are JSON); numpy scalars become Python ones."""
+
+    def convert(value: Any, path: str) -> Any:
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigurationError(
+                f"metadata {path!r} of id {id_!r} is {value}, which JSON cannot store; use None "
+                "or a string"
+            )
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        if isinstance(value, Mapping):
+            return {str(k): convert(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v, path) for v in value]
+        raise ConfigurationError(
+            f"metadata {path!r} of id {id_!r} is a {type(value).__name__}; Qdrant stores JSON "
+            "values only (str, int, float, bool, None, lists and dicts of them)"
+        )
+
+    return {str(k): convert(v, str(k)) for k, v in meta.items()}
+
+
+def _hit(point: qmodels.ScoredPoint) -> Hit:
+    payload = dict(point.payload or {})
+    id_ = str(payload.pop(ID_KEY))
+    return Hit(id=id_, score=float(point.score), metadata=payload)
