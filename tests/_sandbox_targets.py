@@ -73,3 +73,17 @@ def read_relative(name: str) -> Iterator[str]:
     """Read a file by a path relative to the current directory, and report an env variable."""
     yield Path(name).read_text()
     yield os.environ.get("MMEMBED_TEST_MARK", "")
+
+
+class _Planted:
+    """Pickles as a call to os.system: what a subverted decoder could send back."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def sends_a_planted_pickle(marker: str) -> Iterator[object]:
+    yield _Planted(marker)

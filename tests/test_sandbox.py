@@ -126,6 +126,13 @@ def test_chunks_with_metadata_cross_the_process_boundary() -> None:
     assert chunk.uri == "deck.pdf#page=1"
 
 
+def test_a_worker_cannot_make_the_caller_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    with pytest.raises(ChunkingError, match="must not"):
+        list(isolated(targets.sends_a_planted_pickle, str(marker), name="evil.mp4"))
+    assert not marker.exists()
+
+
 def test_in_process_mode_translates_errors_the_same_way() -> None:
     assert list(isolated(targets.count, 3, isolate=False)) == [0, 1, 2]
     it = isolated(targets.pid_then, "value-error", name="photo.jpg", isolate=False)

@@ -112,8 +112,56 @@ def _dumps(obj: object) -> bytes:
 
 
 def _loads(data: bytes | memoryview) -> Any:
-    # In-memory IPC between this process and a child it started and fed; never read from disk.
+    # In-memory IPC from the parent, which the child trusts; never read from disk.
     return pickle.loads(data)  # noqa: S301
+
+
+_SAFE_BUILTINS = frozenset(
+    {
+        "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list",
+        "range", "set", "slice", "str", "tuple",
+    }
+)  # fmt: skip
+_SAFE_PATHS = frozenset({"Path", "PosixPath", "PurePath", "PurePosixPath", "WindowsPath"})
+
+
+class _ChildUnpickler(pickle.Unpickler):
+    """Reads what a worker sends back: only data and mmembed's own classes.
+
+    A worker decodes hostile files; were its decoder ever subverted, it could send a pickle
+    that names any callable. Refusing every global but plain data types, paths and mmembed
+    classes keeps that from becoming code execution in the caller's process.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "builtins" and name in _SAFE_BUILTINS:
+            return super().find_class(module, name)
+        if module == "pathlib" and name in _SAFE_PATHS:
+            return super().find_class(module, name)
+        if module == __name__ and name == "_mappingproxy":
+            return _mappingproxy
+        if module == "copyreg" and name in ("_reconstructor", "__newobj__", "__newobj_ex__"):
+            return super().find_class(module, name)
+        if module == "mmembed" or module.startswith("mmembed."):
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        if module == "builtins":
+            found = super().find_class(module, name)
+            if isinstance(found, type) and issubclass(found, BaseException):
+                return found
+        raise pickle.UnpicklingError(f"a sandbox worker sent a forbidden object: {module}.{name}")
+
+
+def _loads_from_child(data: bytes | memoryview) -> Any:
+    """Load a worker's message, allowing only data types and mmembed classes."""
+    try:
+        return _ChildUnpickler(io.BytesIO(data)).load()
+    except Exception as exc:
+        raise ChunkingError(
+            f"the decoder process sent back something it must not ({exc}); the file is "
+            "probably hostile, skip it"
+        ) from None
 
 
 # --------------------------------------------------------------------------- helper process
@@ -408,7 +456,7 @@ def _rebuild_error(info: Any, name: str, memory_mb: int | None) -> MMEmbedError:
     note = "raised in the isolated decoder process:\n" + tb
     if kind == "mmembed":
         try:
-            exc = _loads(detail)
+            exc = _loads_from_child(detail)
         except Exception:
             exc = None
         if isinstance(exc, MMEmbedError):
@@ -521,7 +569,7 @@ def _run_isolated(
                 ) from None
             tag = message[:1]
             if tag == _ITEM:
-                item = _loads(memoryview(message)[1:])
+                item = _loads_from_child(memoryview(message)[1:])
                 del message
                 yield item
                 del item
@@ -530,10 +578,10 @@ def _run_isolated(
                 return
             elif tag == _ERROR:
                 ended = True
-                raise _rebuild_error(_loads(memoryview(message)[1:]), name, memory_mb)
+                raise _rebuild_error(_loads_from_child(memoryview(message)[1:]), name, memory_mb)
             elif tag == _DIED:
                 ended = True
-                raise _death_error(_loads(memoryview(message)[1:]), name, memory_mb)
+                raise _death_error(_loads_from_child(memoryview(message)[1:]), name, memory_mb)
             else:
                 ended = True
                 raise ChunkingError(f"{name}: garbled message from the decoder process")
