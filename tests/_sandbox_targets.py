@@ -67,3 +67,9 @@ def chunks() -> Iterator[Chunk]:
 def fails_at_start() -> Iterator[int]:
     raise OSError("cannot open the thing")
     yield 0  # type: ignore[unreachable]  # makes this a generator
+
+
+def read_relative(name: str) -> Iterator[str]:
+    """Read a file by a path relative to the current directory, and report an env variable."""
+    yield Path(name).read_text()
+    yield os.environ.get("MMEMBED_TEST_MARK", "")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +163,18 @@ def test_the_helper_is_restarted_when_it_died() -> None:
     assert list(isolated(targets.count, 2)) == [0, 1]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses PR_SET_PDEATHSIG")
+def test_workers_die_with_their_helper() -> None:
+    it = isolated(targets.pid_then, "hang", name="stuck.mp4", timeout=30)
+    pid = next(it)
+    proc = _sandbox._helper._proc
+    assert proc is not None
+    proc.kill()
+    assert _gone(pid)
+    with pytest.raises(ChunkingError, match=r"stuck\.mp4"):
+        next(it)
+
+
 def test_a_job_costs_milliseconds_once_the_helper_runs() -> None:
     list(isolated(targets.count, 1))
     started = time.perf_counter()
@@ -167,3 +182,44 @@ def test_a_job_costs_milliseconds_once_the_helper_runs() -> None:
         list(isolated(targets.count, 1))
     # Generous bound for a loaded CI machine; measured ~6 ms per job on 2 cores.
     assert (time.perf_counter() - started) / 5 < 0.5
+
+
+def test_a_script_without_a_main_guard_works(tmp_path: Path) -> None:
+    # multiprocessing's spawn and forkserver would re-run this script in every child.
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from mmembed.chunkers._sandbox import isolated\n"
+        "from tests._sandbox_targets import count\n"
+        "print('ran', flush=True)\n"
+        "print(list(isolated(count, 3)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split("\n")[:2] == ["ran", "[0, 1, 2]"]
+
+
+def test_the_worker_sees_the_callers_directory_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    list(isolated(targets.count, 1))  # the helper is running, started elsewhere
+    (tmp_path / "here.txt").write_text("found")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMEMBED_TEST_MARK", "set later")
+    assert list(isolated(targets.read_relative, "here.txt")) == ["found", "set later"]
+
+
+def test_jobs_from_several_threads_run_side_by_side() -> None:
+    results: dict[int, list[int]] = {}
+
+    def run(n: int) -> None:
+        results[n] = list(isolated(targets.count, n))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (20, 30, 40, 50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {n: list(range(n)) for n in (20, 30, 40, 50)}

@@ -15,10 +15,10 @@ How the children are made, and why:
   BLAS, an event loop).
 - So the sandbox starts one small helper process of its own (a clean interpreter that has
   imported only mmembed, with single-threaded BLAS), once per caller process. For each job the
-  helper forks: it has no threads, so forking it is safe and takes milliseconds. The forked
-  supervisor starts its own session (so a timeout kills the whole group) and forks the worker,
-  which lowers its limits and runs the generator. The supervisor reports how the worker died
-  (a signal, an exit status) and reaps it; the helper reaps the supervisors.
+  helper forks a worker: the helper has no threads, so forking it is safe and takes
+  milliseconds. The worker lowers its limits and runs the generator; the helper reaps it and
+  reports how it ended (a signal, an exit status). On Linux a worker dies with its helper, and
+  the helper exits (killing its workers) when the caller's end of its socket closes.
 - The caller talks to the worker over a socket pair: the worker computes one item, sends it,
   and waits to be asked for the next, so neither side ever holds more than one item.
 
@@ -30,11 +30,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copyreg
+import ctypes
+import gc
 import importlib
 import io
 import json
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
@@ -56,10 +59,10 @@ T = TypeVar("T")
 _MB = 1024 * 1024
 #: How long a worker that was asked to stop may take to clean up before it is killed.
 _GRACE_SECONDS = 2.0
-#: How often a supervisor checks that its helper (and so the caller) is still alive.
-_ORPHAN_CHECK_SECONDS = 0.5
+#: Linux prctl option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
-# Messages to the caller: from the supervisor
+# Messages to the caller: from the helper
 _PID = b"P"
 _DIED = b"X"
 # ... and from the worker.
@@ -70,6 +73,7 @@ _ERROR = b"E"
 _NEXT = b"N"
 _STOP = b"S"
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _ENV_FD = "MMEMBED_SANDBOX_FD"
 _ENV_PATH = "MMEMBED_SANDBOX_PATH"
 _HELPER_CODE = (
@@ -127,7 +131,7 @@ class _Helper:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         # Decoders need no BLAS threads, and a helper with threads could not fork safely.
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        for var in _THREAD_VARS:
             env[var] = "1"
         env[_ENV_FD] = str(theirs.fileno())
         env[_ENV_PATH] = json.dumps([os.path.abspath(p) if p == "" else p for p in sys.path])
@@ -156,7 +160,7 @@ class _Helper:
             self._proc = None
 
     def new_job(self, preload: Sequence[str]) -> socket.socket:
-        """Ask the helper for a fresh supervisor and worker; returns our end of their socket."""
+        """Ask the helper for a fresh worker; returns our end of the socket to it."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         request = json.dumps(list(preload)).encode()
         try:
@@ -187,81 +191,139 @@ class _Helper:
         with self._lock:
             self._stop()
 
+    def forget(self) -> None:
+        """In a child forked from the caller: the helper belongs to the parent; start afresh."""
+        self._lock = threading.Lock()
+        if self._ctrl is not None:
+            self._ctrl.close()  # only this process's copy; the parent's stays open
+        self._ctrl = None
+        self._proc = None
+
 
 _helper = _Helper()
 atexit.register(_helper.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_helper.forget)
 
 
 def _helper_main() -> None:
-    """The helper: fork one supervisor per request, never run anything itself."""
+    """The helper: fork one worker per request, reap it, and report how it ended."""
     ctrl = socket.socket(fileno=int(os.environ.pop(_ENV_FD)))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Supervisors are reaped automatically; the caller learns their fate from them.
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # A child's exit wakes the select() below through this pipe, so reaping is immediate.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    jobs: dict[int, int] = {}  # worker pid -> our copy of its socket, to report its death
     preloaded: set[str] = set()
-    while True:
-        try:
-            msg, fds, _flags, _addr = socket.recv_fds(ctrl, 65536, 1)
-        except OSError:
-            return
-        if not msg:
-            return  # the caller closed its end or exited
-        if not fds:
-            continue
-        for module in json.loads(msg):
-            if module not in preloaded:
-                preloaded.add(module)
-                # Importing before forking means each worker gets the module for free.
-                try:
-                    importlib.import_module(module)
-                except Exception:  # noqa: S112 - the worker will import (and report) it
-                    continue
-        pid = os.fork()
-        if pid == 0:
-            ctrl.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            code = 0
+    try:
+        while True:
+            _reap(jobs)
             try:
-                _supervise(fds[0], os.getppid())
-            except BaseException:
-                code = 1
-            os._exit(code)
-        os.close(fds[0])
-
-
-def _supervise(fd: int, helper_pid: int) -> None:
-    """Run one worker and report how it ended; the worker is always reaped here."""
-    os.setsid()  # keep terminal signals (Ctrl-C, Ctrl-Z) meant for the caller away
-    conn = Connection(fd)
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            _worker(conn)
-        except BaseException:
-            code = 1
-        os._exit(code)
-    # The worker waits for its payload, which the caller sends only after this message.
-    conn.send_bytes(_PID + str(pid).encode())
-    pause = 0.001
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if os.getppid() != helper_pid:  # the helper, and so the caller, is gone
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return
-        time.sleep(pause)
-        pause = min(pause * 2, _ORPHAN_CHECK_SECONDS)
-    if os.WIFSIGNALED(status):
-        report = ("signal", os.WTERMSIG(status))
-    elif os.WEXITSTATUS(status) != 0:
-        report = ("exit", os.WEXITSTATUS(status))
-    else:
+                ready, _, _ = select.select([ctrl.fileno(), wake_r], [], [])
+            except InterruptedError:  # pragma: no cover - PEP 475 retries select itself
+                continue
+            if wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 512)
+            if ctrl.fileno() not in ready:
+                continue
+            msg, fds, _flags, _addr = socket.recv_fds(ctrl, 65536, 1)
+            if not msg:
+                return  # the caller closed its end or exited
+            if not fds:
+                continue
+            _preload(json.loads(msg), preloaded)
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    ctrl.close()
+                    for fd in (wake_r, wake_w, *jobs.values()):
+                        os.close(fd)
+                    _become_worker(os.getppid())
+                    _worker(Connection(fds[0]))
+                except BaseException:
+                    code = 1
+                os._exit(code)
+            jobs[pid] = fds[0]
+            # The worker waits for its payload, which the caller sends only after this message.
+            try:
+                Connection(os.dup(fds[0])).send_bytes(_PID + str(pid).encode())
+            except OSError:
+                _kill(pid)
+    except OSError:
         return
+    finally:
+        # The caller is gone: nobody will read what the workers make.
+        for pid in jobs:
+            _kill(pid)
+        for pid in list(jobs):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _preload(modules: list[str], preloaded: set[str]) -> None:
+    """Import modules in the helper, so each forked worker gets them for free."""
+    fresh = [m for m in modules if m not in preloaded]
+    for module in fresh:
+        preloaded.add(module)
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: S112 - the worker will import (and report) it
+            continue
+    if fresh:
+        # Objects that exist now are never collected in the workers, so the collector does not
+        # touch (and copy) the pages they share with this process.
+        gc.freeze()
+
+
+def _reap(jobs: dict[int, int]) -> None:
+    """Reap ended workers and tell their callers how each one ended, if not cleanly."""
+    while jobs:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        fd = jobs.pop(pid, None)
+        if fd is None:
+            continue
+        report: tuple[str, int] | None = None
+        if os.WIFSIGNALED(status):
+            report = ("signal", os.WTERMSIG(status))
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
+            report = ("exit", os.WEXITSTATUS(status))
+        conn = Connection(fd)
+        if report is not None:
+            with contextlib.suppress(OSError):
+                conn.send_bytes(_DIED + _dumps(report))
+        conn.close()
+
+
+def _become_worker(helper_pid: int) -> None:
+    """Detach a freshly forked worker from the helper's signals and terminal."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()  # keep terminal signals (Ctrl-C, Ctrl-Z) meant for the caller away
+    if sys.platform.startswith("linux"):
+        # Die with the helper, even if it is killed: a hung worker must not outlive its caller.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != helper_pid:
+            os._exit(1)
+
+
+def _adopt(cwd: str, environ: dict[str, str]) -> None:
+    """Make the worker's directory and environment the caller's."""
     with contextlib.suppress(OSError):
-        conn.send_bytes(_DIED + _dumps(report))
+        os.chdir(cwd)
+    keep = {var: os.environ[var] for var in _THREAD_VARS if var in os.environ}
+    os.environ.clear()
+    os.environ.update(environ)
+    os.environ.update(keep)  # the worker stays single-threaded for BLAS, as it was forked
 
 
 def _limit_worker(memory_mb: int | None) -> None:
@@ -295,10 +357,13 @@ def _describe_exception(exc: BaseException) -> bytes:
 def _worker(conn: Connection) -> None:
     """Run the generator, answering one request at a time."""
     try:
-        fn, args, memory_mb = _loads(conn.recv_bytes())
+        fn, args, memory_mb, cwd, environ = _loads(conn.recv_bytes())
     except (EOFError, OSError):
         return  # the caller gave up before sending the job
     try:
+        # The helper started long ago: take the caller's current directory (relative paths)
+        # and environment (TMPDIR, ...) as they are now.
+        _adopt(cwd, environ)
         _limit_worker(memory_mb)
         gen = iter(fn(*args))
     except BaseException as exc:
@@ -558,7 +623,7 @@ def isolated(
             "it must be a function defined at the top level of an importable module"
         )
     try:
-        payload = _dumps((fn, args, memory_mb))
+        payload = _dumps((fn, args, memory_mb, os.getcwd(), dict(os.environ)))
     except Exception as exc:
         raise ConfigurationError(
             f"{label}: the arguments of {getattr(fn, '__qualname__', fn)} cannot be sent to a "
