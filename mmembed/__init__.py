@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmembed.content import (
     Audio,
@@ -33,6 +33,7 @@ from mmembed.errors import (
     DimensionMismatchError,
     EmbeddingError,
     IncompatibleIndexError,
+    IndexLockedError,
     InputLimitError,
     MissingDependencyError,
     MMEmbedError,
@@ -53,17 +54,38 @@ from mmembed.protocols import (
     VectorStore,
 )
 
+if TYPE_CHECKING:
+    from mmembed.cache import CachedEmbedder, EmbeddingCache
+    from mmembed.chunkers import chunk
+    from mmembed.embedders.gemini import GeminiEmbedder
+    from mmembed.index import Index, IndexReport
+    from mmembed.results import Result, Results
+    from mmembed.stores import FaissStore, InMemoryStore, QdrantStore
+
 try:
     __version__ = version("mmembed")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
 # name -> module that defines it; imported on first access to keep `import mmembed` light
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "CachedEmbedder": "mmembed.cache",
+    "EmbeddingCache": "mmembed.cache",
+    "FaissStore": "mmembed.stores",
+    "GeminiEmbedder": "mmembed.embedders.gemini",
+    "InMemoryStore": "mmembed.stores",
+    "Index": "mmembed.index",
+    "IndexReport": "mmembed.index",
+    "QdrantStore": "mmembed.stores",
+    "Result": "mmembed.results",
+    "Results": "mmembed.results",
+    "chunk": "mmembed.chunkers",
+}
 
 __all__ = [
     "Audio",
     "AuthenticationError",
+    "CachedEmbedder",
     "Chunk",
     "Chunker",
     "ChunkingError",
@@ -73,10 +95,17 @@ __all__ = [
     "DimensionMismatchError",
     "Embeddable",
     "Embedder",
+    "EmbeddingCache",
     "EmbeddingError",
+    "FaissStore",
+    "GeminiEmbedder",
     "Hit",
     "Image",
+    "InMemoryStore",
     "IncompatibleIndexError",
+    "Index",
+    "IndexLockedError",
+    "IndexReport",
     "InputLimitError",
     "MMEmbedError",
     "Matryoshka",
@@ -86,7 +115,10 @@ __all__ = [
     "Part",
     "Pdf",
     "ProviderError",
+    "QdrantStore",
     "RateLimitError",
+    "Result",
+    "Results",
     "StoreError",
     "Task",
     "Text",
@@ -96,6 +128,7 @@ __all__ = [
     "VectorStore",
     "Video",
     "__version__",
+    "chunk",
     "load",
     "truncate",
 ]

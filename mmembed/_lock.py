@@ -6,18 +6,14 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from mmembed.errors import StoreError
+from mmembed.errors import IndexLockedError
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; a single writer is the user's job there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["IndexLockedError", "WriterLock"]
-
-
-class IndexLockedError(StoreError):
-    """Another process is writing to the same index right now."""
+__all__ = ["WriterLock"]
 
 
 class WriterLock:

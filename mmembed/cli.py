@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _code_for(exc: MMEmbedError) -> ExitCode:
-    from mmembed._lock import IndexLockedError
+    from mmembed.errors import IndexLockedError
 
     if isinstance(exc, IndexLockedError):
         return ExitCode.LOCKED

@@ -16,7 +16,8 @@ built-in exception a caller would already expect, so ``except ValueError`` keeps
     └── StoreError                            a vector store failed
         ├── CorruptStoreError                 files on disk are damaged or not ours
         ├── DimensionMismatchError (ValueError)  vectors of the wrong width
-        └── IncompatibleIndexError            an index opened with a different embedder
+        ├── IncompatibleIndexError            an index opened with a different embedder
+        └── IndexLockedError                  another process is writing to the same index
 
 Every message says what is wrong and what to do about it.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "DimensionMismatchError",
     "EmbeddingError",
     "IncompatibleIndexError",
+    "IndexLockedError",
     "InputLimitError",
     "MMEmbedError",
     "MissingDependencyError",
@@ -117,3 +119,7 @@ class DimensionMismatchError(StoreError, ValueError):
 
 class IncompatibleIndexError(StoreError):
     """An index was opened with an embedder or settings other than the ones it was built with."""
+
+
+class IndexLockedError(StoreError):
+    """Another process is writing to the same index right now; wait for it or stop it."""

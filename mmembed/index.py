@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._catalog import Catalog, ChunkRecord, FileRecord
-from mmembed._lock import IndexLockedError, WriterLock
+from mmembed._lock import WriterLock
 from mmembed._walk import display_path, is_under, walk
 from mmembed.content import (
     Content,
@@ -56,6 +56,7 @@ from mmembed.errors import (
     DimensionMismatchError,
     EmbeddingError,
     IncompatibleIndexError,
+    IndexLockedError,
     InputLimitError,
     MissingDependencyError,
     MMEmbedError,
