@@ -336,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     faiss_faster = True
     for n, d in sizes:
+        if not args.quick:
+            # the load of a shared machine drifts: measure the limits again next to each section
+            bandwidth, gemm = read_rate(5, 1 << 30), gemm_rate(3, 768, 65536)
         lines, faiss_faster = exact_section(n, d, nq, reps, reps_batch, bandwidth, gemm)
         print("\n".join(lines), flush=True)
     print("\n".join(funnel_section(funnel_n, nq, reps, reps_batch, faiss_faster)), flush=True)

@@ -365,7 +365,9 @@ class FaissStore(ArrayStore):
         n = self._n
         if dimensions is not None:
             if self._flat and dimensions == self._funnel:
-                return _numpy_knn(queries[:, :dimensions], self._prefix[:n], None, k, allowed)
+                if queries.shape[0] == 1:
+                    return _numpy_knn(queries, self._prefix[:n], None, k, allowed)
+                return self._flat_batch(queries, self._prefix[:n], k, allowed)
             return self._exact_knn(queries, k, allowed, dimensions)
         if not self._flat:
             if self._ann is not None:
