@@ -70,20 +70,24 @@ def load() -> str:
 
 
 def read_rate(reps: int, nbytes: int) -> float:
-    """Large-array streaming read rate in bytes/s (two threads over halves of one array)."""
+    """Large-array streaming read rate in bytes/s: the best of two streaming kernels (sum and
+    max), each run by two threads over halves of one array much larger than the caches."""
     data = np.ones(nbytes // 4, dtype=np.float32)
     half = data.size // 2
     pool = ThreadPoolExecutor(2)
+    best = 0.0
+    for kernel in (np.add.reduce, np.maximum.reduce):
 
-    def scan(_: int) -> None:
-        a = pool.submit(np.add.reduce, data[:half])
-        b = pool.submit(np.add.reduce, data[half:])
-        a.result()
-        b.result()
+        def scan(_: int, kernel: Any = kernel) -> None:
+            a = pool.submit(kernel, data[:half])
+            b = pool.submit(kernel, data[half:])
+            a.result()
+            b.result()
 
-    median, _ = timed(scan, reps)
+        median, _ = timed(scan, reps)
+        best = max(best, data.nbytes / median)
     pool.shutdown()
-    return data.nbytes / median
+    return best
 
 
 def gemm_rate(reps: int, d: int, rows: int) -> float:
