@@ -200,8 +200,8 @@ def exact_section(
         "|---|---|---|---|---|---|",
     ]
     same_kernel = {
-        "InMemoryStore single": "numpy single, 2 threads",
-        "FaissStore single": "numpy single, 2 threads",
+        "InMemoryStore single": "numpy single",
+        "FaissStore single": "numpy single",
         "InMemoryStore batch": "numpy batch",
         "FaissStore batch": "numpy GEMM + faiss heap batch",
     }
