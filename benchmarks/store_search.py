@@ -360,6 +360,10 @@ def kernels() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    parser.add_argument(
+        "--funnel-size", type=int, default=None, help="vectors in the funnel section (250000)"
+    )
+    parser.add_argument("--funnel-only", action="store_true", help="skip the exact sections")
     args = parser.parse_args(argv)
     if args.quick:
         sizes, funnel_n, nq, reps, reps_batch = [(5_000, 768), (2_000, 3072)], 4_000, 50, 3, 1
@@ -385,7 +389,11 @@ def main(argv: list[str] | None = None) -> None:
         f"measured: large-array read {bandwidth / 1e9:.1f} GB/s (2 threads), "
         f"float32 GEMM {gemm / 1e9:.0f} GFLOP/s [{load()}]"
     )
-    faiss_faster = True
+    if args.funnel_size:
+        funnel_n = args.funnel_size
+    if args.funnel_only:
+        sizes = []
+    faiss_faster = False  # numpy GEMM + FAISS heaps won at 100k x 3072 on the machine measured
     for n, d in sizes:
         if not args.quick:
             # the load of a shared machine drifts: measure the limits again next to each section
