@@ -65,25 +65,48 @@ def timed(fn: Callable[[int], Any], reps: int, budget: float = 20.0) -> tuple[fl
     return statistics.median(times), min(times)
 
 
+def timed_together(
+    fns: dict[str, Callable[[int], Any]], reps: int, budget: float = 60.0
+) -> dict[str, tuple[float, float]]:
+    """Like :func:`timed` for several paths, run in turns (A, B, C, A, B, C, ...) so that each
+    sees the same machine load: on a shared machine their ratios are then far steadier."""
+    start = time.perf_counter()
+    for fn in fns.values():
+        fn(reps)  # warm-up
+    warm = time.perf_counter() - start
+    reps = max(1, min(reps, int(budget / max(warm, 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(reps):
+        for name, fn in fns.items():
+            begin = time.perf_counter()
+            fn(i)
+            times[name].append(time.perf_counter() - begin)
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+
+
 def load() -> str:
     return "load avg " + "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def read_rate(reps: int, nbytes: int) -> float:
-    """Large-array streaming read rate in bytes/s (two threads over halves of one array)."""
+    """Large-array streaming read rate in bytes/s: the best of two streaming kernels (sum and
+    max), each run by two threads over halves of one array much larger than the caches."""
     data = np.ones(nbytes // 4, dtype=np.float32)
     half = data.size // 2
     pool = ThreadPoolExecutor(2)
+    best = 0.0
+    for kernel in (np.add.reduce, np.maximum.reduce):
 
-    def scan(_: int) -> None:
-        a = pool.submit(np.add.reduce, data[:half])
-        b = pool.submit(np.add.reduce, data[half:])
-        a.result()
-        b.result()
+        def scan(_: int, kernel: Any = kernel) -> None:
+            a = pool.submit(kernel, data[:half])
+            b = pool.submit(kernel, data[half:])
+            a.result()
+            b.result()
 
-    median, _ = timed(scan, reps)
+        median, _ = timed(scan, reps)
+        best = max(best, data.nbytes / median)
     pool.shutdown()
-    return data.nbytes / median
+    return best
 
 
 def gemm_rate(reps: int, d: int, rows: int) -> float:
@@ -165,23 +188,35 @@ def exact_section(
     floor = matrix.nbytes / bandwidth
     flops = 2.0 * nq * n * d
     rows: dict[str, tuple[float, float]] = {}
-    rows["numpy single"] = timed(lambda i: numpy_single(matrix, queries[i]), reps)
-    rows["numpy single, 2 threads"] = timed(lambda i: numpy_single_2t(matrix, queries[i]), reps)
-    rows["faiss single"] = timed(
-        lambda i: faiss.knn(queries[i : i + 1], matrix, K, metric=faiss.METRIC_INNER_PRODUCT),
-        reps,
+    rows.update(
+        timed_together(
+            {
+                "numpy single": lambda i: numpy_single(matrix, queries[i]),
+                "numpy single, 2 threads": lambda i: numpy_single_2t(matrix, queries[i]),
+                "faiss single": lambda i: faiss.knn(
+                    queries[i : i + 1], matrix, K, metric=faiss.METRIC_INNER_PRODUCT
+                ),
+                "InMemoryStore single": lambda i: memory.search(queries[i], K),
+                "FaissStore single": lambda i: flat.search(queries[i], K),
+            },
+            reps,
+        )
     )
-    rows["InMemoryStore single"] = timed(lambda i: memory.search(queries[i], K), reps)
-    rows["FaissStore single"] = timed(lambda i: flat.search(queries[i], K), reps)
-    rows["numpy batch"] = timed(lambda _: numpy_batch(matrix, queries), reps_batch)
-    rows["faiss batch"] = timed(
-        lambda _: faiss.knn(queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT), reps_batch
+    rows.update(
+        timed_together(
+            {
+                "numpy batch": lambda _: numpy_batch(matrix, queries),
+                "faiss batch": lambda _: faiss.knn(
+                    queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT
+                ),
+                "numpy GEMM + faiss heap batch": lambda _: gemm_heap_batch(matrix, queries),
+                "InMemoryStore batch": lambda _: memory.search_batch(queries, K),
+                "FaissStore batch": lambda _: flat.search_batch(queries, K),
+            },
+            reps_batch,
+            budget=120.0,
+        )
     )
-    rows["numpy GEMM + faiss heap batch"] = timed(
-        lambda _: gemm_heap_batch(matrix, queries), reps_batch
-    )
-    rows["InMemoryStore batch"] = timed(lambda _: memory.search_batch(queries, K), reps_batch)
-    rows["FaissStore batch"] = timed(lambda _: flat.search_batch(queries, K), reps_batch)
 
     # sanity: every path finds the same top hit
     want = numpy_single(matrix, queries[0])[0]
@@ -196,8 +231,8 @@ def exact_section(
         "|---|---|---|---|---|---|",
     ]
     same_kernel = {
-        "InMemoryStore single": "numpy single, 2 threads",
-        "FaissStore single": "numpy single, 2 threads",
+        "InMemoryStore single": "numpy single",
+        "FaissStore single": "numpy single",
         "InMemoryStore batch": "numpy batch",
         "FaissStore batch": "numpy GEMM + faiss heap batch",
     }
@@ -243,23 +278,39 @@ def funnel_section(n: int, nq: int, reps: int, reps_batch: int, faiss_faster: bo
     # the exact references: the faster of the raw kernels measured above, for single queries
     # and for batches; the exact batch result is also the ground truth for recall
     single_reps = min(reps, nq)
-    flat_single = min(
-        timed(lambda i: numpy_single(matrix, queries[i]), single_reps),
-        timed(lambda i: numpy_single_2t(matrix, queries[i]), single_reps),
+    single = timed_together(
+        {
+            "numpy": lambda i: numpy_single(matrix, queries[i]),
+            "numpy 2t": lambda i: numpy_single_2t(matrix, queries[i]),
+            "funnel": lambda i: store.search(queries[i], K),
+        },
+        single_reps,
     )
+    flat_single = min(single["numpy"], single["numpy 2t"])
+    funnel_single = single["funnel"]
     # the batch kernel that was faster at 100k x 3072 above (timing both here would double the
     # longest measurement of the run)
+    exact_batch: Callable[[int], Any]
     if faiss_faster:
-        flat_batch = timed(
-            lambda _: faiss.knn(queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT),
-            reps_batch,
-        )
+
+        def exact_batch(_: int) -> Any:
+            return faiss.knn(queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT)
     else:
-        flat_batch = timed(lambda _: gemm_heap_batch(matrix, queries), reps_batch)
+
+        def exact_batch(_: int) -> Any:
+            return gemm_heap_batch(matrix, queries)
+
+    batch = timed_together(
+        {
+            "exact": exact_batch,
+            "funnel": lambda _: store.search_batch(queries, K),
+            "prefix": lambda _: store.search_batch(queries, K, dimensions=prefix),
+        },
+        reps_batch,
+        budget=120.0,
+    )
+    flat_batch, funnel_batch, prefix_batch = batch["exact"], batch["funnel"], batch["prefix"]
     truth = gemm_heap_batch(matrix, queries)
-    funnel_single = timed(lambda i: store.search(queries[i], K), single_reps)
-    funnel_batch = timed(lambda _: store.search_batch(queries, K), reps_batch)
-    prefix_batch = timed(lambda _: store.search_batch(queries, K, dimensions=prefix), reps_batch)
 
     def recall(results: list[list[Any]], rows: np.ndarray) -> float:
         found = sum(
@@ -309,6 +360,10 @@ def kernels() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    parser.add_argument(
+        "--funnel-size", type=int, default=None, help="vectors in the funnel section (250000)"
+    )
+    parser.add_argument("--funnel-only", action="store_true", help="skip the exact sections")
     args = parser.parse_args(argv)
     if args.quick:
         sizes, funnel_n, nq, reps, reps_batch = [(5_000, 768), (2_000, 3072)], 4_000, 50, 3, 1
@@ -334,8 +389,15 @@ def main(argv: list[str] | None = None) -> None:
         f"measured: large-array read {bandwidth / 1e9:.1f} GB/s (2 threads), "
         f"float32 GEMM {gemm / 1e9:.0f} GFLOP/s [{load()}]"
     )
-    faiss_faster = True
+    if args.funnel_size:
+        funnel_n = args.funnel_size
+    if args.funnel_only:
+        sizes = []
+    faiss_faster = False  # numpy GEMM + FAISS heaps won at 100k x 3072 on the machine measured
     for n, d in sizes:
+        if not args.quick:
+            # the load of a shared machine drifts: measure the limits again next to each section
+            bandwidth, gemm = read_rate(5, 1 << 30), gemm_rate(3, 768, 65536)
         lines, faiss_faster = exact_section(n, d, nq, reps, reps_batch, bandwidth, gemm)
         print("\n".join(lines), flush=True)
     print("\n".join(funnel_section(funnel_n, nq, reps, reps_batch, faiss_faster)), flush=True)

@@ -51,8 +51,7 @@ def test_repr_is_short() -> None:
     assert repr(store) == "InMemoryStore(dimensions=3, count=1)"
 
 
-def test_large_single_query_two_thread_scan_is_exact() -> None:
-    # above 2**21 values a single query is scanned in two halves on two threads
+def test_large_single_query_scan_is_exact() -> None:
     vectors = random_vectors(70_000, 32, seed=12)
     store = InMemoryStore(32)
     store.add([str(i) for i in range(70_000)], vectors)

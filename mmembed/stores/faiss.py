@@ -129,8 +129,8 @@ class FaissStore(ArrayStore):
     scores are exact cosine similarities on the same scale as :class:`InMemoryStore`, whatever
     the index.
 
-    - ``index="Flat"``: exact search. A single query runs numpy's BLAS GEMV on two threads
-      (faster than FAISS's scan for one query); batches run numpy's GEMM over blocks with
+    - ``index="Flat"``: exact search. A single query runs numpy's BLAS GEMV (faster than
+      FAISS's scan for one query); batches run numpy's GEMM over blocks with
       FAISS's multi-threaded heaps selecting the top-k.
     - Any other FAISS factory string (``"HNSW32"``, ``"IVF1024,Flat"``, ``"IVF256,SQ8"``, ...):
       an approximate inner-product index whose candidates are rescored exactly. Indexes that need
@@ -365,7 +365,9 @@ class FaissStore(ArrayStore):
         n = self._n
         if dimensions is not None:
             if self._flat and dimensions == self._funnel:
-                return _numpy_knn(queries[:, :dimensions], self._prefix[:n], None, k, allowed)
+                if queries.shape[0] == 1:
+                    return _numpy_knn(queries, self._prefix[:n], None, k, allowed)
+                return self._flat_batch(queries, self._prefix[:n], k, allowed)
             return self._exact_knn(queries, k, allowed, dimensions)
         if not self._flat:
             if self._ann is not None:
