@@ -27,6 +27,7 @@ google-genai is imported when an embedder is created, never by ``import mmembed`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import math
@@ -35,7 +36,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -349,6 +351,9 @@ class GeminiEmbedder:
         self._usage = EmbeddingUsage()
         self._last_usage = EmbeddingUsage()
         self._uploads: dict[str, tuple[str, str]] = {}  # sha256 -> (file uri, mime type)
+        self._guards: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, AsyncGenerator[None, None]
+        ] = weakref.WeakKeyDictionary()
 
     # ---------------------------------------------------------------- properties
 
@@ -670,17 +675,25 @@ class GeminiEmbedder:
             return out
         config = self._config(task)
         batches = self._batches(prepared)
+        failed = threading.Event()  # set when one call fails: the others stop retrying
 
         def run(batch: list[_Item]) -> None:
-            uploaded = self._upload_sync([it for it in batch if it.upload])
-            contents = [self._content(it, uploaded) for it in batch]
-            response = self._retry_sync(
-                lambda: self._client.models.embed_content(
-                    model=self._model, contents=contents, config=config
-                ),
-                len(batch),
-            )
-            self._store(out, batch, response, tally)
+            if failed.is_set():
+                return
+            try:
+                uploaded = self._upload_sync([it for it in batch if it.upload], failed)
+                contents = [self._content(it, uploaded) for it in batch]
+                response = self._retry_sync(
+                    lambda: self._client.models.embed_content(
+                        model=self._model, contents=contents, config=config
+                    ),
+                    len(batch),
+                    failed,
+                )
+                self._store(out, batch, response, tally)
+            except BaseException:
+                failed.set()
+                raise
 
         if len(batches) == 1 or self._concurrency == 1:
             for batch in batches:
@@ -698,11 +711,14 @@ class GeminiEmbedder:
             for fut in futures:
                 fut.result()
         finally:
-            # on failure, calls not started yet are dropped rather than waited for
-            pool.shutdown(wait=False, cancel_futures=True)
+            # on failure, calls not started yet are dropped; calls in flight end at their
+            # current attempt because `failed` is set
+            pool.shutdown(wait=True, cancel_futures=True)
         return out
 
-    def _retry_sync(self, send: Callable[[], T], n_items: int) -> T:
+    def _retry_sync(
+        self, send: Callable[[], T], n_items: int, stop: threading.Event | None = None
+    ) -> T:
         start = time.monotonic()
         attempt = 0
         while True:
@@ -711,19 +727,27 @@ class GeminiEmbedder:
             except Exception as exc:
                 attempt += 1
                 delay = self._next_delay(exc, attempt, start, n_items)
-            time.sleep(delay)
+                if stop is not None and stop.wait(delay):
+                    # another call of this embed failed: its error is the one reported
+                    raise self._classify(exc).error from exc
+                if stop is None:
+                    time.sleep(delay)
 
-    def _upload_sync(self, items: list[_Item]) -> dict[str, tuple[str, str]]:
+    def _upload_sync(
+        self, items: list[_Item], stop: threading.Event | None = None
+    ) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
         for item in items:
             for part in item.parts:
                 if isinstance(part, Media):
                     sha = part.sha256()
                     if sha not in found:
-                        found[sha] = self._upload_one_sync(part, sha)
+                        found[sha] = self._upload_one_sync(part, sha, stop)
         return found
 
-    def _upload_one_sync(self, part: Media, sha: str) -> tuple[str, str]:
+    def _upload_one_sync(
+        self, part: Media, sha: str, stop: threading.Event | None = None
+    ) -> tuple[str, str]:
         with self._lock:
             known = self._uploads.get(sha)
         if known is not None:
@@ -733,6 +757,7 @@ class GeminiEmbedder:
             file = self._retry_sync(
                 lambda: self._client.files.upload(file=f, config=config),  # type: ignore[arg-type]
                 1,
+                stop,
             )
         deadline = time.monotonic() + self._file_wait
         delay = 0.2
@@ -745,7 +770,7 @@ class GeminiEmbedder:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-            file = self._retry_sync(partial(self._client.files.get, name=file.name or ""), 1)
+            file = self._retry_sync(partial(self._client.files.get, name=file.name or ""), 1, stop)
         result = self._file_ref(part, file)
         with self._lock:
             self._uploads[sha] = result
@@ -756,6 +781,7 @@ class GeminiEmbedder:
     async def _embed_async(
         self, items: list[Embeddable], task: Task, tally: _Tally
     ) -> NDArray[np.float32]:
+        await self._guard_loop()
         # probing durations and page counts reads files: keep it off the event loop
         prepared = await asyncio.to_thread(self._prepare, items, task)
         out = np.empty((len(items), self._dimensions), dtype=np.float32)
@@ -788,6 +814,23 @@ class GeminiEmbedder:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return out
+
+    async def _guard_loop(self) -> None:
+        """Close this loop's connection pool when the loop shuts down.
+
+        The SDK keeps one async connection pool per event loop and never closes the pool of a
+        loop that has finished, so every ``asyncio.run(embedder.aembed(...))`` would leave open
+        sockets behind. An async generator started in the loop is finalised by
+        ``loop.shutdown_asyncgens()`` (which ``asyncio.run`` calls), and its ``finally`` closes
+        that loop's pool while the loop can still run it.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if loop in self._guards:
+                return
+            guard = _close_pool_at_shutdown(self._client)
+            self._guards[loop] = guard
+        await guard.__anext__()
 
     async def _retry_async(self, send: Callable[[], Awaitable[T]], n_items: int) -> T:
         start = time.monotonic()
@@ -959,8 +1002,7 @@ class GeminiEmbedder:
                 retryable=True,
             ) from exc
         logger.warning(
-            "gemini %s: %s on a call of %d items; retry %d of %d in %.2f s",
-            self._model,
+            "%s on a call of %d items; retry %d of %d in %.2f s",
             failure.error,
             n_items,
             attempt,
@@ -1061,6 +1103,31 @@ class GeminiEmbedder:
             False,
             None,
         )
+
+
+async def _close_pool_at_shutdown(client: Any) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        # private SDK structure (google-genai 3.x): an aiohttp session per loop when aiohttp is
+        # installed, otherwise per-loop inner httpx clients
+        loop = asyncio.get_running_loop()
+        api = getattr(client, "_api_client", None)
+        sessions = getattr(api, "_aiohttp_sessions", None)
+        if isinstance(sessions, dict):
+            session = sessions.pop(loop, None)
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    await session.close()
+        outer = getattr(api, "_async_httpx_client", None)
+        pools = getattr(outer, "_loop_clients", None)
+        lock = getattr(outer, "_loop_clients_lock", None)
+        if isinstance(pools, dict) and lock is not None:
+            with lock:
+                inner = pools.pop(loop, None)
+            if inner is not None:
+                with contextlib.suppress(Exception):
+                    await inner.aclose()
 
 
 class _Tally:

@@ -18,7 +18,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType, TracebackType
@@ -121,12 +121,14 @@ class RecordedRequest:
 
 @dataclass(slots=True)
 class _Fault:
-    kind: Literal["error", "drop", "slow"]
+    kind: Literal["error", "drop", "slow", "tamper"]
     remaining: int
     status: int = 503
     retry_delay: float | None = None
     message: str | None = None
     seconds: float = 0.0
+    tamper: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    quota_id: str = "EmbedContentRequestsPerMinutePerProjectPerModel"
 
 
 @dataclass(slots=True)
@@ -223,6 +225,8 @@ class FakeGeminiServer:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._clients: list[Any] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -235,7 +239,10 @@ class FakeGeminiServer:
         httpd.daemon_threads = True
         self._httpd = httpd
         self._thread = threading.Thread(
-            target=httpd.serve_forever, name="fake-gemini-server", daemon=True
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-gemini-server",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -247,6 +254,10 @@ class FakeGeminiServer:
             return
         httpd.shutdown()
         httpd.server_close()
+        clients, self._clients = self._clients, []
+        for made in clients:  # their pooled sockets point at a server that is gone
+            with contextlib.suppress(Exception):
+                made.close()
         with self._lock:
             conns = list(self._connections)
             self._connections.clear()
@@ -323,6 +334,7 @@ class FakeGeminiServer:
         with self._lock:
             self._requests.clear()
             self._faults.clear()
+            self._max_in_flight = self._in_flight
 
     # ---------------------------------------------------------------- faults
 
@@ -333,6 +345,7 @@ class FakeGeminiServer:
         status: int = 503,
         retry_delay: float | None = None,
         message: str | None = None,
+        quota_id: str | None = None,
     ) -> None:
         """Answer the next ``count`` embedding calls with an HTTP error.
 
@@ -340,8 +353,13 @@ class FakeGeminiServer:
             status: the HTTP status (429, 500, 503...).
             retry_delay: seconds put in a ``google.rpc.RetryInfo`` detail, as Google does on 429.
             message: the error message; Google's usual one for the status by default.
+            quota_id: on 429, the ``quotaId`` of the ``google.rpc.QuotaFailure`` detail (a
+                per-minute quota by default; ``"...PerDay..."`` for a daily one).
         """
-        self._queue(_Fault("error", count, status=status, retry_delay=retry_delay, message=message))
+        fault = _Fault("error", count, status=status, retry_delay=retry_delay, message=message)
+        if quota_id is not None:
+            fault.quota_id = quota_id
+        self._queue(fault)
 
     def rate_limit_next(self, count: int = 1, *, retry_delay: float | None = 1.0) -> None:
         """Answer the next ``count`` embedding calls with 429 RESOURCE_EXHAUSTED."""
@@ -354,6 +372,34 @@ class FakeGeminiServer:
     def slow_next(self, count: int = 1, *, seconds: float) -> None:
         """Delay the next ``count`` embedding calls by ``seconds`` (to trip client timeouts)."""
         self._queue(_Fault("slow", count, seconds=seconds))
+
+    def tamper_next(
+        self, count: int = 1, *, transform: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        """Pass the next ``count`` successful embedding answers through ``transform``.
+
+        For testing how a client copes with a malformed reply: fewer vectors than asked, the
+        wrong width, vectors that are not unit length...
+
+        >>> server = FakeGeminiServer()
+        >>> server.tamper_next(transform=lambda answer: {"embeddings": []})
+        """
+        self._queue(_Fault("tamper", count, tamper=transform))
+
+    @property
+    def max_concurrent(self) -> int:
+        """The most embedding calls that were being served at the same moment."""
+        with self._lock:
+            return self._max_in_flight
+
+    def _enter_call(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _leave_call(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _queue(self, fault: _Fault) -> None:
         if fault.remaining < 1:
@@ -751,13 +797,19 @@ class _Handler(BaseHTTPRequestHandler):
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 delay = fake.latency + (fault.seconds if fault and fault.kind == "slow" else 0)
-                if delay > 0:
-                    time.sleep(delay)
-                if fault is not None and fault.kind == "error":
-                    raise _fault_error(fault)
-                fake._check_key(headers, query)
-                assert model is not None
-                answer = fake._embed(model, endpoint, body)
+                fake._enter_call()
+                try:
+                    if delay > 0:
+                        time.sleep(delay)
+                    if fault is not None and fault.kind == "error":
+                        raise _fault_error(fault)
+                    fake._check_key(headers, query)
+                    assert model is not None
+                    answer = fake._embed(model, endpoint, body)
+                    if fault is not None and fault.tamper is not None:
+                        answer = fault.tamper(answer)
+                finally:
+                    fake._leave_call()
             elif (m := _UPLOAD_START.match(path)) and method == "POST":
                 fake._check_key(headers, query)
                 session, _ = fake._start_upload(headers, body, m.group("version"))
@@ -846,7 +898,7 @@ def _fault_error(fault: _Fault) -> _ApiError:
                 "violations": [
                     {
                         "quotaMetric": "generativelanguage.googleapis.com/embed_content_requests",
-                        "quotaId": "EmbedContentRequestsPerMinutePerProjectPerModel",
+                        "quotaId": fault.quota_id,
                     }
                 ],
             }
