@@ -27,8 +27,10 @@ google-genai is imported when an embedder is created, never by ``import mmembed`
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
+import json
 import logging
 import math
 import os
@@ -213,6 +215,29 @@ class _Item:
 
 
 @dataclass(slots=True)
+class _Answer:
+    """One call's reply, whichever path produced it."""
+
+    vectors: list[Any]
+    prompt_tokens: int | None
+    tokens_by_modality: list[tuple[str, int]]
+
+
+def _from_response(response: Any) -> _Answer:
+    vectors = [e.values for e in response.embeddings or []]
+    meta = response.usage_metadata
+    if meta is None or meta.prompt_token_count is None:
+        return _Answer(vectors=vectors, prompt_tokens=None, tokens_by_modality=[])
+    details = [
+        (str(getattr(d.modality, "value", d.modality) or "TEXT"), int(d.token_count or 0))
+        for d in meta.prompt_tokens_details or []
+    ]
+    return _Answer(
+        vectors=vectors, prompt_tokens=int(meta.prompt_token_count), tokens_by_modality=details
+    )
+
+
+@dataclass(slots=True)
 class _Failure:
     error: EmbeddingError
     retryable: bool
@@ -346,6 +371,16 @@ class GeminiEmbedder:
         self._redact = _Redactor([api_key or "", str(getattr(api_client, "api_key", "") or "")])
         self._vertex = bool(getattr(client, "vertexai", False))
         self._batch_size = 1 if self._vertex else batch_size
+        self._http_options = types.HttpOptions(timeout=math.ceil(self._timeout * 1000))
+        # The SDK validates every vector of a reply with pydantic, which costs more CPU than
+        # the round trip itself for 100 items; on the Developer API the body is built and the
+        # reply parsed here, through the SDK's own transport (auth, base URL, env, timeouts).
+        api_client = getattr(client, "_api_client", None)
+        self._raw = (
+            not self._vertex
+            and callable(getattr(api_client, "request", None))
+            and callable(getattr(api_client, "async_request", None))
+        )
 
         self._lock = threading.Lock()
         self._usage = EmbeddingUsage()
@@ -682,15 +717,21 @@ class GeminiEmbedder:
                 return
             try:
                 uploaded = self._upload_sync([it for it in batch if it.upload], failed)
-                contents = [self._content(it, uploaded) for it in batch]
-                response = self._retry_sync(
-                    lambda: self._client.models.embed_content(
-                        model=self._model, contents=contents, config=config
-                    ),
-                    len(batch),
-                    failed,
-                )
-                self._store(out, batch, response, tally)
+                if self._raw:
+                    body = self._request_body(batch, uploaded, task)
+                    raw = self._retry_sync(lambda: self._post_sync(body), len(batch), failed)
+                    answer = self._parse(raw)
+                else:
+                    contents = [self._content(it, uploaded) for it in batch]
+                    response = self._retry_sync(
+                        lambda: self._client.models.embed_content(
+                            model=self._model, contents=contents, config=config
+                        ),
+                        len(batch),
+                        failed,
+                    )
+                    answer = _from_response(response)
+                self._store(out, batch, answer, tally)
             except BaseException:
                 failed.set()
                 raise
@@ -794,16 +835,23 @@ class GeminiEmbedder:
         async def run(batch: list[_Item]) -> None:
             async with gate:
                 uploaded = await self._upload_async([it for it in batch if it.upload])
-                contents = await asyncio.to_thread(
-                    lambda: [self._content(it, uploaded) for it in batch]
-                )
-                response = await self._retry_async(
-                    lambda: self._client.aio.models.embed_content(
-                        model=self._model, contents=contents, config=config
-                    ),
-                    len(batch),
-                )
-                self._store(out, batch, response, tally)
+                if self._raw:
+                    # reading media files and base64 belong off the event loop
+                    body = await asyncio.to_thread(self._request_body, batch, uploaded, task)
+                    raw = await self._retry_async(lambda: self._post_async(body), len(batch))
+                    answer = self._parse(raw)
+                else:
+                    contents = await asyncio.to_thread(
+                        lambda: [self._content(it, uploaded) for it in batch]
+                    )
+                    response = await self._retry_async(
+                        lambda: self._client.aio.models.embed_content(
+                            model=self._model, contents=contents, config=config
+                        ),
+                        len(batch),
+                    )
+                    answer = _from_response(response)
+                self._store(out, batch, answer, tally)
 
         tasks = [asyncio.ensure_future(run(b)) for b in batches]
         try:
@@ -900,25 +948,31 @@ class GeminiEmbedder:
         self,
         out: NDArray[np.float32],
         batch: list[_Item],
-        response: genai_types.EmbedContentResponse,
+        answer: _Answer,
         tally: _Tally,
     ) -> None:
-        embeddings = response.embeddings or []
-        if len(embeddings) != len(batch):
+        vectors = answer.vectors
+        if len(vectors) != len(batch):
             raise ProviderError(
-                f"{self._model} returned {len(embeddings)} vectors for {len(batch)} items; "
+                f"{self._model} returned {len(vectors)} vectors for {len(batch)} items; "
                 "nothing from this call was used. This is a service fault: try again"
             )
         rows = np.empty((len(batch), self._dimensions), dtype=np.float32)
-        for row, emb in enumerate(embeddings):
-            values = emb.values or []
-            if len(values) != self._dimensions:
+        for row, values in enumerate(vectors):
+            if not isinstance(values, list) or len(values) != self._dimensions:
+                got = len(values) if isinstance(values, list) else type(values).__name__
                 raise ProviderError(
-                    f"{self._model} returned a vector of {len(values)} values for item "
+                    f"{self._model} returned a vector of {got} values for item "
                     f"{batch[row].index}, expected {self._dimensions}; nothing from this call "
                     "was used"
                 )
-            rows[row] = values
+            try:
+                rows[row] = values
+            except (TypeError, ValueError):
+                raise ProviderError(
+                    f"{self._model} returned a vector that is not numbers for item "
+                    f"{batch[row].index}; nothing from this call was used"
+                ) from None
         if not np.all(np.isfinite(rows)):
             raise ProviderError(
                 f"{self._model} returned non-finite values; nothing from this call was used"
@@ -928,21 +982,17 @@ class GeminiEmbedder:
             raise ProviderError(f"{self._model} returned an all-zero vector; try again")
         for row, item in enumerate(batch):
             out[item.index] = rows[row]
-        tally.add(self._usage_of(batch, response))
+        tally.add(self._usage_of(batch, answer))
 
-    def _usage_of(
-        self, batch: list[_Item], response: genai_types.EmbedContentResponse
-    ) -> EmbeddingUsage:
-        meta = response.usage_metadata
+    def _usage_of(self, batch: list[_Item], answer: _Answer) -> EmbeddingUsage:
         by: dict[Modality, int] = {}
         estimated = False
         total = 0
-        if meta is not None and meta.prompt_token_count is not None:
-            total = int(meta.prompt_token_count)
-            for detail in meta.prompt_tokens_details or []:
-                name = str(getattr(detail.modality, "value", detail.modality) or "TEXT")
+        if answer.prompt_tokens is not None:
+            total = answer.prompt_tokens
+            for name, n in answer.tokens_by_modality:
                 modality = _MEDIA_MODALITY.get(name, Modality.TEXT)
-                by[modality] = by.get(modality, 0) + int(detail.token_count or 0)
+                by[modality] = by.get(modality, 0) + n
             if not by:
                 by[_main_modality_of_batch(batch)] = total
         else:
@@ -959,6 +1009,73 @@ class GeminiEmbedder:
             cost_usd=cost,
             estimated=estimated,
         )
+
+    # ---------------------------------------------------------------- raw JSON path
+
+    def _request_body(
+        self, batch: list[_Item], uploaded: Mapping[str, tuple[str, str]], task: Task
+    ) -> dict[str, Any]:
+        """The ``batchEmbedContents`` body, exactly as the SDK would build it."""
+        model = f"models/{self._model}"
+        task_type = TASK_TYPES[task] if self._limits.task_style == "task_type" else None
+        requests: list[dict[str, Any]] = []
+        for item in batch:
+            parts: list[dict[str, Any]] = []
+            text_iter = iter(item.texts)
+            for part in item.parts:
+                if isinstance(part, Text):
+                    parts.append({"text": next(text_iter)})
+                elif item.upload:
+                    uri, mime = uploaded[part.sha256()]
+                    parts.append({"file_data": {"file_uri": uri, "mime_type": mime}})
+                else:
+                    data = base64.urlsafe_b64encode(part.read_bytes()).decode("ascii")
+                    parts.append({"inline_data": {"data": data, "mime_type": part.mime_type}})
+            request: dict[str, Any] = {
+                "content": {"parts": parts},
+                "outputDimensionality": self._dimensions,
+                "model": model,
+            }
+            if task_type is not None:
+                request["taskType"] = task_type
+            requests.append(request)
+        return {"requests": requests}
+
+    def _post_sync(self, body: dict[str, Any]) -> str:
+        response = self._client._api_client.request(
+            "post", f"models/{self._model}:batchEmbedContents", body, self._http_options
+        )
+        return str(response.body or "")
+
+    async def _post_async(self, body: dict[str, Any]) -> str:
+        response = await self._client._api_client.async_request(
+            "post", f"models/{self._model}:batchEmbedContents", body, self._http_options
+        )
+        return str(response.body or "")
+
+    def _parse(self, raw: str) -> _Answer:
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            raise ProviderError(
+                f"{self._model} answered with something that is not JSON "
+                f"({len(raw)} characters); try again"
+            ) from None
+        if not isinstance(data, dict):
+            raise ProviderError(f"{self._model} answered with unexpected JSON; try again")
+        embeddings = data.get("embeddings") or []
+        if not isinstance(embeddings, list):
+            embeddings = []
+        vectors = [e.get("values") if isinstance(e, dict) else None for e in embeddings]
+        usage = data.get("usageMetadata")
+        prompt_tokens: int | None = None
+        details: list[tuple[str, int]] = []
+        if isinstance(usage, dict) and isinstance(usage.get("promptTokenCount"), int):
+            prompt_tokens = int(usage["promptTokenCount"])
+            for d in usage.get("promptTokensDetails") or []:
+                if isinstance(d, dict):
+                    details.append((str(d.get("modality", "TEXT")), int(d.get("tokenCount", 0))))
+        return _Answer(vectors=vectors, prompt_tokens=prompt_tokens, tokens_by_modality=details)
 
     def _record(self, tally: _Tally) -> None:
         call = tally.total()
