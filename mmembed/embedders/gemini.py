@@ -2,8 +2,8 @@
 
 What this module guarantees, each point a trap the popular frameworks fall into:
 
-- one ``types.Content`` per item, so N items always give N vectors (a bare list of strings gives
-  ONE fused vector on gemini-embedding-2), checked on every response together with the width;
+- one content per item, so N items always give N vectors (a bare list of strings gives ONE fused
+  vector on gemini-embedding-2), checked on every response together with the width;
 - at most ``limits.max_items_per_call`` items per call, several calls in flight at once, rows in
   input order;
 - every item checked against :func:`mmembed.limits.limits_for` before anything is sent;
