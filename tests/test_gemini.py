@@ -261,3 +261,39 @@ def test_import_mmembed_does_not_import_google_genai() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="."
     )
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("model", ["gemini-embedding-2", "gemini-embedding-001"])
+def test_the_request_body_is_what_the_sdk_itself_sends(
+    server: FakeGeminiServer, model: str
+) -> None:
+    """The fast path builds the body by hand: it must stay identical to the SDK's own."""
+    from google.genai import types
+
+    image = png(seed=2)
+    items: list[Any] = ["alpha", Content(["caption", Image(image, "image/png")])]
+    if model == "gemini-embedding-001":
+        items = ["alpha", "beta"]
+    embedder = make(server, model=model)
+    embedder.embed(items, task=Task.QUERY)
+    ours = server.embed_requests[-1].body
+    contents = []
+    for item in items:
+        parts = item.parts if isinstance(item, Content) else [Text(item)]
+        sdk_parts = []
+        first = True
+        for p in parts:
+            if isinstance(p, Text):
+                text = apply_task(p.text, Task.QUERY) if first and model.endswith("-2") else p.text
+                first = False
+                sdk_parts.append(types.Part(text=text))
+            else:
+                sdk_parts.append(types.Part.from_bytes(data=image, mime_type="image/png"))
+        contents.append(types.Content(parts=sdk_parts))
+    task_type = TASK_TYPES[Task.QUERY] if model == "gemini-embedding-001" else None
+    server.client().models.embed_content(
+        model=model,
+        contents=contents,
+        config=types.EmbedContentConfig(output_dimensionality=256, task_type=task_type),
+    )
+    assert server.embed_requests[-1].body == ours
