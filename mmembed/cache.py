@@ -194,7 +194,8 @@ def embed_through_cache(
 ) -> tuple[NDArray[np.float32], int]:
     """Serve ``items`` from ``cache``, computing each distinct miss once.
 
-    Returns the rows and the number of items that were cache hits.
+    Returns the rows and the number of items that were not sent (cache hits, and repeats of an
+    item earlier in the same call).
     """
     hashes = [content_hash(item) for item in items]
     cached = cache.get_many(hashes, model=model, dimensions=dimensions, task=task)
@@ -261,14 +262,9 @@ def _assemble(
         cache.put_many(todo_hashes, fresh, model=model, dimensions=dimensions, task=task)
     by_hash = dict(zip(todo_hashes, fresh, strict=True))
     out = np.empty((len(hashes), dimensions), dtype=np.float32)
-    hits = 0
     for i, (h, vec) in enumerate(zip(hashes, cached, strict=True)):
-        if vec is not None:
-            out[i] = vec
-            hits += 1
-        else:
-            out[i] = by_hash[h]
-    return out, hits
+        out[i] = vec if vec is not None else by_hash[h]
+    return out, len(hashes) - len(todo_hashes)
 
 
 class CachedEmbedder:
@@ -282,8 +278,9 @@ class CachedEmbedder:
         cache: an :class:`EmbeddingCache`, or a path to open one at.
 
     Attributes:
-        hits: items served from the cache so far.
-        misses: items that had to be embedded so far.
+        hits: items answered without the wrapped embedder so far (from the cache, or repeats
+            within one call).
+        misses: items the wrapped embedder had to embed so far.
     """
 
     def __init__(self, embedder: Embedder, cache: EmbeddingCache | str | os.PathLike[str]) -> None:

@@ -2,8 +2,8 @@
 
 What this module guarantees, each point a trap the popular frameworks fall into:
 
-- one ``types.Content`` per item, so N items always give N vectors (a bare list of strings gives
-  ONE fused vector on gemini-embedding-2), checked on every response together with the width;
+- one content per item, so N items always give N vectors (a bare list of strings gives ONE fused
+  vector on gemini-embedding-2), checked on every response together with the width;
 - at most ``limits.max_items_per_call`` items per call, several calls in flight at once, rows in
   input order;
 - every item checked against :func:`mmembed.limits.limits_for` before anything is sent;
@@ -27,7 +27,10 @@ google-genai is imported when an embedder is created, never by ``import mmembed`
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import io
+import json
 import logging
 import math
 import os
@@ -35,7 +38,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -211,6 +215,29 @@ class _Item:
 
 
 @dataclass(slots=True)
+class _Answer:
+    """One call's reply, whichever path produced it."""
+
+    vectors: list[Any]
+    prompt_tokens: int | None
+    tokens_by_modality: list[tuple[str, int]]
+
+
+def _from_response(response: Any) -> _Answer:
+    vectors = [e.values for e in response.embeddings or []]
+    meta = response.usage_metadata
+    if meta is None or meta.prompt_token_count is None:
+        return _Answer(vectors=vectors, prompt_tokens=None, tokens_by_modality=[])
+    details = [
+        (str(getattr(d.modality, "value", d.modality) or "TEXT"), int(d.token_count or 0))
+        for d in meta.prompt_tokens_details or []
+    ]
+    return _Answer(
+        vectors=vectors, prompt_tokens=int(meta.prompt_token_count), tokens_by_modality=details
+    )
+
+
+@dataclass(slots=True)
 class _Failure:
     error: EmbeddingError
     retryable: bool
@@ -344,11 +371,24 @@ class GeminiEmbedder:
         self._redact = _Redactor([api_key or "", str(getattr(api_client, "api_key", "") or "")])
         self._vertex = bool(getattr(client, "vertexai", False))
         self._batch_size = 1 if self._vertex else batch_size
+        self._http_options = types.HttpOptions(timeout=math.ceil(self._timeout * 1000))
+        # The SDK validates every vector of a reply with pydantic, which costs more CPU than
+        # the round trip itself for 100 items; on the Developer API the body is built and the
+        # reply parsed here, through the SDK's own transport (auth, base URL, env, timeouts).
+        api_client = getattr(client, "_api_client", None)
+        self._raw = (
+            not self._vertex
+            and callable(getattr(api_client, "request", None))
+            and callable(getattr(api_client, "async_request", None))
+        )
 
         self._lock = threading.Lock()
         self._usage = EmbeddingUsage()
         self._last_usage = EmbeddingUsage()
         self._uploads: dict[str, tuple[str, str]] = {}  # sha256 -> (file uri, mime type)
+        self._guards: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, AsyncGenerator[None, None]
+        ] = weakref.WeakKeyDictionary()
 
     # ---------------------------------------------------------------- properties
 
@@ -670,17 +710,31 @@ class GeminiEmbedder:
             return out
         config = self._config(task)
         batches = self._batches(prepared)
+        failed = threading.Event()  # set when one call fails: the others stop retrying
 
         def run(batch: list[_Item]) -> None:
-            uploaded = self._upload_sync([it for it in batch if it.upload])
-            contents = [self._content(it, uploaded) for it in batch]
-            response = self._retry_sync(
-                lambda: self._client.models.embed_content(
-                    model=self._model, contents=contents, config=config
-                ),
-                len(batch),
-            )
-            self._store(out, batch, response, tally)
+            if failed.is_set():
+                return
+            try:
+                uploaded = self._upload_sync([it for it in batch if it.upload], failed)
+                if self._raw:
+                    body = self._request_body(batch, uploaded, task)
+                    raw = self._retry_sync(lambda: self._post_sync(body), len(batch), failed)
+                    answer = self._parse(raw)
+                else:
+                    contents = [self._content(it, uploaded) for it in batch]
+                    response = self._retry_sync(
+                        lambda: self._client.models.embed_content(
+                            model=self._model, contents=contents, config=config
+                        ),
+                        len(batch),
+                        failed,
+                    )
+                    answer = _from_response(response)
+                self._store(out, batch, answer, tally)
+            except BaseException:
+                failed.set()
+                raise
 
         if len(batches) == 1 or self._concurrency == 1:
             for batch in batches:
@@ -698,11 +752,14 @@ class GeminiEmbedder:
             for fut in futures:
                 fut.result()
         finally:
-            # on failure, calls not started yet are dropped rather than waited for
-            pool.shutdown(wait=False, cancel_futures=True)
+            # on failure, calls not started yet are dropped; calls in flight end at their
+            # current attempt because `failed` is set
+            pool.shutdown(wait=True, cancel_futures=True)
         return out
 
-    def _retry_sync(self, send: Callable[[], T], n_items: int) -> T:
+    def _retry_sync(
+        self, send: Callable[[], T], n_items: int, stop: threading.Event | None = None
+    ) -> T:
         start = time.monotonic()
         attempt = 0
         while True:
@@ -711,19 +768,27 @@ class GeminiEmbedder:
             except Exception as exc:
                 attempt += 1
                 delay = self._next_delay(exc, attempt, start, n_items)
-            time.sleep(delay)
+                if stop is not None and stop.wait(delay):
+                    # another call of this embed failed: its error is the one reported
+                    raise self._classify(exc).error from exc
+                if stop is None:
+                    time.sleep(delay)
 
-    def _upload_sync(self, items: list[_Item]) -> dict[str, tuple[str, str]]:
+    def _upload_sync(
+        self, items: list[_Item], stop: threading.Event | None = None
+    ) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
         for item in items:
             for part in item.parts:
                 if isinstance(part, Media):
                     sha = part.sha256()
                     if sha not in found:
-                        found[sha] = self._upload_one_sync(part, sha)
+                        found[sha] = self._upload_one_sync(part, sha, stop)
         return found
 
-    def _upload_one_sync(self, part: Media, sha: str) -> tuple[str, str]:
+    def _upload_one_sync(
+        self, part: Media, sha: str, stop: threading.Event | None = None
+    ) -> tuple[str, str]:
         with self._lock:
             known = self._uploads.get(sha)
         if known is not None:
@@ -733,6 +798,7 @@ class GeminiEmbedder:
             file = self._retry_sync(
                 lambda: self._client.files.upload(file=f, config=config),  # type: ignore[arg-type]
                 1,
+                stop,
             )
         deadline = time.monotonic() + self._file_wait
         delay = 0.2
@@ -745,7 +811,7 @@ class GeminiEmbedder:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-            file = self._retry_sync(partial(self._client.files.get, name=file.name or ""), 1)
+            file = self._retry_sync(partial(self._client.files.get, name=file.name or ""), 1, stop)
         result = self._file_ref(part, file)
         with self._lock:
             self._uploads[sha] = result
@@ -756,6 +822,7 @@ class GeminiEmbedder:
     async def _embed_async(
         self, items: list[Embeddable], task: Task, tally: _Tally
     ) -> NDArray[np.float32]:
+        await self._guard_loop()
         # probing durations and page counts reads files: keep it off the event loop
         prepared = await asyncio.to_thread(self._prepare, items, task)
         out = np.empty((len(items), self._dimensions), dtype=np.float32)
@@ -768,16 +835,23 @@ class GeminiEmbedder:
         async def run(batch: list[_Item]) -> None:
             async with gate:
                 uploaded = await self._upload_async([it for it in batch if it.upload])
-                contents = await asyncio.to_thread(
-                    lambda: [self._content(it, uploaded) for it in batch]
-                )
-                response = await self._retry_async(
-                    lambda: self._client.aio.models.embed_content(
-                        model=self._model, contents=contents, config=config
-                    ),
-                    len(batch),
-                )
-                self._store(out, batch, response, tally)
+                if self._raw:
+                    # reading media files and base64 belong off the event loop
+                    body = await asyncio.to_thread(self._request_body, batch, uploaded, task)
+                    raw = await self._retry_async(lambda: self._post_async(body), len(batch))
+                    answer = self._parse(raw)
+                else:
+                    contents = await asyncio.to_thread(
+                        lambda: [self._content(it, uploaded) for it in batch]
+                    )
+                    response = await self._retry_async(
+                        lambda: self._client.aio.models.embed_content(
+                            model=self._model, contents=contents, config=config
+                        ),
+                        len(batch),
+                    )
+                    answer = _from_response(response)
+                self._store(out, batch, answer, tally)
 
         tasks = [asyncio.ensure_future(run(b)) for b in batches]
         try:
@@ -788,6 +862,23 @@ class GeminiEmbedder:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return out
+
+    async def _guard_loop(self) -> None:
+        """Close this loop's connection pool when the loop shuts down.
+
+        The SDK keeps one async connection pool per event loop and never closes the pool of a
+        loop that has finished, so every ``asyncio.run(embedder.aembed(...))`` would leave open
+        sockets behind. An async generator started in the loop is finalised by
+        ``loop.shutdown_asyncgens()`` (which ``asyncio.run`` calls), and its ``finally`` closes
+        that loop's pool while the loop can still run it.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if loop in self._guards:
+                return
+            guard = _close_pool_at_shutdown(self._client)
+            self._guards[loop] = guard
+        await guard.__anext__()
 
     async def _retry_async(self, send: Callable[[], Awaitable[T]], n_items: int) -> T:
         start = time.monotonic()
@@ -857,25 +948,31 @@ class GeminiEmbedder:
         self,
         out: NDArray[np.float32],
         batch: list[_Item],
-        response: genai_types.EmbedContentResponse,
+        answer: _Answer,
         tally: _Tally,
     ) -> None:
-        embeddings = response.embeddings or []
-        if len(embeddings) != len(batch):
+        vectors = answer.vectors
+        if len(vectors) != len(batch):
             raise ProviderError(
-                f"{self._model} returned {len(embeddings)} vectors for {len(batch)} items; "
+                f"{self._model} returned {len(vectors)} vectors for {len(batch)} items; "
                 "nothing from this call was used. This is a service fault: try again"
             )
         rows = np.empty((len(batch), self._dimensions), dtype=np.float32)
-        for row, emb in enumerate(embeddings):
-            values = emb.values or []
-            if len(values) != self._dimensions:
+        for row, values in enumerate(vectors):
+            if not isinstance(values, list) or len(values) != self._dimensions:
+                got = len(values) if isinstance(values, list) else type(values).__name__
                 raise ProviderError(
-                    f"{self._model} returned a vector of {len(values)} values for item "
+                    f"{self._model} returned a vector of {got} values for item "
                     f"{batch[row].index}, expected {self._dimensions}; nothing from this call "
                     "was used"
                 )
-            rows[row] = values
+            try:
+                rows[row] = values
+            except (TypeError, ValueError):
+                raise ProviderError(
+                    f"{self._model} returned a vector that is not numbers for item "
+                    f"{batch[row].index}; nothing from this call was used"
+                ) from None
         if not np.all(np.isfinite(rows)):
             raise ProviderError(
                 f"{self._model} returned non-finite values; nothing from this call was used"
@@ -885,21 +982,17 @@ class GeminiEmbedder:
             raise ProviderError(f"{self._model} returned an all-zero vector; try again")
         for row, item in enumerate(batch):
             out[item.index] = rows[row]
-        tally.add(self._usage_of(batch, response))
+        tally.add(self._usage_of(batch, answer))
 
-    def _usage_of(
-        self, batch: list[_Item], response: genai_types.EmbedContentResponse
-    ) -> EmbeddingUsage:
-        meta = response.usage_metadata
+    def _usage_of(self, batch: list[_Item], answer: _Answer) -> EmbeddingUsage:
         by: dict[Modality, int] = {}
         estimated = False
         total = 0
-        if meta is not None and meta.prompt_token_count is not None:
-            total = int(meta.prompt_token_count)
-            for detail in meta.prompt_tokens_details or []:
-                name = str(getattr(detail.modality, "value", detail.modality) or "TEXT")
+        if answer.prompt_tokens is not None:
+            total = answer.prompt_tokens
+            for name, n in answer.tokens_by_modality:
                 modality = _MEDIA_MODALITY.get(name, Modality.TEXT)
-                by[modality] = by.get(modality, 0) + int(detail.token_count or 0)
+                by[modality] = by.get(modality, 0) + n
             if not by:
                 by[_main_modality_of_batch(batch)] = total
         else:
@@ -916,6 +1009,73 @@ class GeminiEmbedder:
             cost_usd=cost,
             estimated=estimated,
         )
+
+    # ---------------------------------------------------------------- raw JSON path
+
+    def _request_body(
+        self, batch: list[_Item], uploaded: Mapping[str, tuple[str, str]], task: Task
+    ) -> dict[str, Any]:
+        """The ``batchEmbedContents`` body, exactly as the SDK would build it."""
+        model = f"models/{self._model}"
+        task_type = TASK_TYPES[task] if self._limits.task_style == "task_type" else None
+        requests: list[dict[str, Any]] = []
+        for item in batch:
+            parts: list[dict[str, Any]] = []
+            text_iter = iter(item.texts)
+            for part in item.parts:
+                if isinstance(part, Text):
+                    parts.append({"text": next(text_iter)})
+                elif item.upload:
+                    uri, mime = uploaded[part.sha256()]
+                    parts.append({"file_data": {"file_uri": uri, "mime_type": mime}})
+                else:
+                    data = base64.urlsafe_b64encode(part.read_bytes()).decode("ascii")
+                    parts.append({"inline_data": {"data": data, "mime_type": part.mime_type}})
+            request: dict[str, Any] = {
+                "content": {"parts": parts},
+                "outputDimensionality": self._dimensions,
+                "model": model,
+            }
+            if task_type is not None:
+                request["taskType"] = task_type
+            requests.append(request)
+        return {"requests": requests}
+
+    def _post_sync(self, body: dict[str, Any]) -> str:
+        response = self._client._api_client.request(
+            "post", f"models/{self._model}:batchEmbedContents", body, self._http_options
+        )
+        return str(response.body or "")
+
+    async def _post_async(self, body: dict[str, Any]) -> str:
+        response = await self._client._api_client.async_request(
+            "post", f"models/{self._model}:batchEmbedContents", body, self._http_options
+        )
+        return str(response.body or "")
+
+    def _parse(self, raw: str) -> _Answer:
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            raise ProviderError(
+                f"{self._model} answered with something that is not JSON "
+                f"({len(raw)} characters); try again"
+            ) from None
+        if not isinstance(data, dict):
+            raise ProviderError(f"{self._model} answered with unexpected JSON; try again")
+        embeddings = data.get("embeddings") or []
+        if not isinstance(embeddings, list):
+            embeddings = []
+        vectors = [e.get("values") if isinstance(e, dict) else None for e in embeddings]
+        usage = data.get("usageMetadata")
+        prompt_tokens: int | None = None
+        details: list[tuple[str, int]] = []
+        if isinstance(usage, dict) and isinstance(usage.get("promptTokenCount"), int):
+            prompt_tokens = int(usage["promptTokenCount"])
+            for d in usage.get("promptTokensDetails") or []:
+                if isinstance(d, dict):
+                    details.append((str(d.get("modality", "TEXT")), int(d.get("tokenCount", 0))))
+        return _Answer(vectors=vectors, prompt_tokens=prompt_tokens, tokens_by_modality=details)
 
     def _record(self, tally: _Tally) -> None:
         call = tally.total()
@@ -959,8 +1119,7 @@ class GeminiEmbedder:
                 retryable=True,
             ) from exc
         logger.warning(
-            "gemini %s: %s on a call of %d items; retry %d of %d in %.2f s",
-            self._model,
+            "%s on a call of %d items; retry %d of %d in %.2f s",
             failure.error,
             n_items,
             attempt,
@@ -1061,6 +1220,31 @@ class GeminiEmbedder:
             False,
             None,
         )
+
+
+async def _close_pool_at_shutdown(client: Any) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        # private SDK structure (google-genai 3.x): an aiohttp session per loop when aiohttp is
+        # installed, otherwise per-loop inner httpx clients
+        loop = asyncio.get_running_loop()
+        api = getattr(client, "_api_client", None)
+        sessions = getattr(api, "_aiohttp_sessions", None)
+        if isinstance(sessions, dict):
+            session = sessions.pop(loop, None)
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    await session.close()
+        outer = getattr(api, "_async_httpx_client", None)
+        pools = getattr(outer, "_loop_clients", None)
+        lock = getattr(outer, "_loop_clients_lock", None)
+        if isinstance(pools, dict) and lock is not None:
+            with lock:
+                inner = pools.pop(loop, None)
+            if inner is not None:
+                with contextlib.suppress(Exception):
+                    await inner.aclose()
 
 
 class _Tally:

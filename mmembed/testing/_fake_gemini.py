@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -18,7 +19,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType, TracebackType
@@ -72,6 +73,8 @@ _TOKENS_PER_IMAGE = 258
 _TOKENS_PER_AUDIO_SECOND = 32
 _TOKENS_PER_VIDEO_FRAME = 258
 _TOKENS_PER_PDF_PAGE = 258
+# rendered vectors kept for repeated content (a benchmark re-sends the same texts)
+_RENDER_CACHE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +124,14 @@ class RecordedRequest:
 
 @dataclass(slots=True)
 class _Fault:
-    kind: Literal["error", "drop", "slow"]
+    kind: Literal["error", "drop", "slow", "tamper"]
     remaining: int
     status: int = 503
     retry_delay: float | None = None
     message: str | None = None
     seconds: float = 0.0
+    tamper: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    quota_id: str = "EmbedContentRequestsPerMinutePerProjectPerModel"
 
 
 @dataclass(slots=True)
@@ -223,6 +228,9 @@ class FakeGeminiServer:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._clients: list[Any] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._rendered: dict[tuple[Any, ...], _Values] = {}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -235,7 +243,10 @@ class FakeGeminiServer:
         httpd.daemon_threads = True
         self._httpd = httpd
         self._thread = threading.Thread(
-            target=httpd.serve_forever, name="fake-gemini-server", daemon=True
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-gemini-server",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -247,6 +258,10 @@ class FakeGeminiServer:
             return
         httpd.shutdown()
         httpd.server_close()
+        clients, self._clients = self._clients, []
+        for made in clients:  # their pooled sockets point at a server that is gone
+            with contextlib.suppress(Exception):
+                made.close()
         with self._lock:
             conns = list(self._connections)
             self._connections.clear()
@@ -323,6 +338,7 @@ class FakeGeminiServer:
         with self._lock:
             self._requests.clear()
             self._faults.clear()
+            self._max_in_flight = self._in_flight
 
     # ---------------------------------------------------------------- faults
 
@@ -333,6 +349,7 @@ class FakeGeminiServer:
         status: int = 503,
         retry_delay: float | None = None,
         message: str | None = None,
+        quota_id: str | None = None,
     ) -> None:
         """Answer the next ``count`` embedding calls with an HTTP error.
 
@@ -340,8 +357,13 @@ class FakeGeminiServer:
             status: the HTTP status (429, 500, 503...).
             retry_delay: seconds put in a ``google.rpc.RetryInfo`` detail, as Google does on 429.
             message: the error message; Google's usual one for the status by default.
+            quota_id: on 429, the ``quotaId`` of the ``google.rpc.QuotaFailure`` detail (a
+                per-minute quota by default; ``"...PerDay..."`` for a daily one).
         """
-        self._queue(_Fault("error", count, status=status, retry_delay=retry_delay, message=message))
+        fault = _Fault("error", count, status=status, retry_delay=retry_delay, message=message)
+        if quota_id is not None:
+            fault.quota_id = quota_id
+        self._queue(fault)
 
     def rate_limit_next(self, count: int = 1, *, retry_delay: float | None = 1.0) -> None:
         """Answer the next ``count`` embedding calls with 429 RESOURCE_EXHAUSTED."""
@@ -354,6 +376,34 @@ class FakeGeminiServer:
     def slow_next(self, count: int = 1, *, seconds: float) -> None:
         """Delay the next ``count`` embedding calls by ``seconds`` (to trip client timeouts)."""
         self._queue(_Fault("slow", count, seconds=seconds))
+
+    def tamper_next(
+        self, count: int = 1, *, transform: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        """Pass the next ``count`` successful embedding answers through ``transform``.
+
+        For testing how a client copes with a malformed reply: fewer vectors than asked, the
+        wrong width, vectors that are not unit length...
+
+        >>> server = FakeGeminiServer()
+        >>> server.tamper_next(transform=lambda answer: {"embeddings": []})
+        """
+        self._queue(_Fault("tamper", count, tamper=transform))
+
+    @property
+    def max_concurrent(self) -> int:
+        """The most embedding calls that were being served at the same moment."""
+        with self._lock:
+            return self._max_in_flight
+
+    def _enter_call(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _leave_call(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _queue(self, fault: _Fault) -> None:
         if fault.remaining < 1:
@@ -400,7 +450,7 @@ class FakeGeminiServer:
                     f"{limits.max_items_per_call} requests can be in one batch",
                 )
         inline_total = 0
-        vectors: list[list[float]] = []
+        vectors: list[_Values] = []
         usage: dict[str, int] = {}
         for j, req in enumerate(requests):
             where = "" if method == "embedContent" else f"requests[{j}]."
@@ -431,7 +481,7 @@ class FakeGeminiServer:
 
     def _one(
         self, limits: ModelLimits, req: Any, where: str
-    ) -> tuple[list[float], int, dict[str, int]]:
+    ) -> tuple[_Values, int, dict[str, int]]:
         if not isinstance(req, dict) or not isinstance(req.get("content"), dict):
             raise _ApiError(400, f"* {where}content: required field is missing")
         config = req.get("embedContentConfig") or req.get("embed_content_config") or {}
@@ -516,8 +566,15 @@ class FakeGeminiServer:
                 f"The input token count ({text_tokens}) exceeds the maximum number of tokens "
                 f"allowed ({limits.max_tokens}).",
             )
-        vec = fake_vector(texts, blobs, dims)
-        return vec.tolist(), inline, tokens
+        key = (tuple(texts), tuple(hashlib.sha256(b).digest() for b in blobs), dims)
+        values = self._rendered.get(key)
+        if values is None:
+            # rendering floats as JSON is the slow part of an answer: do it once per content
+            values = _Values(json.dumps(fake_vector(texts, blobs, dims).tolist()))
+            if len(self._rendered) >= _RENDER_CACHE:
+                self._rendered.clear()
+            self._rendered[key] = values
+        return values, inline, tokens
 
     def _media_tokens(
         self, limits: ModelLimits, modality: Modality, mime: str, data: bytes, here: str
@@ -751,13 +808,19 @@ class _Handler(BaseHTTPRequestHandler):
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 delay = fake.latency + (fault.seconds if fault and fault.kind == "slow" else 0)
-                if delay > 0:
-                    time.sleep(delay)
-                if fault is not None and fault.kind == "error":
-                    raise _fault_error(fault)
-                fake._check_key(headers, query)
-                assert model is not None
-                answer = fake._embed(model, endpoint, body)
+                fake._enter_call()
+                try:
+                    if delay > 0:
+                        time.sleep(delay)
+                    if fault is not None and fault.kind == "error":
+                        raise _fault_error(fault)
+                    fake._check_key(headers, query)
+                    assert model is not None
+                    answer = fake._embed(model, endpoint, body)
+                    if fault is not None and fault.tamper is not None:
+                        answer = fault.tamper(_plain(answer))
+                finally:
+                    fake._leave_call()
             elif (m := _UPLOAD_START.match(path)) and method == "POST":
                 fake._check_key(headers, query)
                 session, _ = fake._start_upload(headers, body, m.group("version"))
@@ -824,7 +887,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _send(self, status: int, answer: Any, extra: Mapping[str, str]) -> None:
-        payload = json.dumps(answer, separators=(",", ":")).encode()
+        payload = _encode(answer).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -837,6 +900,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client gave up (its timeout); nothing to do
 
 
+class _Values:
+    """A vector already rendered as a JSON array."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, text: str) -> None:
+        self.json = text
+
+
+def _plain(answer: Any) -> Any:
+    """The answer with rendered vectors turned back into lists (for ``tamper_next``)."""
+    if isinstance(answer, _Values):
+        return json.loads(answer.json)
+    if isinstance(answer, dict):
+        return {k: _plain(v) for k, v in answer.items()}
+    if isinstance(answer, list):
+        return [_plain(v) for v in answer]
+    return answer
+
+
+def _encode(answer: Any) -> str:
+    """JSON text of an answer, splicing in pre-rendered vectors."""
+    if isinstance(answer, dict):
+        items = [f"{json.dumps(k)}:{_encode(v)}" for k, v in answer.items()]
+        return "{" + ",".join(items) + "}"
+    if isinstance(answer, list):
+        return "[" + ",".join(_encode(v) for v in answer) + "]"
+    if isinstance(answer, _Values):
+        return answer.json
+    return json.dumps(answer, separators=(",", ":"))
+
+
 def _fault_error(fault: _Fault) -> _ApiError:
     details: list[dict[str, Any]] = []
     if fault.status == 429:
@@ -846,7 +941,7 @@ def _fault_error(fault: _Fault) -> _ApiError:
                 "violations": [
                     {
                         "quotaMetric": "generativelanguage.googleapis.com/embed_content_requests",
-                        "quotaId": "EmbedContentRequestsPerMinutePerProjectPerModel",
+                        "quotaId": fault.quota_id,
                     }
                 ],
             }

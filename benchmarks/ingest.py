@@ -1,0 +1,164 @@
+"""Ingest throughput: many short texts through GeminiEmbedder against FakeGeminiServer.
+
+Every call to the fake server waits ``--latency`` seconds, like a round trip to Google. With at
+most 100 items per call and ``--concurrency`` calls in flight, no client can finish faster than
+
+    floor = ceil(N / 100) / concurrency × latency
+
+The script prints mmembed's wall time (sync and async) next to that floor, and next to
+LangChain's ``GoogleGenerativeAIEmbeddings.embed_documents`` on the same server in the same run
+(skipped with a note when langchain-google-genai is not installed; it is not an mmembed
+dependency). Targets: mmembed ≤ 1.2× the floor and ≥ 5× faster than LangChain.
+
+The server runs in a child process so its JSON work does not compete with the client for the
+GIL, as a real remote server would not.
+
+    python benchmarks/ingest.py            # 10,000 texts, 50 ms per call, 3 repeats
+    python benchmarks/ingest.py --quick    # 1,000 texts, 1 repeat: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+MODEL = "gemini-embedding-2"
+
+
+def _serve(conn: Connection, latency: float) -> None:
+    from mmembed.testing import FakeGeminiServer
+
+    with FakeGeminiServer(latency=latency) as server:
+        conn.send(server.base_url)
+        conn.recv()  # block until the parent says stop
+        conn.send(len(server.embed_requests))
+
+
+def _texts(n: int) -> list[str]:
+    topics = ["cells", "energy", "poetry", "rivers", "markets", "engines", "music", "stars"]
+    return [
+        f"note {i}: a short remark about {topics[i % len(topics)]} number {i}" for i in range(n)
+    ]
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    times: list[float] = []
+    result: Any = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="texts to embed")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per call")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[2, 4, 8], help="mmembed calls in flight"
+    )
+    parser.add_argument("--dimensions", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1,000 texts, one repeat")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.repeats = 1_000, 1
+
+    from google import genai
+    from google.genai import types
+
+    from mmembed.embedders import GeminiEmbedder
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child, args.latency), daemon=True)
+    proc.start()
+    try:
+        base_url = parent.recv()
+        texts = _texts(args.n)
+        client = genai.Client(
+            api_key="bench-key", http_options=types.HttpOptions(base_url=base_url)
+        )
+        rows: list[tuple[str, float | None, float, str]] = []
+        best: float | None = None
+        for concurrency in args.concurrency:
+            embedder = GeminiEmbedder(
+                MODEL, dimensions=args.dimensions, client=client, concurrency=concurrency
+            )
+            embedder.embed(texts)  # warm: connections open, the server has rendered every vector
+            calls = math.ceil(args.n / embedder.limits.max_items_per_call)
+            floor = calls / concurrency * args.latency
+            sync_s, sync_out = _time(partial(embedder.embed, texts), args.repeats)
+            async_s, async_out = _time(
+                lambda e=embedder: asyncio.run(e.aembed(texts)), args.repeats
+            )
+            assert sync_out.shape == async_out.shape == (args.n, args.dimensions)
+            rows.append((f"floor, concurrency {concurrency}", floor, floor, str(args.n)))
+            rows.append(
+                (f"mmembed embed, concurrency {concurrency}", sync_s, floor, str(len(sync_out)))
+            )
+            rows.append(
+                (f"mmembed aembed, concurrency {concurrency}", async_s, floor, str(len(async_out)))
+            )
+            best = min(x for x in (best, sync_s, async_s) if x is not None)
+        lc_s: float | None = None
+        note = ""
+        try:
+            from langchain_google_genai import GoogleGenerativeAIEmbeddings
+        except ImportError:
+            note = (
+                "LangChain column skipped: pip install langchain-google-genai to compare "
+                "(it is not an mmembed dependency)"
+            )
+        else:
+            lc = GoogleGenerativeAIEmbeddings(
+                model=MODEL,
+                google_api_key="bench-key",  # type: ignore[arg-type]
+                base_url=base_url,
+                output_dimensionality=args.dimensions,
+            )
+            lc.embed_documents(texts)  # the same warm-up mmembed got
+            lc_s, lc_out = _time(lambda: lc.embed_documents(texts), args.repeats)
+            lc_floor = math.ceil(args.n / 100) * args.latency  # it sends one call at a time
+            name = "LangChain GoogleGenerativeAIEmbeddings.embed_documents"
+            rows.append((name, lc_s, lc_floor, str(len(lc_out))))
+    finally:
+        parent.send("stop")
+        served = parent.recv() if parent.poll(10) else None
+        proc.join(timeout=10)
+
+    print(
+        f"\nIngest: {args.n:,} short texts, {args.dimensions} dimensions, "
+        f"{args.latency * 1000:.0f} ms per call, median of {args.repeats} "
+        f"(server calls in total: {served})\n"
+    )
+    print("| run | wall time (s) | × its floor | vectors returned |")
+    print("|---|---:|---:|---:|")
+    for name, seconds, floor_s, vectors in rows:
+        shown = f"{seconds:.3f}" if seconds is not None else "—"
+        ratio = f"{seconds / floor_s:.2f}" if seconds is not None else "—"
+        print(f"| {name} | {shown} | {ratio} | {vectors} |")
+    print()
+    print("targets: mmembed ≤ 1.2× the floor; ≥ 5× faster than LangChain")
+    if lc_s is not None and best is not None:
+        print(f"LangChain / fastest mmembed: {lc_s / best:.1f}×")
+    if note:
+        print(note)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
