@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from mmembed.content import Embeddable, Modality, Task, content_hash
 from mmembed.errors import CorruptStoreError, StoreError
+from mmembed.limits import ModelLimits
 from mmembed.protocols import Embedder
 
 __all__ = ["CachedEmbedder", "EmbeddingCache"]
@@ -313,6 +314,12 @@ class CachedEmbedder:
     def modalities(self) -> frozenset[Modality]:
         """The wrapped embedder's modalities."""
         return self._embedder.modalities
+
+    @property
+    def limits(self) -> ModelLimits | None:
+        """The wrapped embedder's model limits, when it knows them (chunkers size from these)."""
+        limits = getattr(self._embedder, "limits", None)
+        return limits if isinstance(limits, ModelLimits) else None
 
     def embed(
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT

@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from mmembed.content import Embeddable, Modality, Task
 from mmembed.errors import ConfigurationError
+from mmembed.limits import ModelLimits
 from mmembed.protocols import Embedder
 
 __all__ = ["Matryoshka", "normalize", "truncate"]
@@ -122,6 +123,12 @@ class Matryoshka:
     def modalities(self) -> frozenset[Modality]:
         """The wrapped embedder's modalities."""
         return self._embedder.modalities
+
+    @property
+    def limits(self) -> ModelLimits | None:
+        """The wrapped embedder's model limits, when it knows them (chunkers size from these)."""
+        limits = getattr(self._embedder, "limits", None)
+        return limits if isinstance(limits, ModelLimits) else None
 
     def embed(
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT

@@ -88,3 +88,16 @@ def test_wrapper_truncates_and_passes_task_through() -> None:
 def test_wrapper_refuses_a_size_above_the_base() -> None:
     with pytest.raises(ConfigurationError, match="<= 64"):
         Matryoshka(FakeEmbedder(dimensions=64), 65)
+
+
+def test_wrapper_passes_the_model_limits_through() -> None:
+    from mmembed.cache import CachedEmbedder, EmbeddingCache
+    from mmembed.embedders.gemini import GeminiEmbedder
+    from mmembed.limits import limits_for
+
+    gemini = GeminiEmbedder(dimensions=768, api_key="unused-key")
+    assert Matryoshka(gemini, 256).limits is gemini.limits
+    assert gemini.limits == limits_for("gemini-embedding-2")
+    assert Matryoshka(FakeEmbedder(dimensions=8), 4).limits is None
+    cached = CachedEmbedder(Matryoshka(gemini, 256), EmbeddingCache(":memory:"))
+    assert cached.limits is gemini.limits
