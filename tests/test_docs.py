@@ -49,21 +49,31 @@ def _pages_with_their_own_test() -> set[str]:
     return own
 
 
-def _doc_blocks() -> list[tuple[str, str]]:
-    out = []
+def _pages() -> list[Path]:
     own = _pages_with_their_own_test()
-    for page in sorted((ROOT / "docs").glob("*.md")):
-        if page.name in own:
-            continue
-        for i, block in enumerate(_BLOCK.findall(page.read_text(encoding="utf-8"))):
-            out.append((f"{page.name}[{i}]", block))
-    return out
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [p for p in pages if p.name not in own and _BLOCK.search(p.read_text("utf-8"))]
 
 
-@pytest.mark.parametrize(("where", "code"), _doc_blocks(), ids=[w for w, _ in _doc_blocks()])
+@pytest.mark.parametrize("page", _pages(), ids=lambda p: p.name)
 def test_docs_python_blocks_run(
-    where: str, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every ```python block in docs/ runs (blocks meant for a real key use ```py instead)."""
+    """Every ```python block of a page runs, in order, in one namespace.
+
+    The blocks run in an empty directory holding a few small images, against a running
+    FakeGeminiServer that the SDK's environment points at (and that a block may call
+    ``server``). Blocks meant only to be read (signatures, a real key) use ```py instead.
+    """
+    from mmembed.testing import FakeGeminiServer
+    from tests.media import image_bytes
+
+    for name in ("bike.png", "slide.png", "diagram.png", "photo.png"):
+        (tmp_path / name).write_bytes(image_bytes("PNG", seed=len(name)))
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, where, "exec"), {"__name__": "__docs__"})
+    with FakeGeminiServer() as server:
+        for key, value in server.env(api_key="docs-example-key").items():
+            monkeypatch.setenv(key, value)
+        namespace: dict[str, object] = {"__name__": "__docs__", "server": server}
+        for i, block in enumerate(_BLOCK.findall(page.read_text(encoding="utf-8"))):
+            exec(compile(block, f"{page.name} block {i}", "exec"), namespace)
