@@ -69,9 +69,11 @@ def timed_together(
     fns: dict[str, Callable[[int], Any]], reps: int, budget: float = 60.0
 ) -> dict[str, tuple[float, float]]:
     """Like :func:`timed` for several paths, run in turns so that each sees the same machine
-    load: on a shared machine their ratios are then far steadier. The order rotates every round
-    (A, B, C, then B, C, A, ...) because a path slows the one after it: FAISS's OpenMP threads
-    keep spinning for a while after a call, on the cores the next path's BLAS wants."""
+    load: on a shared machine their ratios are then far steadier. Each round runs the paths in
+    a fresh random order, because a path slows the one after it: FAISS's OpenMP threads keep
+    spinning for a while after a call, on the cores the next path's BLAS wants (a numpy GEMV
+    right after ``faiss.knn`` measured ~40 % slower), so a fixed order would always charge that
+    to the same path."""
     start = time.perf_counter()
     for fn in fns.values():
         fn(reps)  # warm-up
@@ -79,9 +81,10 @@ def timed_together(
     reps = max(1, min(reps, int(budget / max(warm, 1e-9))))
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
+    shuffle = np.random.default_rng(0)
     for i in range(reps):
-        for j in range(len(names)):
-            name = names[(i + j) % len(names)]
+        for j in shuffle.permutation(len(names)).tolist():
+            name = names[j]
             fn = fns[name]
             begin = time.perf_counter()
             fn(i)
