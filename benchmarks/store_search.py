@@ -68,16 +68,24 @@ def timed(fn: Callable[[int], Any], reps: int, budget: float = 20.0) -> tuple[fl
 def timed_together(
     fns: dict[str, Callable[[int], Any]], reps: int, budget: float = 60.0
 ) -> dict[str, tuple[float, float]]:
-    """Like :func:`timed` for several paths, run in turns (A, B, C, A, B, C, ...) so that each
-    sees the same machine load: on a shared machine their ratios are then far steadier."""
+    """Like :func:`timed` for several paths, run in turns so that each sees the same machine
+    load: on a shared machine their ratios are then far steadier. Each round runs the paths in
+    a fresh random order, because a path slows the one after it: FAISS's OpenMP threads keep
+    spinning for a while after a call, on the cores the next path's BLAS wants (a numpy GEMV
+    right after ``faiss.knn`` measured ~40 % slower), so a fixed order would always charge that
+    to the same path."""
     start = time.perf_counter()
     for fn in fns.values():
         fn(reps)  # warm-up
     warm = time.perf_counter() - start
     reps = max(1, min(reps, int(budget / max(warm, 1e-9))))
     times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    shuffle = np.random.default_rng(0)
     for i in range(reps):
-        for name, fn in fns.items():
+        for j in shuffle.permutation(len(names)).tolist():
+            name = names[j]
+            fn = fns[name]
             begin = time.perf_counter()
             fn(i)
             times[name].append(time.perf_counter() - begin)
@@ -145,17 +153,22 @@ def numpy_single_2t(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def gemm_heap_batch(matrix: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
-    """numpy GEMM over 65536-row blocks, FAISS heaps for the top-k (FaissStore's kernel)."""
-    nq = queries.shape[0]
+    """numpy GEMM into one reused 64 MB score block, FAISS heaps for the top-k (FaissStore's
+    kernel, written out plainly)."""
+    nq, n = queries.shape[0], matrix.shape[0]
     scores = np.empty((nq, k), dtype=np.float32)
     labels = np.empty((nq, k), dtype=np.int64)
     heaps = faiss.float_minheap_array_t()
     heaps.k, heaps.nh = k, nq
     heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(labels)
     heaps.heapify()
-    for start in range(0, matrix.shape[0], 65536):
-        block = queries @ matrix[start : start + 65536].T
-        heaps.addn(block.shape[1], faiss.swig_ptr(block), start, 0, nq)
+    rows = max(1024, (1 << 24) // nq)
+    buffer = np.empty(nq * min(n, rows), dtype=np.float32)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        block = buffer[: nq * (stop - start)].reshape(nq, stop - start)
+        np.matmul(queries, matrix[start:stop].T, out=block)
+        heaps.addn(stop - start, faiss.swig_ptr(block), start, 0, nq)
     heaps.reorder()
     return labels
 

@@ -32,8 +32,10 @@ _LABELS_FILE = "labels.npy"
 # rebuild an approximate index once this share of its entries are deleted or replaced
 _DEAD_SHARE = 0.5
 
-# scores per GEMM block in batch search (~256 MB): large enough for full BLAS speed
-_BLOCK_VALUES = 1 << 26
+# scores per GEMM block in batch search (64 MB): large enough for full BLAS speed, small enough
+# that the heaps read the block back while much of it is still in cache (measured ~20 % faster
+# than 256 MB blocks for the 256-d funnel pass)
+_BLOCK_VALUES = 1 << 24
 
 _faiss_module: ModuleType | None = None
 
@@ -75,10 +77,12 @@ def _faiss_knn(
     heaps.heapify()
     query = np.ascontiguousarray(queries, dtype=np.float32)
     rows = max(1024, _BLOCK_VALUES // max(nq, 1))
-    block = np.empty((nq, min(n, rows)), dtype=np.float32)
+    # one buffer for every block: the short last block is its contiguous head, not a fresh
+    # allocation (first-touch page faults cost more than the GEMM of a small block)
+    buffer = np.empty(nq * min(n, rows), dtype=np.float32)
     for start in range(0, n, rows):
         stop = min(n, start + rows)
-        out = block if stop - start == block.shape[1] else np.empty((nq, stop - start), np.float32)
+        out = buffer[: nq * (stop - start)].reshape(nq, stop - start)
         np.matmul(query, matrix[start:stop].T, out=out)
         heaps.addn(stop - start, faiss.swig_ptr(out), start, 0, nq)
     heaps.reorder()
