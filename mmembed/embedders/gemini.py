@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -1055,7 +1056,7 @@ class GeminiEmbedder:
 
     def _parse(self, raw: str) -> _Answer:
         try:
-            data = json.loads(raw) if raw else {}
+            data = _json_loads()(raw) if raw else {}
         except ValueError:
             raise ProviderError(
                 f"{self._model} answered with something that is not JSON "
@@ -1303,6 +1304,21 @@ def _make_client(genai: Any, types: Any, *, api_key: str | None, vertexai: bool 
             f"cannot create the Gemini client ({type(exc).__name__}: {redact(str(exc))}); "
             "check your credentials"
         ) from None
+
+
+@functools.cache
+def _json_loads() -> Callable[[str], Any]:
+    """The JSON reader for replies: orjson when it is installed, else the standard library.
+
+    Reading the reply's float arrays is most of the client's work per call; orjson reads them
+    about four times faster than ``json`` (``pip install "mmembed[fast]"``). Both reject a reply
+    that is not JSON with a ``ValueError``.
+    """
+    try:
+        import orjson
+    except ImportError:
+        return json.loads
+    return orjson.loads
 
 
 def _is_str(value: object) -> bool:

@@ -130,7 +130,7 @@ class _Fault:
     retry_delay: float | None = None
     message: str | None = None
     seconds: float = 0.0
-    tamper: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    tamper: Callable[[dict[str, Any]], dict[str, Any] | str] | None = None
     quota_id: str = "EmbedContentRequestsPerMinutePerProjectPerModel"
 
 
@@ -378,12 +378,13 @@ class FakeGeminiServer:
         self._queue(_Fault("slow", count, seconds=seconds))
 
     def tamper_next(
-        self, count: int = 1, *, transform: Callable[[dict[str, Any]], dict[str, Any]]
+        self, count: int = 1, *, transform: Callable[[dict[str, Any]], dict[str, Any] | str]
     ) -> None:
         """Pass the next ``count`` successful embedding answers through ``transform``.
 
         For testing how a client copes with a malformed reply: fewer vectors than asked, the
-        wrong width, vectors that are not unit length...
+        wrong width, vectors that are not unit length... A ``str`` returned by ``transform`` is
+        sent as the body verbatim, so a reply can also be broken or unusual JSON text.
 
         >>> server = FakeGeminiServer()
         >>> server.tamper_next(transform=lambda answer: {"embeddings": []})
@@ -569,8 +570,11 @@ class FakeGeminiServer:
         key = (tuple(texts), tuple(hashlib.sha256(b).digest() for b in blobs), dims)
         values = self._rendered.get(key)
         if values is None:
-            # rendering floats as JSON is the slow part of an answer: do it once per content
-            values = _Values(json.dumps(fake_vector(texts, blobs, dims).tolist()))
+            # rendering floats as JSON is the slow part of an answer: do it once per content.
+            # The shortest float32 form ("0.012773247") is what Google sends, half the length of
+            # a float64 repr, and reads back to exactly the same float32
+            vector = fake_vector(texts, blobs, dims)
+            values = _Values("[" + ",".join(vector.astype(str).tolist()) + "]")
             if len(self._rendered) >= _RENDER_CACHE:
                 self._rendered.clear()
             self._rendered[key] = values
@@ -819,6 +823,8 @@ class _Handler(BaseHTTPRequestHandler):
                     answer = fake._embed(model, endpoint, body)
                     if fault is not None and fault.tamper is not None:
                         answer = fault.tamper(_plain(answer))
+                        if isinstance(answer, str):
+                            answer = _Values(answer)  # sent verbatim: malformed JSON on purpose
                 finally:
                     fake._leave_call()
             elif (m := _UPLOAD_START.match(path)) and method == "POST":
