@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-SENTINEL_KEY = "AIzaSyD-SENTINEL-0123456789abcdefghijkl"
+# shaped like a real key, assembled so that secret scanners do not take it for one
+SENTINEL_KEY = "AIza" + "SyD-SENTINEL-0123456789abcdefghijkl"
 
 
 def png(width: int = 8, height: int = 8, seed: int = 0) -> bytes:

@@ -297,7 +297,7 @@ def test_repr_hides_api_key() -> None:
     assert "c" in repr(s)
     assert "key" not in repr(s).lower()
     with pytest.raises(ConfigurationError, match="api_key"):
-        QdrantStore(4, "/tmp/unused-qdrant-dir", api_key="secret")
+        QdrantStore(4, "unused-qdrant-dir", api_key="secret")
 
 
 def test_shrink_makes_a_prefix_collection_and_prefix_search_is_refused() -> None:

@@ -80,3 +80,13 @@ def rows_as_floats(matrix: NDArray[np.float32], expected: int, *, model: str) ->
         )
     out: list[list[float]] = array.astype(np.float64).tolist()
     return out
+
+
+def refuse_parameters_with_embedder(who: str, **parameters: object) -> None:
+    """Raise when Gemini parameters come along with a ready embedder: one of them would be lost."""
+    given = [name for name, value in parameters.items() if value is not None]
+    if given:
+        raise ConfigurationError(
+            f"{who} got an embedder and {', '.join(given)}: configure the embedder itself, "
+            "or leave it out to build a GeminiEmbedder from parameters"
+        )

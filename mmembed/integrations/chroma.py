@@ -30,7 +30,13 @@ from numpy.typing import NDArray
 from mmembed._optional import import_optional
 from mmembed.content import Content, Embeddable, Image, Part, Task
 from mmembed.errors import ConfigurationError, UnsupportedMediaError
-from mmembed.integrations._common import DEFAULT_MODEL, build_gemini, check_embedder, rows_as_floats
+from mmembed.integrations._common import (
+    DEFAULT_MODEL,
+    build_gemini,
+    check_embedder,
+    refuse_parameters_with_embedder,
+    rows_as_floats,
+)
 from mmembed.protocols import Embedder
 
 __all__ = ["ChromaEmbeddingFunction", "register_with_chroma"]
@@ -71,20 +77,9 @@ class ChromaEmbeddingFunction:
         document_task: Task = Task.DOCUMENT,
     ) -> None:
         if embedder is not None:
-            given = [
-                name
-                for name, value in (
-                    ("model", model),
-                    ("dimensions", dimensions),
-                    ("api_key", api_key),
-                )
-                if value is not None
-            ]
-            if given:
-                raise ConfigurationError(
-                    f"ChromaEmbeddingFunction got an embedder and {', '.join(given)}: configure "
-                    "the embedder itself, or leave it out to build a GeminiEmbedder"
-                )
+            refuse_parameters_with_embedder(
+                "ChromaEmbeddingFunction", model=model, dimensions=dimensions, api_key=api_key
+            )
             self._embedder: Embedder | None = check_embedder(
                 embedder, who="ChromaEmbeddingFunction"
             )

@@ -44,6 +44,7 @@ from mmembed.integrations._common import (  # noqa: E402
     build_gemini,
     check_embedder,
     close_embedder,
+    refuse_parameters_with_embedder,
     rows_as_floats,
 )
 from mmembed.protocols import Embedder  # noqa: E402
@@ -92,21 +93,13 @@ class LangChainEmbeddings(Embeddings):
         **gemini_options: Any,
     ) -> None:
         if embedder is not None:
-            given = [
-                name
-                for name, value in (
-                    ("model", model),
-                    ("dimensions", dimensions),
-                    ("api_key", api_key),
-                    *gemini_options.items(),
-                )
-                if value is not None
-            ]
-            if given:
-                raise ConfigurationError(
-                    f"LangChainEmbeddings got an embedder and {', '.join(given)}: configure the "
-                    "embedder itself, or leave it out to build a GeminiEmbedder from parameters"
-                )
+            refuse_parameters_with_embedder(
+                "LangChainEmbeddings",
+                model=model,
+                dimensions=dimensions,
+                api_key=api_key,
+                **gemini_options,
+            )
             self._embedder: Embedder | None = check_embedder(embedder, who="LangChainEmbeddings")
             self.api_key: SecretStr | None = None
         else:

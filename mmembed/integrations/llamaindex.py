@@ -46,6 +46,7 @@ from mmembed.integrations._common import (  # noqa: E402
     build_gemini,
     check_embedder,
     close_embedder,
+    refuse_parameters_with_embedder,
     rows_as_floats,
 )
 from mmembed.protocols import Embedder  # noqa: E402
@@ -98,21 +99,13 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
         **kwargs: Any,
     ) -> None:
         if embedder is not None:
-            given = [
-                name
-                for name, value in (
-                    ("model", model),
-                    ("dimensions", dimensions),
-                    ("api_key", api_key),
-                    ("gemini_options", gemini_options),
-                )
-                if value is not None
-            ]
-            if given:
-                raise ConfigurationError(
-                    f"LlamaIndexEmbedding got an embedder and {', '.join(given)}: configure the "
-                    "embedder itself, or leave it out to build a GeminiEmbedder from parameters"
-                )
+            refuse_parameters_with_embedder(
+                "LlamaIndexEmbedding",
+                model=model,
+                dimensions=dimensions,
+                api_key=api_key,
+                gemini_options=gemini_options,
+            )
             checked = check_embedder(embedder, who="LlamaIndexEmbedding")
             model_name = checked.model
             dimensions = checked.dimensions
