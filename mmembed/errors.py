@@ -94,7 +94,23 @@ class EmbeddingError(MMEmbedError):
 
 
 class RateLimitError(EmbeddingError):
-    """The provider kept answering 429 (rate limit or quota) after all retries."""
+    """The provider kept answering 429 (rate limit or quota) after all retries.
+
+    Attributes:
+        retry_after: the seconds the provider last asked to wait before trying again (its
+            ``RetryInfo``), or ``None`` when it did not say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, retryable=retryable)
+        self.retry_after = retry_after
 
 
 class AuthenticationError(EmbeddingError):

@@ -6,6 +6,8 @@ import base64
 import http.client
 import io
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -284,3 +286,61 @@ def test_start_stop_and_repr() -> None:
     server.stop()  # idempotent
     with pytest.raises(Exception, match="not running"):
         _ = server.base_url
+
+
+def _timed_calls(server: FakeGeminiServer, calls: int) -> float:
+    body = one([{"text": "hi"}], outputDimensionality=8)
+    host, port = server.base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        start = time.perf_counter()
+        for _ in range(calls):
+            conn.request("POST", f"/v1/models/{MODEL}:batchEmbedContents", json.dumps(body))
+            response = conn.getresponse()
+            assert response.status == 400 or response.read()
+        return time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def test_small_replies_on_a_kept_alive_connection_are_not_held_back(
+    server: FakeGeminiServer,
+) -> None:
+    # a reply written as headers then body waits for the client's delayed ACK (40 ms on
+    # Linux) under Nagle's algorithm: 20 calls would take ~0.8 s instead of a few ms each
+    assert _timed_calls(server, 20) < 0.5
+
+
+def test_latency_counts_from_arrival_and_includes_the_servers_own_work() -> None:
+    def slow(answer: Any) -> Any:
+        time.sleep(0.2)  # the fake's own work, done within the latency
+        return answer
+
+    with FakeGeminiServer(latency=0.3) as server:
+        assert 0.3 <= _timed_calls(server, 1) < 0.45
+        server.tamper_next(transform=slow)
+        assert 0.3 <= _timed_calls(server, 1) < 0.45
+        server.fail_next(1, status=503)  # errors keep the latency too
+        assert 0.3 <= _timed_calls(server, 1) < 0.45
+
+
+def test_many_clients_connecting_at_once_are_all_answered_promptly(
+    server: FakeGeminiServer,
+) -> None:
+    # with the listen backlog of 5 a burst of new connections loses handshakes, which the
+    # kernel retries only a second later
+    clients = 48
+    gate = threading.Barrier(clients)
+    took: list[float] = []
+
+    def client() -> None:
+        gate.wait()
+        took.append(_timed_calls(server, 1))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(took) == clients
+    assert max(took) < 0.9

@@ -90,7 +90,25 @@ def test_retries_stop_after_max_retries(server: FakeGeminiServer) -> None:
         make(server, max_retries=3).embed(["x"])
     assert len(server.embed_requests) == 4
     assert info.value.status_code == 429
+    assert info.value.retry_after is None  # the server did not say
     assert "gave up after 4 attempts" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_rate_limit_error_carries_the_servers_retry_delay(
+    server: FakeGeminiServer, mode: str
+) -> None:
+    server.rate_limit_next(10, retry_delay=0.05)
+    embedder = make(server, max_retries=2)
+    with pytest.raises(RateLimitError) as info:
+        embedder.embed(["x"]) if mode == "sync" else asyncio.run(embedder.aembed(["x"]))
+    assert info.value.retry_after == pytest.approx(0.05)
+    assert pickle.loads(pickle.dumps(info.value)).retry_after == pytest.approx(0.05)
+    server.reset()
+    server.rate_limit_next(1, retry_delay=60)
+    with pytest.raises(RateLimitError, match="max_retry_seconds") as info:
+        make(server, max_retry_seconds=5).embed(["x"])
+    assert info.value.retry_after == pytest.approx(60)
 
 
 def test_a_server_delay_beyond_the_time_budget_fails_at_once(server: FakeGeminiServer) -> None:
@@ -131,10 +149,33 @@ def test_a_refused_key_is_an_authentication_error() -> None:
         assert len(server.embed_requests) == 1
 
 
-def test_one_failing_call_fails_the_whole_embed_with_its_error(server: FakeGeminiServer) -> None:
-    server.fail_next(1, status=400)
-    with pytest.raises(ProviderError):
-        make(server, batch_size=10, concurrency=4).embed([f"t{i}" for i in range(50)])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_one_failing_call_fails_the_whole_embed_with_its_error(
+    server: FakeGeminiServer, mode: str
+) -> None:
+    server.latency = 0.02  # calls overlap, so some are in flight when one fails
+    server.fail_next(1, status=400, message="one bad call")
+    embedder = make(server, batch_size=10, concurrency=4)
+    texts = [f"t{i}" for i in range(200)]
+    with pytest.raises(ProviderError, match="one bad call"):
+        embedder.embed(texts) if mode == "sync" else asyncio.run(embedder.aembed(texts))
+    # the calls not yet started were dropped
+    assert len(server.embed_requests) < 20
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_malformed_reply_among_concurrent_calls_fails_the_embed(
+    server: FakeGeminiServer, mode: str
+) -> None:
+    server.latency = 0.02
+    server.tamper_next(transform=lambda answer: '{"embeddings": [')
+    embedder = make(server, batch_size=10, concurrency=4)
+    texts = [f"t{i}" for i in range(200)]
+    with pytest.raises(ProviderError, match="not JSON"):
+        embedder.embed(texts) if mode == "sync" else asyncio.run(embedder.aembed(texts))
+    assert len(server.embed_requests) < 20
+    # the embedder stays usable
+    assert embedder.embed(texts[:30]).shape == (30, 128)
 
 
 def _chain(err: BaseException) -> Iterator[BaseException]:

@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType, TracebackType
@@ -209,10 +209,18 @@ class _Item:
     """One checked item, ready to become a ``types.Content``."""
 
     index: int
-    parts: list[Text | Media]
+    parts: list[Text | Media]  # a Text part's text is taken from ``texts``, in order
     texts: list[str]  # the text parts as sent (task prefix applied)
     inline_bytes: int  # base64 bytes it adds to a request body when sent inline
     upload: bool  # its media go through the Files API
+
+
+class _Cancelled(Exception):
+    """A call not sent because another one of the same ``embed`` failed."""
+
+
+# the parts of an item given as a bare str: one text part, whose text is in ``_Item.texts``
+_BARE_TEXT: list[Text | Media] = [Text("")]
 
 
 @dataclass(slots=True)
@@ -541,7 +549,18 @@ class GeminiEmbedder:
     # ---------------------------------------------------------------- preparation
 
     def _prepare(self, items: list[Embeddable], task: Task) -> list[_Item]:
-        prepared = [self._check_item(i, item, task) for i, item in enumerate(items)]
+        # a bare str (the bulk of most workloads) is checked here without building a Content:
+        # text is a modality of every model, so only its length can be over a limit
+        template = TASK_PREFIXES[task] if self._limits.task_style == "prefix" else None
+        most = self._limits.max_tokens
+        prepared: list[_Item] = []
+        for i, item in enumerate(items):
+            if type(item) is str:
+                text = item if template is None else template.format(text=item, title="none")
+                if estimate_tokens(text) <= most:
+                    prepared.append(_Item(i, _BARE_TEXT, [text], 0, False))
+                    continue
+            prepared.append(self._check_item(i, item, task))  # the full checks and messages
         return prepared
 
     def _check_item(self, index: int, item: Embeddable, task: Task) -> _Item:
@@ -713,45 +732,63 @@ class GeminiEmbedder:
         batches = self._batches(prepared)
         failed = threading.Event()  # set when one call fails: the others stop retrying
 
-        def run(batch: list[_Item]) -> None:
+        def send(batch: list[_Item]) -> _Answer | str:
+            """One call's reply; parsing it is left to the caller, so a worker's next call
+            goes out while the last reply is read."""
             if failed.is_set():
-                return
+                raise _Cancelled
             try:
                 uploaded = self._upload_sync([it for it in batch if it.upload], failed)
                 if self._raw:
                     body = self._request_body(batch, uploaded, task)
-                    raw = self._retry_sync(lambda: self._post_sync(body), len(batch), failed)
-                    answer = self._parse(raw)
-                else:
-                    contents = [self._content(it, uploaded) for it in batch]
-                    response = self._retry_sync(
-                        lambda: self._client.models.embed_content(
-                            model=self._model, contents=contents, config=config
-                        ),
-                        len(batch),
-                        failed,
-                    )
-                    answer = _from_response(response)
-                self._store(out, batch, answer, tally)
+                    return self._retry_sync(lambda: self._post_sync(body), len(batch), failed)
+                contents = [self._content(it, uploaded) for it in batch]
+                response = self._retry_sync(
+                    lambda: self._client.models.embed_content(
+                        model=self._model, contents=contents, config=config
+                    ),
+                    len(batch),
+                    failed,
+                )
+                return _from_response(response)
             except BaseException:
                 failed.set()
                 raise
 
+        def store(batch: list[_Item], reply: _Answer | str) -> None:
+            answer = self._parse(reply) if isinstance(reply, str) else reply
+            self._store(out, batch, answer, tally)
+
         if len(batches) == 1 or self._concurrency == 1:
             for batch in batches:
-                run(batch)
+                store(batch, send(batch))
             return out
         pool = ThreadPoolExecutor(
             max_workers=min(self._concurrency, len(batches)), thread_name_prefix="mmembed-gemini"
         )
         try:
-            futures: list[Future[None]] = [pool.submit(run, b) for b in batches]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            for fut in futures:
-                if fut.done() and not fut.cancelled() and fut.exception() is not None:
-                    fut.result()  # re-raises the first failure, translated already
-            for fut in futures:
-                fut.result()
+            futures = [pool.submit(send, b) for b in batches]
+            pending = dict(zip(futures, batches, strict=True))
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    batch = pending.pop(fut)
+                    if fut.exception() is None:
+                        store(batch, fut.result())
+                        continue
+                    # the calls in flight end at their current attempt; then the first real
+                    # failure (translated already) is raised, not a call skipped for it
+                    failed.set()
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    for f in futures:
+                        if f.done() and not f.cancelled():
+                            error = f.exception()
+                            if error is not None and not isinstance(error, _Cancelled):
+                                f.result()
+                    fut.result()
+        except BaseException:
+            failed.set()
+            raise
         finally:
             # on failure, calls not started yet are dropped; calls in flight end at their
             # current attempt because `failed` is set
@@ -834,13 +871,16 @@ class GeminiEmbedder:
         gate = asyncio.Semaphore(self._concurrency)
 
         async def run(batch: list[_Item]) -> None:
+            reply: _Answer | str
             async with gate:
                 uploaded = await self._upload_async([it for it in batch if it.upload])
                 if self._raw:
-                    # reading media files and base64 belong off the event loop
-                    body = await asyncio.to_thread(self._request_body, batch, uploaded, task)
-                    raw = await self._retry_async(lambda: self._post_async(body), len(batch))
-                    answer = self._parse(raw)
+                    if any(it.inline_bytes for it in batch):
+                        # reading media files and base64 belong off the event loop
+                        body = await asyncio.to_thread(self._request_body, batch, uploaded, task)
+                    else:
+                        body = self._request_body(batch, uploaded, task)
+                    reply = await self._retry_async(lambda: self._post_async(body), len(batch))
                 else:
                     contents = await asyncio.to_thread(
                         lambda: [self._content(it, uploaded) for it in batch]
@@ -851,8 +891,11 @@ class GeminiEmbedder:
                         ),
                         len(batch),
                     )
-                    answer = _from_response(response)
-                self._store(out, batch, answer, tally)
+                    reply = _from_response(response)
+            # the next call (let in by the gate) goes out before this reply is read
+            await asyncio.sleep(0)
+            answer = self._parse(reply) if isinstance(reply, str) else reply
+            self._store(out, batch, answer, tally)
 
         tasks = [asyncio.ensure_future(run(b)) for b in batches]
         try:
@@ -958,6 +1001,24 @@ class GeminiEmbedder:
                 f"{self._model} returned {len(vectors)} vectors for {len(batch)} items; "
                 "nothing from this call was used. This is a service fault: try again"
             )
+        try:
+            rows = np.array(vectors, dtype=np.float32)  # one conversion when the reply is sound
+        except (TypeError, ValueError):
+            rows = np.empty(0, dtype=np.float32)
+        if rows.shape != (len(batch), self._dimensions):
+            self._reject_rows(vectors, batch)
+        if not np.all(np.isfinite(rows)):
+            raise ProviderError(
+                f"{self._model} returned non-finite values; nothing from this call was used"
+            )
+        rows = normalize(rows)
+        if np.any(np.einsum("ij,ij->i", rows, rows) == 0):
+            raise ProviderError(f"{self._model} returned an all-zero vector; try again")
+        out[[item.index for item in batch]] = rows
+        tally.add(self._usage_of(batch, answer))
+
+    def _reject_rows(self, vectors: list[Any], batch: list[_Item]) -> None:
+        """Raise the error that says which vector of a reply is malformed."""
         rows = np.empty((len(batch), self._dimensions), dtype=np.float32)
         for row, values in enumerate(vectors):
             if not isinstance(values, list) or len(values) != self._dimensions:
@@ -974,16 +1035,9 @@ class GeminiEmbedder:
                     f"{self._model} returned a vector that is not numbers for item "
                     f"{batch[row].index}; nothing from this call was used"
                 ) from None
-        if not np.all(np.isfinite(rows)):
-            raise ProviderError(
-                f"{self._model} returned non-finite values; nothing from this call was used"
-            )
-        rows = normalize(rows)
-        if np.any(np.einsum("ij,ij->i", rows, rows) == 0):
-            raise ProviderError(f"{self._model} returned an all-zero vector; try again")
-        for row, item in enumerate(batch):
-            out[item.index] = rows[row]
-        tally.add(self._usage_of(batch, answer))
+        raise ProviderError(  # every row converts on its own, but not all of them together
+            f"{self._model} returned vectors of mixed shapes; nothing from this call was used"
+        )
 
     def _usage_of(self, batch: list[_Item], answer: _Answer) -> EmbeddingUsage:
         by: dict[Modality, int] = {}
@@ -1114,11 +1168,10 @@ class GeminiEmbedder:
                 f"{self._max_retry_seconds:g}"
             )
             err = failure.error
-            raise type(err)(
-                f"{err} — gave up {why}",
-                status_code=err.status_code,
-                retryable=True,
-            ) from exc
+            final = type(err)(f"{err} — gave up {why}", status_code=err.status_code, retryable=True)
+            if isinstance(err, RateLimitError) and isinstance(final, RateLimitError):
+                final.retry_after = err.retry_after
+            raise final from exc
         logger.warning(
             "%s on a call of %d items; retry %d of %d in %.2f s",
             failure.error,
@@ -1149,6 +1202,7 @@ class GeminiEmbedder:
                             f"{self._model}: daily quota exhausted ({summary}); wait until the "
                             "quota resets or raise it in Google AI Studio",
                             status_code=code,
+                            retry_after=server_delay,
                         ),
                         False,
                         None,
@@ -1159,6 +1213,7 @@ class GeminiEmbedder:
                         "raise your quota",
                         status_code=code,
                         retryable=True,
+                        retry_after=server_delay,
                     ),
                     True,
                     server_delay,

@@ -177,7 +177,8 @@ class FakeGeminiServer:
         api_key: the only key accepted; ``None`` accepts any non-empty key.
         host: the interface to listen on (loopback only).
         port: the port; 0 picks a free one.
-        latency: seconds every embedding call waits before answering.
+        latency: seconds every embedding call takes, from its arrival to the answer (the fake's
+            own work happens within that time, as a remote service's would).
         file_processing_polls: how many ``files.get`` calls see a new upload as PROCESSING
             before it turns ACTIVE.
         usage_metadata: include ``usageMetadata`` (token counts) in embedding responses.
@@ -224,7 +225,7 @@ class FakeGeminiServer:
         self._files: dict[str, _StoredFile] = {}
         self._sessions: dict[str, _StoredFile] = {}
         self._ids = itertools.count(1)
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._clients: list[Any] = []
@@ -239,8 +240,7 @@ class FakeGeminiServer:
         if self._httpd is not None:
             return self
         handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        httpd = ThreadingHTTPServer((self._host, self._port), handler)
-        httpd.daemon_threads = True
+        httpd = _HTTPServer((self._host, self._port), handler)
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
@@ -750,9 +750,19 @@ def _b64decode(raw: Any, where: str) -> bytes:
         ) from None
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # many clients opening connections at once: the default backlog of 5 drops some of their
+    # handshakes, which the kernel retries a second later
+    request_queue_size = 128
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeGeminiServer  # set on the bound subclass
     protocol_version = "HTTP/1.1"  # keep-alive, as Google's front end does
+    # headers and body go out in two writes: with Nagle's algorithm the second waits for the
+    # client's delayed ACK (40 ms on Linux) whenever the reply is small
+    disable_nagle_algorithm = True
     timeout = 60
 
     def setup(self) -> None:
@@ -780,6 +790,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
+        arrived = time.monotonic()
         url = urlsplit(self.path)
         path, query = url.path, parse_qs(url.query)
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -814,8 +825,6 @@ class _Handler(BaseHTTPRequestHandler):
                 delay = fake.latency + (fault.seconds if fault and fault.kind == "slow" else 0)
                 fake._enter_call()
                 try:
-                    if delay > 0:
-                        time.sleep(delay)
                     if fault is not None and fault.kind == "error":
                         raise _fault_error(fault)
                     fake._check_key(headers, query)
@@ -826,6 +835,10 @@ class _Handler(BaseHTTPRequestHandler):
                         if isinstance(answer, str):
                             answer = _Values(answer)  # sent verbatim: malformed JSON on purpose
                 finally:
+                    # the answer (or error) leaves `delay` after the request arrived
+                    remaining = arrived + delay - time.monotonic()
+                    if remaining > 0:
+                        time.sleep(remaining)
                     fake._leave_call()
             elif (m := _UPLOAD_START.match(path)) and method == "POST":
                 fake._check_key(headers, query)
