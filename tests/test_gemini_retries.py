@@ -262,3 +262,20 @@ def test_a_key_the_embedder_creates_its_client_with_never_shows(
         finally:
             embedder.close()
         assert SENTINEL_KEY not in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_item_the_server_refuses_is_named(server: FakeGeminiServer, mode: str) -> None:
+    server.slow_next(1, seconds=0)  # the first call goes through
+    server.fail_next(
+        1,
+        status=400,
+        message="* BatchEmbedContentsRequest.requests[2].content.parts[0].inline_data: "
+        "Unable to process input image.",
+    )
+    embedder = make(server, batch_size=4, concurrency=1)
+    texts = [f"t{i}" for i in range(12)]
+    with pytest.raises(ProviderError, match=r"^item 6 was refused: .*requests\[2\]") as info:
+        embedder.embed(texts) if mode == "sync" else asyncio.run(embedder.aembed(texts))
+    assert info.value.status_code == 400
+    assert not info.value.retryable

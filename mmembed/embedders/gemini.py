@@ -148,6 +148,7 @@ _MEDIA_MODALITY = {
 }
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _KEY_PATTERN = re.compile(r"AIza[0-9A-Za-z_\-]{20,}")
+_REQUEST_INDEX = re.compile(r"\brequests\[(\d+)\]")
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*s\s*$")
 # base64 grows media by 4/3; JSON framing and the text parts are small next to that
 _B64 = 4 / 3
@@ -733,24 +734,10 @@ class GeminiEmbedder:
         failed = threading.Event()  # set when one call fails: the others stop retrying
 
         def send(batch: list[_Item]) -> _Answer | str:
-            """One call's reply; parsing it is left to the caller, so a worker's next call
-            goes out while the last reply is read."""
             if failed.is_set():
                 raise _Cancelled
             try:
-                uploaded = self._upload_sync([it for it in batch if it.upload], failed)
-                if self._raw:
-                    body = self._request_body(batch, uploaded, task)
-                    return self._retry_sync(lambda: self._post_sync(body), len(batch), failed)
-                contents = [self._content(it, uploaded) for it in batch]
-                response = self._retry_sync(
-                    lambda: self._client.models.embed_content(
-                        model=self._model, contents=contents, config=config
-                    ),
-                    len(batch),
-                    failed,
-                )
-                return _from_response(response)
+                return self._send_sync(batch, task, config, failed)
             except BaseException:
                 failed.set()
                 raise
@@ -794,6 +781,32 @@ class GeminiEmbedder:
             # current attempt because `failed` is set
             pool.shutdown(wait=True, cancel_futures=True)
         return out
+
+    def _send_sync(
+        self,
+        batch: list[_Item],
+        task: Task,
+        config: genai_types.EmbedContentConfig,
+        stop: threading.Event,
+    ) -> _Answer | str:
+        """One call's reply; reading it is left to the caller, so that a worker's next call goes
+        out while the last reply is read."""
+        try:
+            uploaded = self._upload_sync([it for it in batch if it.upload], stop)
+            if self._raw:
+                body = self._request_body(batch, uploaded, task)
+                return self._retry_sync(lambda: self._post_sync(body), len(batch), stop)
+            contents = [self._content(it, uploaded) for it in batch]
+            response = self._retry_sync(
+                lambda: self._client.models.embed_content(
+                    model=self._model, contents=contents, config=config
+                ),
+                len(batch),
+                stop,
+            )
+            return _from_response(response)
+        except ProviderError as err:
+            raise _name_item(err, batch) from err
 
     def _retry_sync(
         self, send: Callable[[], T], n_items: int, stop: threading.Event | None = None
@@ -871,27 +884,8 @@ class GeminiEmbedder:
         gate = asyncio.Semaphore(self._concurrency)
 
         async def run(batch: list[_Item]) -> None:
-            reply: _Answer | str
             async with gate:
-                uploaded = await self._upload_async([it for it in batch if it.upload])
-                if self._raw:
-                    if any(it.inline_bytes for it in batch):
-                        # reading media files and base64 belong off the event loop
-                        body = await asyncio.to_thread(self._request_body, batch, uploaded, task)
-                    else:
-                        body = self._request_body(batch, uploaded, task)
-                    reply = await self._retry_async(lambda: self._post_async(body), len(batch))
-                else:
-                    contents = await asyncio.to_thread(
-                        lambda: [self._content(it, uploaded) for it in batch]
-                    )
-                    response = await self._retry_async(
-                        lambda: self._client.aio.models.embed_content(
-                            model=self._model, contents=contents, config=config
-                        ),
-                        len(batch),
-                    )
-                    reply = _from_response(response)
+                reply = await self._send_async(batch, task, config)
             # the next call (let in by the gate) goes out before this reply is read
             await asyncio.sleep(0)
             answer = self._parse(reply) if isinstance(reply, str) else reply
@@ -906,6 +900,32 @@ class GeminiEmbedder:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         return out
+
+    async def _send_async(
+        self, batch: list[_Item], task: Task, config: genai_types.EmbedContentConfig
+    ) -> _Answer | str:
+        """Async twin of :meth:`_send_sync`."""
+        try:
+            uploaded = await self._upload_async([it for it in batch if it.upload])
+            if self._raw:
+                if any(it.inline_bytes for it in batch):
+                    # reading media files and base64 belong off the event loop
+                    body = await asyncio.to_thread(self._request_body, batch, uploaded, task)
+                else:
+                    body = self._request_body(batch, uploaded, task)
+                return await self._retry_async(lambda: self._post_async(body), len(batch))
+            contents = await asyncio.to_thread(
+                lambda: [self._content(it, uploaded) for it in batch]
+            )
+            response = await self._retry_async(
+                lambda: self._client.aio.models.embed_content(
+                    model=self._model, contents=contents, config=config
+                ),
+                len(batch),
+            )
+            return _from_response(response)
+        except ProviderError as err:
+            raise _name_item(err, batch) from err
 
     async def _guard_loop(self) -> None:
         """Close this loop's connection pool when the loop shuts down.
@@ -1413,6 +1433,17 @@ def _as_list(items: Sequence[Embeddable]) -> list[Embeddable]:
             f"{type(items).__name__}"
         )
     return list(items)
+
+
+def _name_item(err: ProviderError, batch: list[_Item]) -> ProviderError:
+    """``err`` with the item a refused call's ``requests[j]`` points at named in its message."""
+    found = _REQUEST_INDEX.search(str(err))
+    if err.status_code != 400 or found is None or int(found.group(1)) >= len(batch):
+        return err
+    index = batch[int(found.group(1))].index
+    return ProviderError(
+        f"item {index} was refused: {err}", status_code=err.status_code, retryable=err.retryable
+    )
 
 
 def _describe(index: int, content: Content) -> str:
