@@ -17,6 +17,11 @@ def test_store_search_benchmark_quick() -> None:
         timeout=300,
         check=True,
     ).stdout
-    for row in ("| InMemoryStore single |", "| FaissStore batch |", "| funnel, batch of 50 |"):
+    for row in (
+        "| InMemoryStore single |",
+        "| FaissStore batch |",
+        "| funnel, Flat first pass, batch of 50 |",
+        "| funnel, HNSW32 first pass, batch of 50 |",
+    ):
         assert row in out
     assert "recall@10" in out
