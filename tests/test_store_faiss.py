@@ -169,6 +169,16 @@ def test_funnel_recall_and_scores_on_matryoshka_like_data() -> None:
     assert prefix_recall < 0.99
 
 
+def test_funnel_with_an_hnsw_first_pass_keeps_the_recall() -> None:
+    vectors = matryoshka_like(20_000, 256)
+    queries = matryoshka_like(100, 256, seed=1)
+    funnel = FaissStore(256, index="HNSW32", funnel_dimensions=32, funnel_candidates=400)
+    funnel.add([str(i) for i in range(len(vectors))], vectors)
+    assert recall(funnel, vectors, queries) >= 0.99
+    hit = funnel.search(queries[0], k=1)[0]
+    assert hit.score == pytest.approx(float(unit(queries[0]) @ vectors[int(hit.id)]), abs=1e-5)
+
+
 def test_hnsw_deletes_are_hidden_then_compacted() -> None:
     vectors = clustered(2000, 32, seed=5)
     store = FaissStore(32, index="HNSW32")
