@@ -184,6 +184,14 @@ def top_k(scores: NDArray[np.float32], k: int) -> NDArray[np.intp]:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
+def as_slice(rows: NDArray[np.intp]) -> NDArray[np.intp] | slice:
+    """``rows`` as a slice when they are consecutive and ascending (as the rows of new ids are):
+    slicing copies blocks of rows, where a fancy index moves them one by one."""
+    if rows.size and rows[-1] - rows[0] == rows.size - 1 and np.all(np.diff(rows) == 1):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
 def _normalize_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
     """Unit rows, in place; zero rows stay zero."""
     norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
@@ -283,7 +291,7 @@ class ArrayStore:
         for item_id in ids:
             if not isinstance(item_id, str):
                 raise ConfigurationError(f"ids must be strings, got {type(item_id).__name__}")
-        matrix = np.array(vectors, dtype=np.float32, copy=True)
+        matrix = np.asarray(vectors, dtype=np.float32)  # read only: never the caller's to change
         if matrix.ndim == 1 and len(ids) == 1:
             matrix = matrix[None, :]
         if matrix.ndim != 2 or (matrix.shape[0] == 0 and not ids):
@@ -298,8 +306,11 @@ class ArrayStore:
             )
         if matrix.shape[0] != len(ids):
             raise ConfigurationError(f"got {len(ids)} ids but {matrix.shape[0]} vectors")
-        if not np.isfinite(matrix).all():
+        # a NaN or an infinity anywhere in a row makes its squared norm NaN or infinite
+        norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+        if not np.isfinite(norms).all():
             raise ConfigurationError("vectors contain NaN or infinity; check the embedder output")
+        norms[norms == 0] = 1.0  # zero rows stay zero
         if metadata is not None:
             metadata = list(metadata)
             if len(metadata) != len(ids):
@@ -316,8 +327,7 @@ class ArrayStore:
             keep = sorted(last.values())
             ids = [ids[i] for i in keep]
             cleaned = [cleaned[i] for i in keep]
-            matrix = matrix[keep]
-        _normalize_rows(matrix)
+            matrix, norms = matrix[keep], norms[keep]
         with self._lock.write():
             self._make_writable(self._n + len(ids))
             rows = np.empty(len(ids), dtype=np.intp)
@@ -334,7 +344,11 @@ class ArrayStore:
                     replaced.append(row)
                     self._metadata[row] = cleaned[i]
                 rows[i] = row
-            self._buffer[rows] = matrix
+            where = as_slice(rows)
+            if isinstance(where, slice):
+                np.divide(matrix, norms[:, None], out=self._buffer[where])
+            else:
+                self._buffer[where] = matrix / norms[:, None]
             self._version += 1
             self._on_add(rows, np.asarray(replaced, dtype=np.intp))
             self._after_change()

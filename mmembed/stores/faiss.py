@@ -23,7 +23,13 @@ from mmembed.errors import (
     StoreError,
 )
 from mmembed.stores import _persist
-from mmembed.stores._base import ArrayStore, _normalize_rows, _numpy_knn, check_dimensions
+from mmembed.stores._base import (
+    ArrayStore,
+    _normalize_rows,
+    _numpy_knn,
+    as_slice,
+    check_dimensions,
+)
 
 __all__ = ["FaissStore"]
 
@@ -272,10 +278,12 @@ class FaissStore(ArrayStore):
     # -- keeping the index in step (all under the write lock) ----------------------------------
 
     def _index_vectors(self, rows: NDArray[np.intp] | slice) -> NDArray[np.float32]:
-        full = self._buffer[rows]
+        if isinstance(rows, np.ndarray):
+            rows = as_slice(rows)
         if self._funnel is None:
-            return np.ascontiguousarray(full)
-        return _normalize_rows(np.array(full[:, : self._funnel], dtype=np.float32, order="C"))
+            return np.ascontiguousarray(self._buffer[rows])
+        # only the prefix columns are read (a copy: it is renormalised in place)
+        return _normalize_rows(np.array(self._buffer[rows, : self._funnel], order="C"))
 
     def _grow(self, array: NDArray[Any], needed: int, fill: float | int) -> NDArray[Any]:
         if array.shape[0] >= needed:
@@ -290,7 +298,7 @@ class FaissStore(ArrayStore):
         if self._flat:
             if self._funnel is not None:
                 self._prefix = self._grow(self._prefix, self._n, 0.0)
-                self._prefix[rows] = self._index_vectors(rows)
+                self._prefix[as_slice(rows)] = self._index_vectors(rows)
             return
         self._row_label = self._grow(self._row_label, self._n, -1)
         for row in replaced.tolist():

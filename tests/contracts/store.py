@@ -210,6 +210,15 @@ class VectorStoreContract:
 
     # -- bad input -------------------------------------------------------------------------
 
+    def test_add_leaves_the_callers_array_alone(self, make_store: MakeStore) -> None:
+        store = make_store(4)
+        vectors = np.array([[3.0, 0, 0, 4], [0, 2, 0, 0]], dtype=np.float32)
+        before = vectors.copy()
+        store.add(["a", "b"], vectors)
+        store.add(["b", "c"], vectors)  # a replacement and a new row
+        np.testing.assert_array_equal(vectors, before)
+        np.testing.assert_allclose(store.get(["a"])[0].vector, [0.6, 0, 0, 0.8], atol=1e-6)
+
     def test_wrong_width_is_dimension_mismatch(self, make_store: MakeStore) -> None:
         store = make_store(8)
         with pytest.raises(DimensionMismatchError, match=r"8-dimensional"):
@@ -222,6 +231,9 @@ class VectorStoreContract:
         store = make_store(4)
         with pytest.raises(ConfigurationError, match="NaN"):
             store.add(["a"], [[np.nan, 0, 0, 1]])
+        with pytest.raises(ConfigurationError, match="infinity"):
+            store.add(["a", "b"], [[0, 0, 0, 1], [0, -np.inf, 0, 1]])
+        assert len(store) == 0
         with pytest.raises(ConfigurationError, match="2 ids but 1"):
             store.add(["a", "b"], np.ones((1, 4)))
         with pytest.raises(ConfigurationError, match="list of strings"):
