@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType, TracebackType
@@ -755,24 +755,21 @@ class GeminiEmbedder:
         )
         try:
             futures = [pool.submit(send, b) for b in batches]
-            pending = dict(zip(futures, batches, strict=True))
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    batch = pending.pop(fut)
-                    if fut.exception() is None:
-                        store(batch, fut.result())
-                        continue
-                    # the calls in flight end at their current attempt; then the first real
-                    # failure (translated already) is raised, not a call skipped for it
-                    failed.set()
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    for f in futures:
-                        if f.done() and not f.cancelled():
-                            error = f.exception()
-                            if error is not None and not isinstance(error, _Cancelled):
-                                f.result()
-                    fut.result()
+            batch_of = dict(zip(futures, batches, strict=True))
+            for fut in as_completed(futures):
+                if fut.exception() is None:
+                    store(batch_of[fut], fut.result())
+                    continue
+                # the calls in flight end at their current attempt; then the first real
+                # failure (translated already) is raised, not a call skipped for it
+                failed.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                for f in futures:
+                    if f.done() and not f.cancelled():
+                        error = f.exception()
+                        if error is not None and not isinstance(error, _Cancelled):
+                            f.result()
+                fut.result()
         except BaseException:
             failed.set()
             raise
