@@ -108,24 +108,30 @@ def test_flat_equals_brute_force_single_and_batch() -> None:
     assert [[h.id for h in r] for r in small] == [[h.id for h in r] for r in batch[:3]]
 
 
-def test_batch_over_many_blocks_equals_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large stores are scanned in blocks (the last one short); small blocks force that here."""
-    import mmembed.stores.faiss as faiss_store
+@pytest.mark.parametrize("kind", [FaissStore, InMemoryStore])
+def test_batch_over_many_blocks_equals_brute_force(
+    monkeypatch: pytest.MonkeyPatch, kind: type[FaissStore] | type[InMemoryStore]
+) -> None:
+    """Large stores are scanned in blocks (the last one short); small blocks force that here,
+    for plain cosines and for cosines at a prefix (another kernel)."""
+    import mmembed.stores._base as base
 
-    monkeypatch.setattr(faiss_store, "_BLOCK_VALUES", 1)  # 1024-row blocks: 1024, 1024, 952
+    monkeypatch.setattr(base, "_BLOCK_VALUES", 1)  # 1024-row blocks: 1024, 1024, 952
+    monkeypatch.setattr(base, "_BLOCK_ROWS", 1024)
     vectors = random_vectors(3000, 48, seed=5)
     queries = random_vectors(30, 48, seed=6)
-    store = FaissStore(48)
+    store = kind(48)
     store.add([str(i) for i in range(3000)], vectors)
-    truth = unit(queries) @ unit(vectors).T
-    order = np.argsort(-truth, axis=1)[:, :10]
-    batch = store.search_batch(queries, k=10)
-    assert [[int(h.id) for h in hits] for hits in batch] == order.tolist()
-    np.testing.assert_allclose(
-        [[h.score for h in hits] for hits in batch],
-        np.take_along_axis(truth, order, axis=1),
-        atol=1e-5,
-    )
+    for width in (48, 24):
+        truth = unit(queries[:, :width]) @ unit(vectors[:, :width]).T
+        order = np.argsort(-truth, axis=1)[:, :10]
+        batch = store.search_batch(queries, k=10, dimensions=None if width == 48 else width)
+        assert [[int(h.id) for h in hits] for hits in batch] == order.tolist()
+        np.testing.assert_allclose(
+            [[h.score for h in hits] for hits in batch],
+            np.take_along_axis(truth, order, axis=1),
+            atol=1e-5,
+        )
 
 
 def test_hnsw_recall_on_clustered_data() -> None:

@@ -7,19 +7,25 @@ exact search is one BLAS call over a single array. Subclasses add kernels or an 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mmembed.errors import ConfigurationError, CorruptStoreError, DimensionMismatchError
+from mmembed.errors import (
+    ConfigurationError,
+    CorruptStoreError,
+    DimensionMismatchError,
+    MissingDependencyError,
+)
 from mmembed.protocols import Hit
 from mmembed.stores import _persist
 
@@ -728,6 +734,63 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+# scores per GEMM block in batch search (64 MB): large enough for full BLAS speed, small enough
+# that the heaps read the block back while much of it is still in cache (measured ~20 % faster
+# than 256 MB blocks for the 256-d funnel pass)
+_BLOCK_VALUES = 1 << 24
+
+_faiss_module: ModuleType | None = None
+
+
+def _faiss() -> ModuleType:
+    global _faiss_module
+    if _faiss_module is None:
+        try:
+            _faiss_module = importlib.import_module("faiss")
+        except ImportError as exc:
+            err = MissingDependencyError(
+                "FaissStore needs FAISS, which is not installed. Install it with: "
+                "pip install faiss-cpu"
+            )
+            err.name = "faiss"
+            raise err from exc
+    return _faiss_module
+
+
+def _faiss_knn(
+    queries: NDArray[np.float32], matrix: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Exact inner-product top-k of a query batch: numpy's GEMM over blocks of the database,
+    FAISS's multi-threaded heaps for the selection.
+
+    The split is deliberate. ``faiss.knn`` does both in C++, but FAISS wheels bundle an older
+    OpenBLAS that falls back to a generic kernel on CPUs it does not know (Zen 4 among them)
+    and scans query by query below ``distance_compute_blas_threshold``; numpy's BLAS is current.
+    FAISS's heaps take each block without the per-row sort numpy would need.
+    """
+    faiss = _faiss()
+    nq, n = queries.shape[0], matrix.shape[0]
+    k = min(k, n)
+    scores = np.empty((nq, k), dtype=np.float32)
+    labels = np.empty((nq, k), dtype=np.int64)
+    heaps = faiss.float_minheap_array_t()  # a min-heap per query keeps the k largest
+    heaps.k, heaps.nh = k, nq
+    heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(labels)
+    heaps.heapify()
+    query = np.ascontiguousarray(queries, dtype=np.float32)
+    rows = max(1024, _BLOCK_VALUES // max(nq, 1))
+    # one buffer for every block: the short last block is its contiguous head, not a fresh
+    # allocation (first-touch page faults cost more than the GEMM of a small block)
+    buffer = np.empty(nq * min(n, rows), dtype=np.float32)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        out = buffer[: nq * (stop - start)].reshape(nq, stop - start)
+        np.matmul(query, matrix[start:stop].T, out=out)
+        heaps.addn(stop - start, faiss.swig_ptr(out), start, 0, nq)
+    heaps.reorder()
+    return scores, labels
+
+
 def _numpy_knn(
     queries: NDArray[np.float32],
     matrix: NDArray[np.float32],
@@ -749,6 +812,20 @@ def _numpy_knn(
             return subset[order][None, :], allowed[order][None, :]
         order = top_k(scores, k)
         return scores[order][None, :], order[None, :]
+    if inverse is None:
+        # plain cosines: numpy's GEMM and FAISS's heaps (about twice as fast as argpartition)
+        subset = matrix if allowed is None else matrix[allowed]
+        width = min(k, subset.shape[0])
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        rows = np.full((nq, k), -1, dtype=np.intp)
+        if width:
+            found, labels = _faiss_knn(queries, subset, width)
+            scores[:, :width] = found
+            if allowed is not None:
+                labels = np.where(labels >= 0, allowed[np.maximum(labels, 0)], -1)
+            rows[:, :width] = labels
+        rows[~np.isfinite(scores)] = -1
+        return scores, rows
     mask = None
     if allowed is not None:
         mask = np.zeros(n, dtype=bool)

@@ -6,11 +6,9 @@ FAISS is imported when a :class:`FaissStore` is first created or loaded, never a
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -19,12 +17,12 @@ from numpy.typing import NDArray
 from mmembed.errors import (
     ConfigurationError,
     CorruptStoreError,
-    MissingDependencyError,
     StoreError,
 )
 from mmembed.stores import _persist
 from mmembed.stores._base import (
     ArrayStore,
+    _faiss,
     _normalize_rows,
     _numpy_knn,
     as_slice,
@@ -37,62 +35,6 @@ _INDEX_FILE = "index.faiss"
 _LABELS_FILE = "labels.npy"
 # rebuild an approximate index once this share of its entries are deleted or replaced
 _DEAD_SHARE = 0.5
-
-# scores per GEMM block in batch search (64 MB): large enough for full BLAS speed, small enough
-# that the heaps read the block back while much of it is still in cache (measured ~20 % faster
-# than 256 MB blocks for the 256-d funnel pass)
-_BLOCK_VALUES = 1 << 24
-
-_faiss_module: ModuleType | None = None
-
-
-def _faiss() -> ModuleType:
-    global _faiss_module
-    if _faiss_module is None:
-        try:
-            _faiss_module = importlib.import_module("faiss")
-        except ImportError as exc:
-            err = MissingDependencyError(
-                "FaissStore needs FAISS, which is not installed. Install it with: "
-                "pip install faiss-cpu"
-            )
-            err.name = "faiss"
-            raise err from exc
-    return _faiss_module
-
-
-def _faiss_knn(
-    queries: NDArray[np.float32], matrix: NDArray[np.float32], k: int
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Exact inner-product top-k of a query batch: numpy's GEMM over blocks of the database,
-    FAISS's multi-threaded heaps for the selection.
-
-    The split is deliberate. ``faiss.knn`` does both in C++, but FAISS wheels bundle an older
-    OpenBLAS that falls back to a generic kernel on CPUs it does not know (Zen 4 among them)
-    and scans query by query below ``distance_compute_blas_threshold``; numpy's BLAS is current.
-    FAISS's heaps take each block without the per-row sort numpy would need.
-    """
-    faiss = _faiss()
-    nq, n = queries.shape[0], matrix.shape[0]
-    k = min(k, n)
-    scores = np.empty((nq, k), dtype=np.float32)
-    labels = np.empty((nq, k), dtype=np.int64)
-    heaps = faiss.float_minheap_array_t()  # a min-heap per query keeps the k largest
-    heaps.k, heaps.nh = k, nq
-    heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(labels)
-    heaps.heapify()
-    query = np.ascontiguousarray(queries, dtype=np.float32)
-    rows = max(1024, _BLOCK_VALUES // max(nq, 1))
-    # one buffer for every block: the short last block is its contiguous head, not a fresh
-    # allocation (first-touch page faults cost more than the GEMM of a small block)
-    buffer = np.empty(nq * min(n, rows), dtype=np.float32)
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        out = buffer[: nq * (stop - start)].reshape(nq, stop - start)
-        np.matmul(query, matrix[start:stop].T, out=out)
-        heaps.addn(stop - start, faiss.swig_ptr(out), start, 0, nq)
-    heaps.reorder()
-    return scores, labels
 
 
 def _rerank(
@@ -377,9 +319,7 @@ class FaissStore(ArrayStore):
         n = self._n
         if dimensions is not None:
             if self._flat and dimensions == self._funnel:
-                if queries.shape[0] == 1:
-                    return _numpy_knn(queries, self._prefix[:n], None, k, allowed)
-                return self._flat_batch(queries, self._prefix[:n], k, allowed)
+                return _numpy_knn(queries, self._prefix[:n], None, k, allowed)
             return self._exact_knn(queries, k, allowed, dimensions)
         if not self._flat:
             if self._ann is not None:
@@ -387,23 +327,7 @@ class FaissStore(ArrayStore):
             # not trained yet: exact search over the few vectors there are
         elif self._funnel is not None:
             return self._flat_funnel_knn(queries, k, allowed)
-        if queries.shape[0] == 1:
-            return self._exact_knn(queries, k, allowed, None)
-        return self._flat_batch(queries, self._buffer[:n], k, allowed)
-
-    def _flat_batch(
-        self,
-        queries: NDArray[np.float32],
-        matrix: NDArray[np.float32],
-        k: int,
-        allowed: NDArray[np.intp] | None,
-    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        if allowed is not None:
-            scores, local = _faiss_knn(queries, matrix[allowed], k)
-            rows = np.where(local >= 0, allowed[np.maximum(local, 0)], -1)
-            return scores, rows.astype(np.intp)
-        scores, labels = _faiss_knn(queries, matrix, k)
-        return scores, labels.astype(np.intp)
+        return self._exact_knn(queries, k, allowed, None)
 
     def _flat_funnel_knn(
         self, queries: NDArray[np.float32], k: int, allowed: NDArray[np.intp] | None
@@ -411,10 +335,7 @@ class FaissStore(ArrayStore):
         n, width = self._n, self._index_width
         short = _normalize_rows(np.array(queries[:, :width], dtype=np.float32, order="C"))
         size = min(max(self._candidates, k), n if allowed is None else int(allowed.size))
-        if queries.shape[0] == 1:
-            _, candidates = _numpy_knn(short, self._prefix[:n], None, size, allowed)
-        else:
-            _, candidates = self._flat_batch(short, self._prefix[:n], size, allowed)
+        _, candidates = _numpy_knn(short, self._prefix[:n], None, size, allowed)
         return _rerank(self._buffer, queries, candidates.astype(np.int64), k)
 
     def _search_params(self, fetch: int, selector: Any) -> Any:

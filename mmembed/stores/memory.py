@@ -15,8 +15,8 @@ class InMemoryStore(ArrayStore):
     """Exact cosine search in numpy: the reference :class:`~mmembed.protocols.VectorStore`.
 
     Vectors are stored L2-normalised in one contiguous float32 block, so a query is one BLAS
-    matrix-vector product and a batch is a blocked matrix product; ``where`` filters apply
-    before top-k. Thread-safe: many searches run at once, changes wait for them.
+    matrix-vector product and a batch is a blocked matrix product (FAISS's heaps keep each
+    query's top-k); ``where`` filters apply before top-k. Thread-safe: many searches run at once, changes wait for them.
 
     Args:
         dimensions: the width of every vector.
