@@ -62,3 +62,18 @@ def test_large_single_query_scan_is_exact() -> None:
     assert hits[0].id == str(int(np.argmax(expected)))
     filtered = store.search(query, k=5, where={"missing": 1})
     assert filtered == []
+
+
+def test_without_faiss_a_batch_search_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import mmembed.stores._base as base
+    from mmembed.errors import MissingDependencyError
+
+    store = InMemoryStore(8)
+    store.add(["a", "b"], random_vectors(2, 8))
+    monkeypatch.setattr(base, "_faiss_module", None)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` fail
+    assert store.search(random_vectors(1, 8)[0], k=1)[0].id in {"a", "b"}  # numpy only
+    with pytest.raises(MissingDependencyError, match="pip install faiss-cpu"):
+        store.search_batch(random_vectors(3, 8), k=1)

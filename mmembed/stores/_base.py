@@ -749,8 +749,8 @@ def _faiss() -> ModuleType:
             _faiss_module = importlib.import_module("faiss")
         except ImportError as exc:
             err = MissingDependencyError(
-                "FaissStore needs FAISS, which is not installed. Install it with: "
-                "pip install faiss-cpu"
+                "FaissStore and batch search need FAISS (faiss-cpu, a dependency of mmembed), "
+                "which is not installed. Install it with: pip install faiss-cpu"
             )
             err.name = "faiss"
             raise err from exc
