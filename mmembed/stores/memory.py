@@ -16,7 +16,8 @@ class InMemoryStore(ArrayStore):
 
     Vectors are stored L2-normalised in one contiguous float32 block, so a query is one BLAS
     matrix-vector product and a batch is a blocked matrix product (FAISS's heaps keep each
-    query's top-k); ``where`` filters apply before top-k. Thread-safe: many searches run at once, changes wait for them.
+    query's top-k); ``where`` filters apply before top-k. Thread-safe: many searches run at
+    once, changes wait for them.
 
     Args:
         dimensions: the width of every vector.
