@@ -210,7 +210,7 @@ class _Item:
     """One checked item, ready to become a ``types.Content``."""
 
     index: int
-    parts: list[Text | Media]  # a Text part's text is taken from ``texts``, in order
+    parts: Sequence[Text | Media]  # a Text part's text is taken from ``texts``, in order
     texts: list[str]  # the text parts as sent (task prefix applied)
     inline_bytes: int  # base64 bytes it adds to a request body when sent inline
     upload: bool  # its media go through the Files API
@@ -221,7 +221,7 @@ class _Cancelled(Exception):
 
 
 # the parts of an item given as a bare str: one text part, whose text is in ``_Item.texts``
-_BARE_TEXT: list[Text | Media] = [Text("")]
+_BARE_TEXT: tuple[Text | Media, ...] = (Text(""),)
 
 
 @dataclass(slots=True)
@@ -645,7 +645,7 @@ class GeminiEmbedder:
             )
         return _Item(
             index=index,
-            parts=list(content.parts),
+            parts=content.parts,
             texts=texts,
             inline_bytes=0 if upload else inline,
             upload=upload,
