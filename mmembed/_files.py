@@ -1,0 +1,91 @@
+"""Small file operations every part of mmembed shares: hashing, atomic writes, fsync.
+
+Written once here so the index, the stores and the content types agree on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+__all__ = [
+    "HASH_BLOCK",
+    "fsync_dir",
+    "fsync_file",
+    "sha256_file",
+    "sha256_stream",
+    "write_json_atomic",
+]
+
+#: Bytes read at a time when hashing a file: large enough to run at memory speed.
+HASH_BLOCK = 1 << 20
+
+
+def sha256_stream(blocks: Iterable[bytes] | BinaryIO) -> tuple[str, int]:
+    """The hex SHA-256 of a binary stream (or an iterable of blocks) and its length in bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    if hasattr(blocks, "read"):
+        stream: BinaryIO = blocks  # type: ignore[assignment]
+        while block := stream.read(HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+    else:
+        for block in blocks:
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """The hex SHA-256 of a file, streamed (never the whole file in memory), and its size."""
+    with open(path, "rb") as fh:
+        return sha256_stream(fh)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or a new file in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems (and platforms) cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` so that a crash leaves the old file or the new one.
+
+    The new text goes to a temporary file in the same directory, is flushed to disk, and is
+    renamed over ``path``; the directory is then synced so the rename itself survives a crash.
+    A ``path`` that is a symbolic link is replaced, never followed.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
