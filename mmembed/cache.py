@@ -21,9 +21,10 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -356,6 +357,20 @@ class CachedEmbedder:
     def _count(self, total: int, hits: int) -> None:
         self.hits += hits
         self.misses += total - hits
+
+    def to_spec(self) -> dict[str, Any]:
+        """``{"kind": "cached", "path": <the cache file>, "embedder": <the wrapped spec>}``."""
+        from mmembed.registry import to_spec
+
+        return {"kind": "cached", "path": self._cache.path, "embedder": to_spec(self._embedder)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
+        """Rebuild from :meth:`to_spec` output: the same cache file before the same embedder."""
+        from mmembed.registry import build_embedder, spec_options
+
+        options = spec_options(spec, "cached", required=("path", "embedder"))
+        return cls(build_embedder(options["embedder"]), str(options["path"]))
 
     def __repr__(self) -> str:
         return f"CachedEmbedder({self._embedder!r}, {self._cache!r})"

@@ -12,7 +12,8 @@ Gemini Embedding 2 is trained so that the first ``d`` values of its 3072-wide ve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -141,6 +142,24 @@ class Matryoshka:
     ) -> NDArray[np.float32]:
         """Async twin of :meth:`embed`."""
         return truncate(await self._embedder.aembed(items, task=task), self._dimensions)
+
+    def to_spec(self) -> dict[str, Any]:
+        """``{"kind": "matryoshka", "dimensions": …, "embedder": <the wrapped spec>}``."""
+        from mmembed.registry import to_spec
+
+        return {
+            "kind": "matryoshka",
+            "dimensions": self._dimensions,
+            "embedder": to_spec(self._embedder),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
+        """Rebuild from :meth:`to_spec` output (the wrapped embedder is rebuilt first)."""
+        from mmembed.registry import build_embedder, spec_options
+
+        options = spec_options(spec, "matryoshka", required=("dimensions", "embedder"))
+        return cls(build_embedder(options["embedder"]), options["dimensions"])
 
     def __repr__(self) -> str:
         return f"Matryoshka({self._embedder!r}, dimensions={self._dimensions})"

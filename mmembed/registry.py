@@ -37,7 +37,7 @@ from __future__ import annotations
 import importlib
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal, Protocol, Self, runtime_checkable
@@ -54,6 +54,7 @@ __all__ = [
     "known_stores",
     "register_embedder",
     "register_store",
+    "spec_options",
     "store_class",
     "to_spec",
 ]
@@ -186,6 +187,34 @@ def build_embedder(spec: Mapping[str, Any]) -> Any:
 def build_store(spec: Mapping[str, Any]) -> Any:
     """Build an empty vector store from its spec; see :func:`build_embedder`."""
     return _build("store", spec)
+
+
+def spec_options(
+    spec: Mapping[str, Any],
+    kind: str,
+    *,
+    required: Sequence[str] = (),
+    optional: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The options of a spec (every key but ``"kind"``), checked against what ``kind`` takes.
+
+    For ``from_spec`` implementations: a missing required key or an unknown key raises
+    :class:`ConfigurationError` naming it, so a misspelt option never passes silently.
+    """
+    spec = _checked_spec(spec, f"a {kind!r} spec")
+    if spec["kind"] != kind:
+        raise ConfigurationError(f"a {kind!r} spec was expected, got kind {spec['kind']!r}")
+    options = {k: v for k, v in spec.items() if k != "kind"}
+    missing = [k for k in required if k not in options]
+    unknown = sorted(set(options) - set(required) - set(optional))
+    if missing or unknown:
+        takes = ", ".join([*required, *optional]) or "nothing"
+        problems = [f"missing {', '.join(missing)}"] if missing else []
+        problems += [f"unknown {', '.join(unknown)}"] if unknown else []
+        raise ConfigurationError(
+            f"bad {kind!r} spec ({'; '.join(problems)}): it takes {takes}: {_short(spec)}"
+        )
+    return options
 
 
 def kind_of_target(group: Group, target: str) -> str | None:

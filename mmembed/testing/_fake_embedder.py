@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -98,6 +99,29 @@ class FakeEmbedder:
     ) -> NDArray[np.float32]:
         """Async twin of :meth:`embed`."""
         return self.embed(items, task=task)
+
+    def to_spec(self) -> dict[str, Any]:
+        """``{"kind": "fake", "dimensions": …, "model": …}`` (and the modalities when limited)."""
+        spec: dict[str, Any] = {
+            "kind": "fake",
+            "dimensions": self._dimensions,
+            "model": self._model,
+        }
+        if self._modalities != frozenset(Modality):
+            spec["modalities"] = sorted(m.value for m in self._modalities)
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
+        """Rebuild from :meth:`to_spec` output."""
+        from mmembed.registry import spec_options
+
+        options = spec_options(
+            spec, "fake", required=("dimensions",), optional=("model", "modalities")
+        )
+        if "modalities" in options:
+            options["modalities"] = frozenset(Modality(m) for m in options["modalities"])
+        return cls(**options)
 
     def __repr__(self) -> str:
         return f"FakeEmbedder(dimensions={self._dimensions}, model={self._model!r})"
