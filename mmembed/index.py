@@ -20,51 +20,42 @@ An index is a directory:
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import json
-import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from mmembed._catalog import Catalog, ChunkRecord, FileRecord
-from mmembed._lock import WriterLock
-from mmembed._walk import display_path, is_under, walk
-from mmembed.content import (
-    Content,
-    Embeddable,
-    Media,
-    Modality,
-    Part,
-    Task,
-    Text,
-    content_hash,
-    load,
+from mmembed._catalog import Catalog, ChunkRecord
+from mmembed._files import write_json_atomic
+from mmembed._index_config import (
+    CONFIG_VERSION,
+    Chunkers,
+    build_empty_store,
+    check_chunking,
+    check_embedder,
+    embedder_entry,
+    load_store,
+    read_json,
+    rebuild_embedder,
+    store_entry,
 )
+from mmembed._ingest import FileProblem, IndexProgress, IndexReport, Ingest, IngestContext
+from mmembed._lock import WriterLock
+from mmembed._walk import display_path
+from mmembed.content import Content, Embeddable, Modality, Task, Text
 from mmembed.errors import (
-    AuthenticationError,
-    ChunkingError,
     ConfigurationError,
     CorruptStoreError,
     DimensionMismatchError,
-    EmbeddingError,
-    IncompatibleIndexError,
     IndexLockedError,
-    InputLimitError,
-    MissingDependencyError,
     MMEmbedError,
-    RateLimitError,
-    UnsupportedMediaError,
 )
-from mmembed.limits import ModelLimits, estimate_tokens
-from mmembed.protocols import Chunk, Embedder, VectorStore
+from mmembed.limits import ModelLimits
+from mmembed.protocols import Embedder, VectorStore
 from mmembed.results import Result, Results
 
 __all__ = [
@@ -75,139 +66,6 @@ __all__ = [
     "IndexReport",
     "choose_embedder",
 ]
-
-_CONFIG_VERSION = 1
-_PREVIEW_CHARS = 240
-_HASH_BLOCK = 1 << 20
-# media bytes held in memory waiting for an embedding call before a round is sent anyway
-_MAX_QUEUE_BYTES = 64 << 20
-# Rough token counts for the dry-run estimate only (Google does not document embedding token
-# costs per image, per second or per page); real runs report what the service counts.
-_EST_TOKENS_PER_IMAGE = 258
-_EST_TOKENS_PER_PDF_PAGE = 258
-_EST_TOKENS_PER_AUDIO_SECOND = 32
-_EST_TOKENS_PER_VIDEO_FRAME = 258
-# Stores mmembed can reopen by itself; never import a class named in a file from anywhere else.
-_STORE_MODULES = ("mmembed.stores.",)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FileProblem:
-    """A file that failed or was skipped, and why."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IndexReport:
-    """What one :meth:`Index.add` (or its dry run) did or would do.
-
-    Attributes:
-        added: files indexed for the first time.
-        unchanged: files already indexed with the same content (no API call).
-        replaced: files whose content changed; their old chunks are gone.
-        removed: files that disappeared from an indexed folder (or were removed by name).
-        failed: files that could not be indexed, each with its reason.
-        skipped: paths that are not indexed by design (unsupported type, modality the embedder
-            does not take, FIFO, link out of the folder), each with its reason.
-        chunks: chunks embedded (in a dry run: chunks that would be embedded).
-        calls: embedding API calls made, when the embedder counts them (dry run: estimated).
-        tokens: tokens used, when the embedder counts them (dry run: estimated).
-        cost_usd: estimated cost in US dollars, when known.
-        seconds: wall time.
-        dry_run: nothing was embedded or written.
-    """
-
-    added: tuple[str, ...] = ()
-    unchanged: tuple[str, ...] = ()
-    replaced: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    failed: tuple[FileProblem, ...] = ()
-    skipped: tuple[FileProblem, ...] = ()
-    chunks: int = 0
-    calls: int | None = None
-    tokens: int | None = None
-    cost_usd: float | None = None
-    seconds: float = 0.0
-    dry_run: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """True when no file failed."""
-        return not self.failed
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "dry_run": self.dry_run,
-            "added": list(self.added),
-            "unchanged": list(self.unchanged),
-            "replaced": list(self.replaced),
-            "removed": list(self.removed),
-            "failed": [{"path": p.path, "reason": p.reason} for p in self.failed],
-            "skipped": [{"path": p.path, "reason": p.reason} for p in self.skipped],
-            "chunks": self.chunks,
-            "calls": self.calls,
-            "tokens": self.tokens,
-            "cost_usd": self.cost_usd,
-            "seconds": round(self.seconds, 3),
-        }
-
-    def __str__(self) -> str:
-        verb = "would add" if self.dry_run else "added"
-        head = (
-            f"{verb} {len(self.added)}, {'would replace' if self.dry_run else 'replaced'} "
-            f"{len(self.replaced)}, unchanged {len(self.unchanged)}, removed "
-            f"{len(self.removed)}, failed {len(self.failed)}, skipped {len(self.skipped)}"
-        )
-        noun = "chunk" if self.chunks == 1 else "chunks"
-        tail = [f"{self.chunks} {noun}{' to embed' if self.dry_run else ' embedded'}"]
-        if self.calls is not None:
-            plural = "" if self.calls == 1 else "s"
-            tail.append(f"{'~' if self.dry_run else ''}{self.calls} API call{plural}")
-        if self.tokens is not None:
-            tail.append(f"{'~' if self.dry_run else ''}{self.tokens:,} tokens")
-        if self.cost_usd is not None:
-            tail.append(f"{'~' if self.dry_run else ''}${self.cost_usd:.4f}")
-        if not self.dry_run:
-            tail.append(f"{self.seconds:.1f} s")
-        lines = [f"{head}; {', '.join(tail)}"]
-        lines += [f"  failed: {p}" for p in self.failed]
-        lines += [f"  skipped: {p}" for p in self.skipped]
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IndexProgress:
-    """A progress event from :meth:`Index.add`, for progress bars.
-
-    ``files_done`` counts files dealt with (indexed, unchanged, failed or skipped) out of
-    ``files_total``; ``chunks_done`` counts chunks embedded so far; ``path`` is the file just
-    finished (empty before the first).
-    """
-
-    files_done: int
-    files_total: int
-    chunks_done: int
-    path: str = ""
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A file being indexed: its chunks, and their vectors as batches come back."""
-
-    path: str
-    stat: os.stat_result
-    sha256: str
-    modality: Modality
-    existed: bool
-    records: list[ChunkRecord] = field(default_factory=list)
-    vectors: list[NDArray[np.float32] | None] = field(default_factory=list)
-    error: str = ""
 
 
 def choose_embedder(
@@ -252,114 +110,6 @@ def choose_embedder(
     )
 
 
-def _embedder_kind(embedder: Embedder) -> str:
-    name = type(embedder).__name__
-    return {
-        "GeminiEmbedder": "gemini",
-        "SentenceTransformerEmbedder": "local",
-        "FakeEmbedder": "fake",
-    }.get(name, f"custom:{type(embedder).__module__}.{type(embedder).__qualname__}")
-
-
-def _embedder_spec(embedder: Embedder) -> dict[str, Any]:
-    limits = getattr(embedder, "limits", None)
-    tasks: dict[str, Any] = {}
-    if isinstance(limits, ModelLimits):
-        tasks["style"] = limits.task_style
-    prompts = getattr(embedder, "prompts", None)
-    if isinstance(prompts, Mapping):
-        tasks["prompts"] = {str(k): str(v) for k, v in sorted(prompts.items())}
-    return {
-        "kind": _embedder_kind(embedder),
-        "model": embedder.model,
-        "dimensions": int(embedder.dimensions),
-        "normalize": "l2",
-        "tasks": tasks,
-    }
-
-
-def _build_embedder(spec: Mapping[str, Any]) -> Embedder:
-    kind = str(spec.get("kind", ""))
-    model = str(spec.get("model", ""))
-    dims = int(spec.get("dimensions", 0))
-    if kind == "gemini":
-        from mmembed.embedders.gemini import GeminiEmbedder
-
-        return GeminiEmbedder(model, dimensions=dims)
-    if kind == "local":
-        from mmembed.embedders.local import SentenceTransformerEmbedder
-
-        return SentenceTransformerEmbedder(model)
-    if kind == "fake":
-        from mmembed.testing import FakeEmbedder
-
-        return FakeEmbedder(dims, model=model)
-    raise ConfigurationError(
-        f"this index was built with a custom embedder ({kind.removeprefix('custom:')}, model "
-        f"{model!r}); pass the same embedder again: Index(path, embedder=...)"
-    )
-
-
-def _store_class_path(store: VectorStore) -> str:
-    return f"{type(store).__module__}:{type(store).__qualname__}"
-
-
-def _store_class(path: str) -> Any:
-    module, _, name = path.partition(":")
-    if not module.startswith(_STORE_MODULES):
-        raise ConfigurationError(
-            f"this index uses the store {path}, which mmembed does not reopen by itself; pass "
-            "it again: Index(path, store=...)"
-        )
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot load the index's store class {path}: {exc}") from exc
-
-
-def _default_store(dimensions: int) -> VectorStore:
-    from mmembed.stores import FaissStore  # FAISS loads on first use
-
-    store: VectorStore = FaissStore(dimensions)
-    return store
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise CorruptStoreError(
-            f"{path} is damaged ({exc}); delete the index directory and index again"
-        ) from exc
-    if not isinstance(data, dict):
-        raise CorruptStoreError(f"{path} is not an mmembed index file; delete it and index again")
-    return data
-
-
 class Index:
     """A folder of files made searchable: chunked, embedded and stored, kept up to date.
 
@@ -402,10 +152,9 @@ class Index:
         if self.path.exists() and not self.path.is_dir():
             raise ConfigurationError(f"{self.path} exists and is not an index directory")
         self._batch_size = batch_size
-        self._custom_chunker = chunker
-        config = _read_json(self.path / "config.json")
+        config = read_json(self.path / "config.json")
         self._new = config is None
-        if config is not None and config.get("version") != _CONFIG_VERSION:
+        if config is not None and config.get("version") != CONFIG_VERSION:
             raise CorruptStoreError(
                 f"{self.path} was written by another mmembed version (index format "
                 f"{config.get('version')!r}); delete it and index again"
@@ -417,9 +166,9 @@ class Index:
             embedder, _ = choose_embedder()
             self._embedder_obj = embedder
         if embedder is not None:
-            spec = _embedder_spec(embedder)
+            spec = embedder_entry(embedder)
             if config is not None:
-                self._check_compatible(config["embedder"], spec)
+                check_embedder(self.path, config["embedder"], spec)
         else:
             assert config is not None
             spec = dict(config["embedder"])
@@ -436,30 +185,32 @@ class Index:
         )
 
         # -- chunking settings (part of the fingerprint) --------------------------------------
-        options = {str(k): dict(v) for k, v in (chunk_options or {}).items()}
-        unknown = sorted(set(options) - {m.value for m in Modality})
-        if unknown:
+        if chunk_options is not None and not isinstance(chunk_options, Mapping):
             raise ConfigurationError(
-                f"chunk_options takes one dict of options per modality ({', '.join(Modality)}), "
-                f"e.g. {{'text': {{'size': 512}}}}; got {', '.join(unknown)}"
+                f"chunk_options takes a dict of options per modality, e.g. {{'text': {{'size': "
+                f"512}}}}; got {type(chunk_options).__name__}"
             )
-        chunking: dict[str, Any] = {
-            "options": {k: options[k] for k in sorted(options)},
-            "limits": limits_name,
-            "chunker": "custom" if chunker is not None else "mmembed.chunkers",
-        }
-        if config is not None:
-            stored = config.get("chunking", {})
-            if chunk_options is None and chunker is None:
-                chunking = stored
-            elif json.dumps(stored, sort_keys=True, default=str) != json.dumps(
-                chunking, sort_keys=True, default=str
-            ):
-                raise IncompatibleIndexError(
-                    f"{self.path} was built with chunk settings {stored}, not {chunking}; use "
-                    "another index directory, or delete this one to rebuild it"
-                )
+        stored = (config or {}).get("chunking")
+        given = chunk_options is not None or chunker is not None
+        chunking: dict[str, Any] = (
+            stored
+            if stored is not None and not given
+            else {"options": {}, "limits": limits_name, "chunker": "mmembed.chunkers"}
+        )
+        if given or stored is None:
+            chunking["chunker"] = "custom" if chunker is not None else "mmembed.chunkers"
         self._chunking = chunking
+        # every chunker is built now, so a bad option fails before anything is written
+        self._chunkers = Chunkers(
+            chunking.get("options", {}) if not given else (chunk_options or {}),
+            limits=self._limits,
+            custom=chunker,
+            text_tokens=lambda: getattr(self.embedder, "max_tokens", None),
+        )
+        if given:
+            chunking["options"] = self._chunkers.options
+            if stored is not None:
+                check_chunking(self.path, stored, chunking)
 
         # -- files ----------------------------------------------------------------------------
         self.path.mkdir(parents=True, exist_ok=True)
@@ -467,7 +218,7 @@ class Index:
         self._catalog = Catalog(self.path / "catalog.sqlite")
         if config is None:
             self._config: dict[str, Any] = {
-                "version": _CONFIG_VERSION,
+                "version": CONFIG_VERSION,
                 "embedder": dict(spec),
                 "chunking": chunking,
                 "store": None,
@@ -487,21 +238,8 @@ class Index:
 
     # -- opening ----------------------------------------------------------------------------
 
-    def _check_compatible(self, stored: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
-        diffs = [
-            f"{key} {stored.get(key)!r} (given {spec.get(key)!r})"
-            for key in ("model", "dimensions", "normalize", "tasks")
-            if stored.get(key) != spec.get(key)
-        ]
-        if diffs:
-            raise IncompatibleIndexError(
-                f"{self.path} was built with another embedder: {'; '.join(diffs)}. Vectors from "
-                "different embedders cannot be compared: open it without an embedder to reuse "
-                "its own, or use another index directory"
-            )
-
     def _open_store(self, given: VectorStore | None) -> VectorStore:
-        state = _read_json(self.path / "store.json")
+        state = read_json(self.path / "store.json")
         if given is not None:
             if int(given.dimensions) != self._dimensions:
                 raise DimensionMismatchError(
@@ -514,14 +252,13 @@ class Index:
                     "a store passed to an existing index must be empty: the index fills it "
                     "from its catalog"
                 )
-            self._config["store"] = {"class": _store_class_path(given)}
+            self._config["store"] = store_entry(given)
             self._rebuild_into(given)
             return given
         if state is not None and (self.path / "store").exists():
-            cls = _store_class(str(state.get("class", "")))
             for _ in range(3):
                 try:
-                    store: VectorStore = cls.load(self.path / "store")
+                    store: VectorStore = load_store(state, self.path / "store")
                 except MMEmbedError:
                     raise
                 except Exception as exc:
@@ -535,18 +272,18 @@ class Index:
                     self._saved_seq = self._seq
                     self._replay(store)
                     return store
-                state = _read_json(self.path / "store.json") or state
+                state = read_json(self.path / "store.json") or state
             # the snapshot and the log do not meet (files restored by hand?): the catalog holds
             # every vector, so rebuild the store from it rather than trust either
-            fresh: VectorStore = cls(self._dimensions)
+            fresh = build_empty_store(state, self._dimensions)
             self._rebuild_into(fresh)
             return fresh
         recorded = self._config.get("store")
         if recorded:
-            store = _store_class(str(recorded["class"]))(self._dimensions)
+            store = build_empty_store(recorded, self._dimensions)
         else:
             store = _default_store(self._dimensions)
-            self._config["store"] = {"class": _store_class_path(store)}
+            self._config["store"] = store_entry(store)
         self._rebuild_into(store)
         return store
 
@@ -592,16 +329,14 @@ class Index:
         """Snapshot the store, then record which catalog position it holds, then compact."""
         if self._saved_seq == self._seq:
             return  # the snapshot on disk already holds everything
-        self._config.setdefault("store", {"class": _store_class_path(self._store)})
-        _write_json_atomic(self.path / "config.json", self._config)
+        if not self._config.get("store"):
+            self._config["store"] = store_entry(self._store)
+        write_json_atomic(self.path / "config.json", self._config)
         save = getattr(self._store, "save", None)
         if save is None:
             return  # the store is rebuilt from the catalog on every open
         save(self.path / "store")
-        _write_json_atomic(
-            self.path / "store.json",
-            {"class": _store_class_path(self._store), "seq": self._seq},
-        )
+        write_json_atomic(self.path / "store.json", {**store_entry(self._store), "seq": self._seq})
         self._catalog.compact(self._seq)
         self._saved_seq = self._seq
 
@@ -611,14 +346,10 @@ class Index:
     def embedder(self) -> Embedder:
         """The embedder (without the cache around it); rebuilt from the fingerprint if needed."""
         if self._embedder_obj is None:
-            built = _build_embedder(self._spec)
-            self._check_compatible(self._spec, _embedder_spec(built))
+            built = rebuild_embedder(self._spec)
+            check_embedder(self.path, self._spec, embedder_entry(built))
             self._embedder_obj = built
         return self._embedder_obj
-
-    @property
-    def _embedder(self) -> Embedder:
-        return self.embedder
 
     @property
     def _embed_with(self) -> Embedder:
@@ -643,39 +374,28 @@ class Index:
 
         return limits_for(str(name))
 
-    def _chunker_for(self, modality: Modality, *, pdf_as_text: bool = False) -> Any:
-        """The chunker for one modality, with the index's limits and chunk options."""
-        options: dict[str, Any] = dict(self._chunking.get("options", {}).get(modality.value, {}))
-        limits = self._limits
-        if modality is Modality.TEXT:
-            # a local model reads at most max_tokens word pieces: keep chunks within that
-            max_tokens = getattr(self.embedder, "max_tokens", None)
-            if limits is None and isinstance(max_tokens, int) and max_tokens > 0:
-                options.setdefault("size", min(max_tokens, 1024))
-                options.setdefault("overlap", options["size"] // 8)
-            from mmembed.chunkers.text import TextChunker
+    def _usage(self) -> Any:
+        """The usage counter of the embedder, if it was built and counts usage."""
+        found: object = self._embedder_obj
+        while found is not None:
+            usage = getattr(found, "usage", None)
+            if usage is not None:
+                return usage
+            found = getattr(found, "embedder", None)  # look through wrappers
+        return None
 
-            return TextChunker(limits=limits, **options)
-        if modality is Modality.PDF:
-            options.setdefault("page_text", True)
-            if pdf_as_text:
-                # one page a chunk: a text model reads little, and page hits stay precise
-                options.setdefault("mode", "text")
-                options.setdefault("pages", 1)
-            from mmembed.chunkers.pdf import PdfChunker
-
-            return PdfChunker(limits=limits, **options)
-        if modality is Modality.AUDIO:
-            from mmembed.chunkers.audio import AudioChunker
-
-            return AudioChunker(limits=limits, **options)
-        if modality is Modality.VIDEO:
-            from mmembed.chunkers.video import VideoChunker
-
-            return VideoChunker(limits=limits, **options)
-        from mmembed.chunkers.image import ImageChunker
-
-        return ImageChunker(limits=limits, **options)
+    def _ingest_context(self) -> IngestContext:
+        return IngestContext(
+            root=self.path,
+            catalog=self._catalog,
+            embedder=lambda: self._embed_with,
+            model=str(self._spec["model"]),
+            usage=self._usage,
+            chunkers=self._chunkers,
+            dimensions=self._dimensions,
+            batch_size=self._batch_size,
+            limits=self._limits,
+        )
 
     @property
     def store(self) -> VectorStore:
@@ -748,7 +468,7 @@ class Index:
         started = time.perf_counter()
         with self._lock:
             self._replay(self._store)
-            run = _Run(self, dry_run=dry_run, progress=progress)
+            run = Ingest(self._ingest_context(), dry_run=dry_run, progress=progress)
             try:
                 run.walk(paths)
                 run.process()
@@ -893,467 +613,8 @@ def _group(results: list[Result]) -> list[Result]:
     return grouped
 
 
-class _Run:
-    """One add() run: walk, decide, chunk, embed in batches, commit file by file."""
+def _default_store(dimensions: int) -> VectorStore:
+    from mmembed.stores import FaissStore  # FAISS loads on first use
 
-    def __init__(
-        self,
-        index: Index,
-        *,
-        dry_run: bool,
-        progress: Callable[[IndexProgress], None] | None,
-    ) -> None:
-        self.ix = index
-        self.catalog = index._catalog
-        self.dry_run = dry_run
-        self.progress = progress
-        self.targets: dict[str, os.stat_result] = {}
-        self.walked_dirs: list[str] = []
-        self.added: list[str] = []
-        self.unchanged: list[str] = []
-        self.replaced: list[str] = []
-        self.removed: list[str] = []
-        self.failed: list[FileProblem] = []
-        self.skipped: list[FileProblem] = []
-        self.chunks = 0
-        self.est_tokens = 0
-        self.est_by: dict[Modality, int] = {}
-        self.done = 0
-        self.queue: list[tuple[_Pending, int, Embeddable]] = []
-        self.queue_bytes = 0
-        self.open_files: list[_Pending] = []
-        # read without building the embedder: a run with nothing to embed never loads a model
-        self.usage_before = getattr(index._embedder_obj, "usage", None)
-
-    # -- walking ----------------------------------------------------------------------------
-
-    def walk(self, paths: Iterable[str | os.PathLike[str]]) -> None:
-        exclude = (str(self.ix.path),)
-        for p in paths:
-            top = os.path.abspath(p)
-            if not os.path.lexists(top):
-                known = self.catalog.files(under=top)
-                if not known:
-                    raise ConfigurationError(f"{p} does not exist")
-                self._remove(known)
-                continue
-            if os.path.isdir(top):
-                self.walked_dirs.append(top)
-            for found in walk(top, exclude=exclude):
-                if found.skipped:
-                    self.skipped.append(FileProblem(path=_show(found.path), reason=found.skipped))
-                elif found.stat is not None:
-                    self.targets.setdefault(found.path, found.stat)
-        # files the catalog holds below a walked folder that are no longer there
-        for directory in self.walked_dirs:
-            gone = [
-                f
-                for f in self.catalog.files(under=directory)
-                if f.path not in self.targets and not is_under(f.path, str(self.ix.path))
-            ]
-            self._remove(gone)
-
-    def _remove(self, files: list[FileRecord]) -> None:
-        for f in files:
-            if not self.dry_run:
-                self.catalog.remove_file(f.path)
-            if f.status == "indexed":  # skipped or failed files were never in the results
-                self.removed.append(_show(f.path))
-
-    # -- processing -------------------------------------------------------------------------
-
-    def process(self) -> None:
-        total = len(self.targets)
-        self._tick(total, "")
-        try:
-            for path, st in self.targets.items():
-                self._file(path, st)
-                self._tick(total, path)
-                if self._full():
-                    self._flush()
-                    self._tick(total, path)
-            self._flush()
-        finally:
-            # whatever stops the run (an error, Ctrl-C), files whose vectors are all here are
-            # committed; nothing more is sent
-            self._commit_ready()
-            self._tick(total, "")
-
-    def _tick(self, total: int, path: str) -> None:
-        if self.progress is not None:
-            self.progress(
-                IndexProgress(
-                    files_done=self.done,
-                    files_total=total,
-                    chunks_done=self.chunks,
-                    path=_show(path) if path else "",
-                )
-            )
-
-    def _file(self, path: str, st: os.stat_result) -> None:
-        old = self.catalog.file(path)
-        indexed = old is not None and old.status == "indexed"
-        same_stat = old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns)
-        if old is not None and same_stat and old.status == "skipped":
-            # decided before, for this very file: no need to sniff it or load a model again
-            self.skipped.append(FileProblem(path=_show(path), reason=old.reason))
-            self.done += 1
-            return
-        if indexed and same_stat:
-            self.unchanged.append(_show(path))
-            self.done += 1
-            return
-        try:
-            sha = _file_sha256(path)
-        except OSError as exc:
-            self._fail(path, f"cannot read: {exc.strerror or exc}")
-            return
-        if old is not None and indexed and old.sha256 == sha:
-            if not self.dry_run:
-                self.catalog.touch(path, size=st.st_size, mtime_ns=st.st_mtime_ns)
-            self.unchanged.append(_show(path))
-            self.done += 1
-            return
-        try:
-            part = load(path)
-        except UnsupportedMediaError as exc:
-            self._skip(path, _reason(exc, path), st=st, sha=sha)
-            return
-        except (ConfigurationError, OSError) as exc:
-            self._fail(path, _reason(exc, path))
-            return
-        modality = part.modality
-        accepted = self.ix._embed_with.modalities
-        pdf_as_text = modality is Modality.PDF and Modality.PDF not in accepted
-        if modality not in accepted and not (pdf_as_text and Modality.TEXT in accepted):
-            self._skip(
-                path,
-                f"{self.ix._embedder.model} does not embed {modality.value} (it takes "
-                f"{', '.join(sorted(m.value for m in accepted))}); set GEMINI_API_KEY and use "
-                "a Gemini index to include it",
-                st=st,
-                sha=sha,
-            )
-            return
-        pending = _Pending(path=path, stat=st, sha256=sha, modality=modality, existed=indexed)
-        try:
-            for ord_, chunk in enumerate(self._chunks(part, path, pdf_as_text=pdf_as_text)):
-                self._queue(pending, ord_, chunk)
-        except (
-            ChunkingError,
-            UnsupportedMediaError,
-            InputLimitError,
-            MissingDependencyError,
-        ) as exc:
-            self._drop_queued(pending)
-            self._fail(path, _reason(exc, path))
-            return
-        except MMEmbedError as exc:
-            self._drop_queued(pending)
-            self._fail(path, _reason(exc, path))
-            return
-        if not pending.records:
-            self._drop_queued(pending)
-            if self.dry_run:
-                self.done += 1
-                return
-            self._fail(path, "no content to index (empty file?)")
-            return
-        self.open_files.append(pending)
-
-    def _chunks(self, part: Part, path: str, *, pdf_as_text: bool) -> Iterator[Chunk]:
-        custom = self.ix._custom_chunker
-        if custom is not None:
-            yield from custom.chunk(part)
-            return
-        yield from self.ix._chunker_for(part.modality, pdf_as_text=pdf_as_text).chunk(part)
-
-    def _queue(self, pending: _Pending, ord_: int, chunk: Chunk) -> None:
-        content = chunk.content
-        preview = _preview(chunk)
-        path_key = hashlib.sha256(pending.path.encode()).hexdigest()[:16]
-        chunk_id = f"{path_key}-{pending.sha256[:12]}-{ord_:05d}"
-        record = ChunkRecord(
-            id=chunk_id,
-            path=pending.path,
-            ord=ord_,
-            # a PDF read as text is still a PDF to the user (and to where={"modality": "pdf"})
-            modality=pending.modality.value
-            if pending.modality is Modality.PDF
-            else chunk.modality.value,
-            span=chunk.span,
-            preview=preview,
-            content_hash=content_hash(content) if not self.dry_run else "",
-            metadata=_plain_metadata(chunk.metadata),
-        )
-        pending.records.append(record)
-        pending.vectors.append(None)
-        if self.dry_run:
-            n = _estimate_tokens(content, self.ix._limits)
-            self.est_tokens += n
-            self.est_by[chunk.modality] = self.est_by.get(chunk.modality, 0) + n
-            return
-        self.queue.append((pending, len(pending.records) - 1, content))
-        self.queue_bytes += _nbytes(content)
-        if self._full():
-            self._flush()  # a long file is embedded as it is cut, not held whole in memory
-
-    def _full(self) -> bool:
-        return len(self.queue) >= self.ix._batch_size or self.queue_bytes >= _MAX_QUEUE_BYTES
-
-    def _drop_queued(self, pending: _Pending) -> None:
-        before = len(self.queue)
-        self.queue = [q for q in self.queue if q[0] is not pending]
-        if len(self.queue) != before:
-            self.queue_bytes = sum(_nbytes(c) for _, _, c in self.queue)
-
-    def _flush(self) -> None:
-        if self.dry_run:
-            for pending in self.open_files:
-                self._record_outcome(pending)
-                self.chunks += len(pending.records)
-                self.done += 1
-            self.open_files = []
-            return
-        queue, self.queue, self.queue_bytes = self.queue, [], 0
-        if queue:
-            self._embed(queue)
-        self._commit_ready()
-
-    def _commit_ready(self) -> None:
-        if self.dry_run:
-            return
-        still_open = []
-        for pending in self.open_files:
-            if pending.error:
-                self._fail(pending.path, pending.error)
-            elif all(v is not None for v in pending.vectors):
-                self._commit(pending)
-            else:
-                still_open.append(pending)
-        self.open_files = still_open
-
-    def _embed(self, queue: list[tuple[_Pending, int, Embeddable]]) -> None:
-        items = [c for _, _, c in queue]
-        try:
-            vectors = self.ix._embed_with.embed(items, task=Task.DOCUMENT)
-        except (AuthenticationError, RateLimitError):
-            raise  # every other file would fail the same way: stop, keeping what is committed
-        except (EmbeddingError, InputLimitError, UnsupportedMediaError) as exc:
-            if len({id(p) for p, _, _ in queue}) == 1:
-                queue[0][0].error = _reason(exc, queue[0][0].path)
-                return
-            # find the culprit: embed file by file (the cache keeps what already succeeded)
-            by_file: dict[int, list[tuple[_Pending, int, Embeddable]]] = {}
-            for q in queue:
-                by_file.setdefault(id(q[0]), []).append(q)
-            for group in by_file.values():
-                self._embed(group)
-            return
-        if vectors.shape != (len(items), self.ix._dimensions):
-            raise EmbeddingError(
-                f"the embedder returned {vectors.shape} for {len(items)} items; expected "
-                f"({len(items)}, {self.ix._dimensions})"
-            )
-        for (pending, i, _), vector in zip(queue, vectors, strict=True):
-            pending.vectors[i] = vector
-
-    def _commit(self, pending: _Pending) -> None:
-        vectors = np.stack([v for v in pending.vectors if v is not None])
-        record = FileRecord(
-            path=pending.path,
-            size=pending.stat.st_size,
-            mtime_ns=pending.stat.st_mtime_ns,
-            sha256=pending.sha256,
-            modality=pending.modality.value,
-            status="indexed",
-            chunks=len(pending.records),
-        )
-        self.catalog.replace_file(record, pending.records, vectors)
-        self._record_outcome(pending)
-        self.chunks += len(pending.records)
-        self.done += 1
-
-    def _record_outcome(self, pending: _Pending) -> None:
-        (self.replaced if pending.existed else self.added).append(_show(pending.path))
-
-    def _fail(self, path: str, reason: str) -> None:
-        self.failed.append(FileProblem(path=_show(path), reason=reason))
-        self.done += 1
-        if self.dry_run:
-            return
-        try:
-            st = os.stat(path)
-            size, mtime = st.st_size, st.st_mtime_ns
-        except OSError:
-            size, mtime = 0, 0
-        self.catalog.record_failure(
-            FileRecord(
-                path=path,
-                size=size,
-                mtime_ns=mtime,
-                sha256="",
-                modality="",
-                status="failed",
-                reason=reason,
-            )
-        )
-
-    def _skip(
-        self, path: str, reason: str, *, st: os.stat_result | None = None, sha: str = ""
-    ) -> None:
-        self.skipped.append(FileProblem(path=_show(path), reason=reason))
-        self.done += 1
-        if self.dry_run:
-            return
-        # a file that used to be indexed and is now of a type we skip must not linger
-        self.catalog.remove_file(path)
-        if st is not None:
-            self.catalog.record_failure(
-                FileRecord(
-                    path=path,
-                    size=st.st_size,
-                    mtime_ns=st.st_mtime_ns,
-                    sha256=sha,
-                    modality="",
-                    status="skipped",
-                    reason=reason,
-                )
-            )
-
-    # -- report -----------------------------------------------------------------------------
-
-    def report(self, seconds: float) -> IndexReport:
-        calls: int | None = None
-        tokens: int | None = None
-        cost: float | None = None
-        if self.dry_run:
-            per_call = self.ix._limits.max_items_per_call if self.ix._limits else 0
-            calls = math.ceil(self.chunks / per_call) if per_call else None
-            if self.ix._limits is not None:
-                tokens = self.est_tokens
-                cost = _estimate_cost(self.est_by, self.ix._limits)
-        elif self.ix._embedder_obj is None:
-            # nothing needed embedding, so the embedder was never built; Gemini counts calls
-            if self.ix._spec.get("kind") == "gemini":
-                calls, tokens, cost = 0, 0, 0.0
-        else:
-            after = getattr(self.ix._embedder_obj, "usage", None)
-            if after is not None:
-                before = self.usage_before
-                calls = int(after.requests - (before.requests if before else 0))
-                tokens = int(after.tokens - (before.tokens if before else 0))
-                cost = float(after.cost_usd - (before.cost_usd if before else 0.0))
-        return IndexReport(
-            added=tuple(self.added),
-            unchanged=tuple(self.unchanged),
-            replaced=tuple(self.replaced),
-            removed=tuple(self.removed),
-            failed=tuple(self.failed),
-            skipped=tuple(self.skipped),
-            chunks=self.chunks,
-            calls=calls,
-            tokens=tokens,
-            cost_usd=cost,
-            seconds=seconds,
-            dry_run=self.dry_run,
-        )
-
-
-def _show(path: str) -> str:
-    return display_path(path)
-
-
-def _reason(exc: BaseException, path: str) -> str:
-    text = str(exc) or type(exc).__name__
-    # messages often start with the path; the report already shows it
-    for prefix in (path, _show(path), os.path.basename(path)):
-        if text.startswith(prefix + ": "):
-            return text[len(prefix) + 2 :]
-    return text
-
-
-def _preview(chunk: Chunk) -> str:
-    content = chunk.content
-    texts: list[str] = []
-    parts = content.parts if isinstance(content, Content) else (content,)
-    for part in parts:
-        if isinstance(part, Text):
-            texts.append(part.text)
-    if not texts:
-        for key in ("text", "page_text", "transcript", "caption"):
-            value = chunk.metadata.get(key)
-            if isinstance(value, (tuple, list)):
-                value = " ".join(v for v in value if isinstance(v, str))
-            if isinstance(value, str) and value.strip():
-                texts.append(value)
-                break
-    flat = " ".join(" ".join(texts).split())
-    return flat[:_PREVIEW_CHARS]
-
-
-def _plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep the JSON-friendly scalars of a chunk's metadata (no bytes, no frames)."""
-    out: dict[str, Any] = {}
-    for key, value in metadata.items():
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            if isinstance(value, str) and len(value) > 2000:
-                value = value[:2000]
-            out[str(key)] = value
-    return out
-
-
-def _nbytes(item: Embeddable) -> int:
-    parts = item.parts if isinstance(item, Content) else (item,)
-    total = 0
-    for part in parts:
-        if isinstance(part, str):
-            total += len(part)
-        elif isinstance(part, Text):
-            total += len(part.text)
-        elif part.path is None:
-            total += part.nbytes
-    return total
-
-
-def _estimate_tokens(item: Embeddable, limits: ModelLimits | None) -> int:
-    from mmembed.content import as_content
-
-    total = 0
-    for part in as_content(item).parts:
-        total += _estimate_part_tokens(part, limits)
-    return total
-
-
-def _estimate_part_tokens(part: Part, limits: ModelLimits | None) -> int:
-    if isinstance(part, Text):
-        return estimate_tokens(part.text)
-    if part.modality is Modality.IMAGE:
-        return _EST_TOKENS_PER_IMAGE
-    if part.modality is Modality.PDF:
-        return _EST_TOKENS_PER_PDF_PAGE * (limits.max_pdf_pages if limits else 6)
-    seconds = _media_seconds(part)
-    if part.modality is Modality.AUDIO:
-        return int(seconds * _EST_TOKENS_PER_AUDIO_SECOND)
-    frames = min(math.ceil(seconds), limits.max_video_frames if limits else 32)
-    return frames * _EST_TOKENS_PER_VIDEO_FRAME
-
-
-def _media_seconds(part: Part) -> float:
-    """The length of an audio chunk, or a typical 30 s when it cannot be read (an estimate)."""
-    if part.modality is not Modality.AUDIO or not isinstance(part, Media):
-        return 30.0
-    import soundfile
-
-    try:
-        with part.open() as f:
-            return float(soundfile.info(f).duration)
-    except Exception:  # an estimate only: any unreadable clip counts as a typical one
-        return 30.0
-
-
-def _estimate_cost(by_modality: Mapping[Modality, int], limits: ModelLimits) -> float:
-    prices = limits.price_per_million_tokens
-    return (
-        sum(n * prices.get(m, prices.get(Modality.TEXT, 0.0)) for m, n in by_modality.items()) / 1e6
-    )
+    store: VectorStore = FaissStore(dimensions)
+    return store

@@ -1,0 +1,285 @@
+"""What an index was built with, and whether what it is opened with matches.
+
+``config.json`` holds the *fingerprint* (what the vectors depend on: model, dimensions,
+normalisation, tasks; and the chunk settings) and the *specs* of the embedder and the store
+(how to build them again, see :mod:`mmembed.registry`). ``store.json`` names the store of the
+snapshot on disk and the catalog position it holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mmembed.content import Modality
+from mmembed.errors import (
+    ConfigurationError,
+    CorruptStoreError,
+    IncompatibleIndexError,
+    UnsupportedMediaError,
+)
+from mmembed.limits import ModelLimits
+from mmembed.protocols import Chunker, Embedder, VectorStore
+from mmembed.registry import build_embedder, build_store, kind_of_target, store_class, to_spec
+
+__all__ = [
+    "CONFIG_VERSION",
+    "Chunkers",
+    "check_chunking",
+    "check_embedder",
+    "embedder_entry",
+    "read_json",
+    "rebuild_embedder",
+    "store_entry",
+    "store_kind",
+]
+
+CONFIG_VERSION = 1
+#: The fingerprint keys an embedder must match to open an index (the spec may differ).
+_FINGERPRINT = ("model", "dimensions", "normalize", "tasks")
+# Older index files named their embedder by a kind alone and their store by "module:Class".
+_OLD_KINDS = {"gemini", "local", "fake"}
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object written by the index, or ``None`` when the file does not exist."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CorruptStoreError(
+            f"{path} is damaged ({exc}); delete the index directory and index again"
+        ) from exc
+    if not isinstance(data, dict):
+        raise CorruptStoreError(f"{path} is not an mmembed index file; delete it and index again")
+    return data
+
+
+# -- the embedder ----------------------------------------------------------------------------
+
+
+def embedder_entry(embedder: Embedder) -> dict[str, Any]:
+    """The ``embedder`` section of ``config.json``: fingerprint, kind and spec."""
+    limits = getattr(embedder, "limits", None)
+    tasks: dict[str, Any] = {}
+    if isinstance(limits, ModelLimits):
+        tasks["style"] = limits.task_style
+    prompts = getattr(embedder, "prompts", None)
+    if isinstance(prompts, Mapping):
+        tasks["prompts"] = {str(k): str(v) for k, v in sorted(prompts.items())}
+    try:
+        spec: dict[str, Any] | None = to_spec(embedder)
+    except ConfigurationError:
+        spec = None  # a custom embedder: the index needs it passed again to reopen
+    kind = (
+        spec["kind"]
+        if spec is not None
+        else f"custom:{type(embedder).__module__}.{type(embedder).__qualname__}"
+    )
+    return {
+        "kind": kind,
+        "model": embedder.model,
+        "dimensions": int(embedder.dimensions),
+        "normalize": "l2",
+        "tasks": tasks,
+        "spec": spec,
+    }
+
+
+def rebuild_embedder(entry: Mapping[str, Any]) -> Embedder:
+    """The embedder an index was built with, from its ``config.json`` entry."""
+    spec = entry.get("spec")
+    kind = str(entry.get("kind", ""))
+    if spec is None and kind in _OLD_KINDS:
+        spec = {"kind": kind, "model": entry.get("model"), "dimensions": entry.get("dimensions")}
+        if kind == "local":
+            del spec["dimensions"]
+    if spec is None:
+        raise ConfigurationError(
+            f"this index was built with a custom embedder ({kind.removeprefix('custom:')}, model "
+            f"{entry.get('model')!r}) that cannot describe itself; pass the same embedder again: "
+            "Index(path, embedder=...)"
+        )
+    embedder: Embedder = build_embedder(spec)
+    return embedder
+
+
+def check_embedder(path: Path, stored: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """Refuse an embedder whose vectors would not compare with the index's."""
+    diffs = [
+        f"{key} {stored.get(key)!r} (given {given.get(key)!r})"
+        for key in _FINGERPRINT
+        if stored.get(key) != given.get(key)
+    ]
+    if diffs:
+        raise IncompatibleIndexError(
+            f"{path} was built with another embedder: {'; '.join(diffs)}. Vectors from "
+            "different embedders cannot be compared: open it without an embedder to reuse "
+            "its own, or use another index directory"
+        )
+
+
+# -- chunking --------------------------------------------------------------------------------
+
+
+def check_chunking(path: Path, stored: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """Refuse chunk settings that differ from the index's (its chunks would not match)."""
+    if json.dumps(stored, sort_keys=True, default=str) != json.dumps(
+        given, sort_keys=True, default=str
+    ):
+        raise IncompatibleIndexError(
+            f"{path} was built with chunk settings {dict(stored)}, not {dict(given)}; use "
+            "another index directory, or delete this one to rebuild it"
+        )
+
+
+class Chunkers:
+    """The chunker for each modality, each built (so every option checked) up front.
+
+    Args:
+        options: per-modality chunker options, ``{"text": {"size": 512}, ...}``.
+        limits: the model's limits (``None`` for a model that publishes none, such as a local
+            one: chunkers then use Gemini Embedding 2's, and text is sized by ``text_tokens``).
+        custom: one chunker to use for every file instead.
+        text_tokens: how many tokens the embedder reads (asked only when a text file comes and
+            no size was set: for a local model this loads the model).
+
+    Raises:
+        ConfigurationError: an option a chunker does not take, or a bad value.
+    """
+
+    def __init__(
+        self,
+        options: Mapping[str, Mapping[str, Any]],
+        *,
+        limits: ModelLimits | None,
+        custom: Chunker | None = None,
+        text_tokens: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        unknown = sorted(set(options) - {m.value for m in Modality})
+        if unknown:
+            raise ConfigurationError(
+                f"chunk_options takes one dict of options per modality ({', '.join(Modality)}), "
+                f"e.g. {{'text': {{'size': 512}}}}; got {', '.join(unknown)}"
+            )
+        for key, value in options.items():
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(
+                    f"chunk_options[{key!r}] must be a dict of {key} chunker options, got "
+                    f"{type(value).__name__}"
+                )
+        self._options = {k: dict(v) for k, v in options.items()}
+        self._limits = limits
+        self._custom = custom
+        self._text_tokens = text_tokens
+        self._built: dict[tuple[Modality, bool], Chunker | None] = {}
+        if custom is None:
+            for modality in Modality:
+                self._built[(modality, False)] = self._make(modality, pdf_as_text=False)
+            self._built[(Modality.PDF, True)] = self._make(Modality.PDF, pdf_as_text=True)
+            if self._sized_by_model:
+                # checked above with the default size; sized for the model on first use
+                del self._built[(Modality.TEXT, False)]
+
+    @property
+    def options(self) -> dict[str, dict[str, Any]]:
+        """The options as given, sorted by modality (as the fingerprint records them)."""
+        return {k: dict(self._options[k]) for k in sorted(self._options)}
+
+    @property
+    def _sized_by_model(self) -> bool:
+        return self._limits is None and "size" not in self._options.get("text", {})
+
+    def for_part(self, modality: Modality, *, pdf_as_text: bool = False) -> Chunker:
+        """The chunker for a part of ``modality`` (a PDF read as text for a text-only model)."""
+        if self._custom is not None:
+            return self._custom
+        key = (modality, pdf_as_text and modality is Modality.PDF)
+        if key not in self._built:
+            self._built[key] = self._make(modality, pdf_as_text=key[1], sized=True)
+        chunker = self._built[key]
+        if chunker is None:
+            raise UnsupportedMediaError(
+                f"{self._limits.model if self._limits else 'the model'} does not take "
+                f"{modality.value}"
+            )
+        return chunker
+
+    def _make(
+        self, modality: Modality, *, pdf_as_text: bool, sized: bool = False
+    ) -> Chunker | None:
+        from mmembed.chunkers import chunker_for
+
+        options = dict(self._options.get(modality.value, {}))
+        if modality is Modality.TEXT and sized and self._sized_by_model:
+            # a local model reads at most this many word pieces: keep chunks within that
+            max_tokens = self._text_tokens()
+            if isinstance(max_tokens, int) and max_tokens > 0:
+                options.setdefault("size", min(max_tokens, 1024))
+                options.setdefault("overlap", options["size"] // 8)
+        if modality is Modality.PDF:
+            options.setdefault("page_text", True)
+            if pdf_as_text:
+                # one page a chunk: a text model reads little, and page hits stay precise
+                options.setdefault("mode", "text")
+                options.setdefault("pages", 1)
+        try:
+            return chunker_for(modality, limits=self._limits, **{modality.value: options})
+        except UnsupportedMediaError:
+            # the model takes no such files (they are skipped); still check the options
+            chunker_for(modality, limits=None, **{modality.value: options})
+            return None
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+def store_entry(store: VectorStore) -> dict[str, Any]:
+    """How ``config.json`` and ``store.json`` name a store: its spec (``None`` if it has none)."""
+    try:
+        spec: dict[str, Any] | None = to_spec(store)
+    except ConfigurationError:
+        kind = kind_of_target("store", f"{type(store).__module__}:{type(store).__qualname__}")
+        spec = {"kind": kind, "dimensions": int(store.dimensions)} if kind else None
+    return {"spec": spec}
+
+
+def store_kind(entry: Mapping[str, Any]) -> str:
+    """The registered kind of the store an entry names (older files name a class)."""
+    spec = entry.get("spec")
+    if isinstance(spec, Mapping) and isinstance(spec.get("kind"), str):
+        return str(spec["kind"])
+    target = entry.get("class")
+    kind = kind_of_target("store", target) if isinstance(target, str) else None
+    if kind is None:
+        raise ConfigurationError(
+            f"this index uses a store mmembed cannot reopen by itself ({target or 'unnamed'}); "
+            "pass it again: Index(path, store=...)"
+        )
+    return kind
+
+
+def build_empty_store(entry: Mapping[str, Any], dimensions: int) -> VectorStore:
+    """A new, empty store like the one an entry names."""
+    spec = entry.get("spec")
+    if not isinstance(spec, Mapping):
+        spec = {"kind": store_kind(entry), "dimensions": dimensions}
+    cls = store_class(str(spec["kind"]))
+    if not hasattr(cls, "from_spec"):  # TEMP until stores have specs
+        tmp: VectorStore = cls(dimensions)
+        return tmp
+    store: VectorStore = build_store(spec)
+    return store
+
+
+def load_store(entry: Mapping[str, Any], path: Path) -> VectorStore:
+    """The store snapshot saved at ``path`` by the class an entry names."""
+    cls = store_class(store_kind(entry))
+    load = getattr(cls, "load", None)
+    if not callable(load):
+        raise ConfigurationError(f"the {cls.__qualname__} store cannot be loaded from files")
+    store: VectorStore = load(path)
+    return store
