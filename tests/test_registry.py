@@ -88,7 +88,9 @@ def test_builtin_kinds_are_known_without_importing_them() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert "'gemini'" in out and "'matryoshka'" in out and "'faiss'" in out
+    assert "'gemini'" in out
+    assert "'matryoshka'" in out
+    assert "'faiss'" in out
     assert out.strip().endswith("False False")  # listing kinds imported none of them
     assert {"gemini", "local", "matryoshka", "cached", "fake"} <= set(known_embedders())
     assert {"memory", "faiss", "qdrant"} <= set(known_stores())
@@ -131,7 +133,8 @@ def test_classes_can_be_registered_directly() -> None:
 
     register_embedder("mine", Mine)
     rebuilt = build_embedder(to_spec(Mine(12)))
-    assert isinstance(rebuilt, Mine) and rebuilt.dimensions == 12
+    assert isinstance(rebuilt, Mine)
+    assert rebuilt.dimensions == 12
 
 
 @pytest.mark.parametrize(
@@ -165,7 +168,8 @@ def test_cached_spec_reopens_the_same_cache(tmp_path: Path) -> None:
     }
     rebuilt = build_embedder(spec)
     rebuilt.embed(["a", "b"])
-    assert rebuilt.hits == 2 and rebuilt.embedder.calls == []
+    assert rebuilt.hits == 2
+    assert rebuilt.embedder.calls == []
 
 
 def test_local_spec_does_not_load_the_model() -> None:
@@ -174,7 +178,8 @@ def test_local_spec_does_not_load_the_model() -> None:
     local = SentenceTransformerEmbedder("some/model-dir", batch_size=8)
     assert to_spec(local) == {"kind": "local", "model": "some/model-dir", "batch_size": 8}
     rebuilt = build_embedder(to_spec(local))
-    assert isinstance(rebuilt, SentenceTransformerEmbedder) and rebuilt.model == "some/model-dir"
+    assert isinstance(rebuilt, SentenceTransformerEmbedder)
+    assert rebuilt.model == "some/model-dir"
 
 
 def test_bad_specs_name_the_problem() -> None:
@@ -208,7 +213,7 @@ def notes(tmp_path: Path) -> Iterator[Path]:
     folder.mkdir()
     (folder / "cells.md").write_text("Mitochondria make ATP in the Krebs cycle.")
     (folder / "space.md").write_text("Rockets carry satellites into orbit.")
-    yield folder
+    return folder
 
 
 @pytest.mark.parametrize(
@@ -259,7 +264,8 @@ def test_a_third_party_embedder_from_an_entry_point_reopens_with_the_path_alone(
     """
     first = _python(build, path=plugin_path, cwd=tmp_path)
     second = _python(reopen, path=plugin_path, cwd=tmp_path)
-    assert first == second and first.strip()
+    assert first == second
+    assert first.strip()
     # without the package installed, the message says what is missing and how to proceed
     proc = subprocess.run(
         [
@@ -274,7 +280,8 @@ def test_a_third_party_embedder_from_an_entry_point_reopens_with_the_path_alone(
         check=False,
     )
     assert proc.returncode == 1
-    assert "unknown embedder kind 'acme'" in proc.stderr and "entry point" in proc.stderr
+    assert "unknown embedder kind 'acme'" in proc.stderr
+    assert "entry point" in proc.stderr
 
 
 def test_a_chunk_option_typo_fails_before_anything_is_written(tmp_path: Path) -> None:
