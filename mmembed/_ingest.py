@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._catalog import Catalog, ChunkRecord, FileRecord
+from mmembed._checks import check_rows
 from mmembed._files import sha256_file
 from mmembed._index_config import Chunkers
 from mmembed._walk import display_path, is_under, walk
@@ -458,11 +459,7 @@ class Ingest:
             for group in by_file.values():
                 self._embed(group)
             return
-        if vectors.shape != (len(items), self.ctx.dimensions):
-            raise EmbeddingError(
-                f"the embedder returned {vectors.shape} for {len(items)} items; expected "
-                f"({len(items)}, {self.ctx.dimensions})"
-            )
+        vectors = check_rows(vectors, len(items), self.ctx.dimensions, who=self.ctx.model)
         for (pending, i, _), vector in zip(queue, vectors, strict=True):
             pending.vectors[i] = vector
 

@@ -29,6 +29,7 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._checks import check_rows
 from mmembed.content import Embeddable, Modality, Task, content_hash
 from mmembed.errors import CorruptStoreError, StoreError
 from mmembed.limits import ModelLimits
@@ -255,11 +256,7 @@ def _assemble(
     dimensions: int,
     task: Task,
 ) -> tuple[NDArray[np.float32], int]:
-    if fresh.shape != (len(todo_hashes), dimensions):
-        raise StoreError(
-            f"the embedder returned {fresh.shape} for {len(todo_hashes)} items of "
-            f"{dimensions} dimensions; nothing was cached"
-        )
+    fresh = check_rows(fresh, len(todo_hashes), dimensions, who=model)
     if todo_hashes:
         cache.put_many(todo_hashes, fresh, model=model, dimensions=dimensions, task=task)
     by_hash = dict(zip(todo_hashes, fresh, strict=True))
