@@ -125,8 +125,8 @@ def _parser() -> argparse.ArgumentParser:
         "search", parents=[common], help="search the index with text, or with a file"
     )
     s.add_argument("query", nargs="*", help="what to look for")
-    for kind in ("image", "audio", "video", "pdf"):
-        s.add_argument(f"--{kind}", metavar="FILE", help=f"search with {kind} FILE")
+    for modality in ("image", "audio", "video", "pdf"):
+        s.add_argument(f"--{modality}", metavar="FILE", help=f"search with {modality} FILE")
     s.add_argument("-k", type=int, default=10, metavar="N", help="number of results (10)")
     s.add_argument(
         "--modality",
@@ -349,8 +349,8 @@ def _progress_bar() -> _Bar | None:
 def _cmd_search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise _Fail(f"-k must be at least 1, got {args.k}", ExitCode.USAGE)
-    files = [(kind, getattr(args, kind)) for kind in ("image", "audio", "video", "pdf")]
-    given = [(kind, f) for kind, f in files if f]
+    files = [(m, getattr(args, m)) for m in ("image", "audio", "video", "pdf")]
+    given = [(m, f) for m, f in files if f]
     text = " ".join(args.query).strip()
     if len(given) > 1 or (given and text):
         raise _Fail(
@@ -361,8 +361,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise _Fail('nothing to search for: mmembed search "your question"', ExitCode.USAGE)
     query: str | Part = text
     if given:
-        kind, file = given[0]
-        query = _load_query(kind, file)
+        modality, file = given[0]
+        query = _load_query(modality, file)
     index = _open_existing(args)
     try:
         where = {"modality": args.modality} if args.modality else None
@@ -376,15 +376,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _load_query(kind: str, file: str) -> Part:
+def _load_query(modality: str, file: str) -> Part:
     try:
         part = load(file)
     except ConfigurationError as exc:
-        raise _Fail(f"--{kind} {file}: no such file", ExitCode.USAGE) from exc
+        raise _Fail(f"--{modality} {file}: no such file", ExitCode.USAGE) from exc
     found = part.modality.value
-    if found != kind:
+    if found != modality:
         hint = f"; use --{found} {file}" if found != "text" else "; pass text as the query"
-        raise _Fail(f"--{kind} {file}: the file is {found}, not {kind}{hint}", ExitCode.USAGE)
+        raise _Fail(
+            f"--{modality} {file}: the file is {found}, not {modality}{hint}", ExitCode.USAGE
+        )
     return part
 
 

@@ -166,10 +166,10 @@ class SentenceTransformerEmbedder:
         getter = getattr(model, "get_embedding_dimension", None)
         if getter is None:
             getter = model.get_sentence_embedding_dimension
-        dims = getter()
-        if not dims:
+        width = getter()
+        if not width:
             raise ConfigurationError(f"the local model {self._name!r} does not report its width")
-        return int(dims)
+        return int(width)
 
     @property
     def modalities(self) -> frozenset[Modality]:
@@ -205,9 +205,9 @@ class SentenceTransformerEmbedder:
     ) -> NDArray[np.float32]:
         """Embed ``items``: one unit float32 row each, in order."""
         items = list(items)
-        dims = self.dimensions
+        width = self.dimensions
         if not items:
-            return np.zeros((0, dims), dtype=np.float32)
+            return np.zeros((0, width), dtype=np.float32)
         modalities = self.modalities
         # flatten every part of every item into one list so the model sees full batches
         flat: list[Any] = []
@@ -224,7 +224,7 @@ class SentenceTransformerEmbedder:
                 flat.append(part.text if isinstance(part, Text) else self._pil(part))
                 owners.append(i)
         vectors = self._encode(flat, task)
-        out = np.zeros((len(items), dims), dtype=np.float32)
+        out = np.zeros((len(items), width), dtype=np.float32)
         np.add.at(out, np.asarray(owners), vectors)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
