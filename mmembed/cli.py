@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         "--modality",
         action="append",
         choices=[m.value for m in Modality],
-        help="only results of this kind (repeatable)",
+        help="only results of this modality (repeatable)",
     )
     s.add_argument("--group", action="store_true", help="one result per file")
 

@@ -54,12 +54,12 @@ class Result:
     matches: tuple[Result, ...] = field(default=(), repr=False)
 
     @property
-    def where(self) -> str:
+    def location(self) -> str:
         """The span as people read it: ``12:00–12:30``, ``p. 7``, ``chars 0–120``, or ``""``."""
         return "" if self.span is None else str(self.span)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the span as ``{"kind": ..., ...}``)."""
+        """A JSON-ready dict (the span as ``{"type": "time" | "pages" | "text", ...}``)."""
         out: dict[str, Any] = {
             "score": round(float(self.score), 6),
             "source": self.source,
@@ -75,8 +75,8 @@ class Result:
 
     def __str__(self) -> str:
         parts = [f"{self.score:.3f}", self.source]
-        if self.where:
-            parts.append(self.where)
+        if self.location:
+            parts.append(self.location)
         parts.append(self.modality.value)
         if self.preview:
             parts.append(repr(_clip(self.preview, 60)))
@@ -87,10 +87,10 @@ def _span_dict(span: Span | None) -> dict[str, Any] | None:
     if span is None:
         return None
     if isinstance(span, TimeSpan):
-        return {"kind": "time", "start": span.start, "end": span.end}
+        return {"type": "time", "start": span.start, "end": span.end}
     if isinstance(span, PageSpan):
-        return {"kind": "pages", "first": span.first, "last": span.last}
-    return {"kind": "text", "start": span.start, "end": span.end}
+        return {"type": "pages", "first": span.first, "last": span.last}
+    return {"type": "text", "start": span.start, "end": span.end}
 
 
 def _clip(text: str, width: int) -> str:
@@ -146,14 +146,16 @@ class Results(Sequence[Result]):
         return self.table()
 
     def table(self, width: int | None = None) -> str:
-        """A plain-text table: rank, score, source, where, kind and a preview, one row each."""
+        """A plain-text table: rank, score, source, location, modality and a preview, one row each."""
         if not self._items:
             return "no results"
         width = width or shutil.get_terminal_size((120, 20)).columns
         rows = []
         for i, r in enumerate(self._items, 1):
-            rows.append((str(i), f"{r.score:.3f}", r.source, r.where, r.modality.value, r.preview))
-        head = ("#", "score", "source", "where", "kind", "preview")
+            rows.append(
+                (str(i), f"{r.score:.3f}", r.source, r.location, r.modality.value, r.preview)
+            )
+        head = ("#", "score", "source", "location", "modality", "preview")
         fixed = [max(len(row[c]) for row in [*rows, head]) for c in range(5)]
         # paths stay whole (they are what people copy); the preview takes what is left
         room = max(24, width - sum(fixed) - 2 * 5)
@@ -175,7 +177,7 @@ class Results(Sequence[Result]):
             return "<p><em>no results</em></p>"
         out = [
             "<table>",
-            "<thead><tr><th>#</th><th>score</th><th></th><th>source</th><th>where</th>"
+            "<thead><tr><th>#</th><th>score</th><th></th><th>source</th><th>location</th>"
             "<th>preview</th></tr></thead><tbody>",
         ]
         for i, r in enumerate(self._items, 1):
@@ -185,7 +187,7 @@ class Results(Sequence[Result]):
                 f"<td>{i}</td><td>{r.score:.3f}</td><td>{thumb}</td>"
                 f"<td><a href='{html.escape(r.uri, quote=True)}'>{html.escape(r.source)}</a>"
                 f"<br><small>{html.escape(r.modality.value)}</small></td>"
-                f"<td>{html.escape(_where_long(r))}</td>"
+                f"<td>{html.escape(_location_long(r))}</td>"
                 f"<td>{html.escape(_clip(r.preview, 200))}</td>"
                 "</tr>"
             )
@@ -193,7 +195,7 @@ class Results(Sequence[Result]):
         return "".join(out)
 
 
-def _where_long(r: Result) -> str:
+def _location_long(r: Result) -> str:
     if isinstance(r.span, PageSpan):
         return (
             f"page {r.span.first}" if r.span.pages == 1 else f"pages {r.span.first}–{r.span.last}"

@@ -324,7 +324,7 @@ def test_the_shipped_examples_with_gemini_every_modality(
         assert code == ExitCode.OK
         top = json.loads(out)[0]
         assert top["source"].endswith(name)
-        assert (top["span"] or {}).get("kind") == kind
+        assert (top["span"] or {}).get("type") == kind
         if kind == "time":
             assert "#t=0," in top["uri"]
     code, out, _ = run(
