@@ -97,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
         "4 index unusable, 5 embedding service, 6 index busy, 130 interrupted.",
         parents=[common],
     )
+    parser.add_argument(
+        "--version", action="version", version=f"mmembed {_version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser(
@@ -143,6 +146,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("paths", nargs="+", metavar="PATH")
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the package metadata is the one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmembed")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

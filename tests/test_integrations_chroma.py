@@ -160,3 +160,118 @@ def test_persistent_collection_reopens_with_its_function(chromadb: Any, tmp_path
         assert reopened.query(query_texts=["second note"], n_results=1)["ids"] == [["2"]]
     finally:
         client.reset()
+
+
+# -- Chroma's own argument names, and a collection reopened in a fresh process ----------------
+
+_WRITE = """
+import json, sys
+import chromadb
+from mmembed.integrations.chroma import ChromaEmbeddingFunction
+
+ef = ChromaEmbeddingFunction(
+    model_name="gemini-embedding-2", dimensions=128, api_key_env_var="NOTES_GEMINI_KEY"
+)
+client = chromadb.PersistentClient(
+    path=sys.argv[1], settings=chromadb.config.Settings(anonymized_telemetry=False)
+)
+notes = client.create_collection("notes", embedding_function=ef)
+notes.add(ids=["c", "r"], documents=["cats purr", "rockets fly"])
+print(json.dumps(notes.configuration_json["embedding_function"]))
+"""
+
+# the reader imports only the module, in either order with chromadb, and never registers
+_READ = """
+import json, sys
+{first}
+{second}
+client = chromadb.PersistentClient(
+    path=sys.argv[1], settings=chromadb.config.Settings(anonymized_telemetry=False)
+)
+notes = client.get_collection("notes")  # no embedding_function: rebuilt from the stored config
+print(json.dumps(notes.query(query_texts=["cats purr"], n_results=1)["ids"]))
+"""
+
+
+@pytest.mark.slow
+def test_a_fresh_process_reopens_the_collection_with_the_key_from_its_variable(
+    chromadb: Any, tmp_path: Path
+) -> None:
+    import json
+    import os
+
+    key = "notes-only-key"  # the server takes no other key
+    with FakeGeminiServer(api_key=key) as server:
+        env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_API_KEY", "GEMINI_API_KEY")}
+        env |= {
+            "GOOGLE_GEMINI_BASE_URL": server.base_url,
+            "GOOGLE_GENAI_API_VERSION": "v1",
+            "NOTES_GEMINI_KEY": key,
+            "ANONYMIZED_TELEMETRY": "False",
+            "PYTHONPATH": str(Path(__file__).parents[1]),
+        }
+        path = str(tmp_path / "chroma")
+
+        def run(code: str) -> Any:
+            done = subprocess.run(
+                [sys.executable, "-c", code, path],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+            return json.loads(done.stdout.strip().splitlines()[-1])
+
+        stored = run(_WRITE)
+        imports = ("import mmembed.integrations.chroma", "import chromadb")
+        found = [
+            run(_READ.format(first=imports[0], second=imports[1])),
+            run(_READ.format(first=imports[1], second=imports[0])),
+        ]
+        queries = [r.contents[0]["parts"][0]["text"] for r in server.embed_requests if r.items == 1]
+    assert stored["name"] == "mmembed"
+    assert stored["config"]["api_key_env_var"] == "NOTES_GEMINI_KEY"
+    assert stored["config"]["model"] == "gemini-embedding-2"
+    assert found == [[["c"]], [["c"]]]
+    assert queries == ["task: search result | query: cats purr"] * 2
+    for file in (tmp_path / "chroma").rglob("*"):  # the key is nowhere on disk
+        if file.is_file():
+            assert key.encode() not in file.read_bytes(), file
+
+
+def test_chroma_names_work_and_wrong_names_fail_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MY_GEMINI_KEY", raising=False)
+    ef = ChromaEmbeddingFunction(model_name="gemini-embedding-2", api_key_env_var="MY_GEMINI_KEY")
+    assert ef.get_config()["api_key_env_var"] == "MY_GEMINI_KEY"
+    assert ef.get_config()["model"] == "gemini-embedding-2"
+    rebuilt = ChromaEmbeddingFunction.build_from_config(ef.get_config())
+    assert rebuilt.get_config() == ef.get_config()
+    with pytest.raises(ConfigurationError, match="MY_GEMINI_KEY"):
+        ef(["no key in the variable yet"])
+    with FakeGeminiServer(api_key="from-the-variable") as server:
+        for name, value in server.env(api_key="not-this-one").items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+        monkeypatch.setenv("MY_GEMINI_KEY", "from-the-variable")
+        assert len(rebuilt(["cats purr", "rockets fly"])) == 2
+        assert server.embed_requests[-1].items == 2
+
+    wrong = {
+        "dimension": "did you mean dimensions",
+        "output_dimensionality": "did you mean dimensions",
+        "task_type": "did you mean query_task= and document_task=",
+        "api_key_env": "did you mean api_key_env_var",
+        "vertexai": "GeminiEmbedder\\(vertexai=True",
+    }
+    for name, suggestion in wrong.items():
+        with pytest.raises(ConfigurationError, match=suggestion):
+            ChromaEmbeddingFunction(**{name: 1})
+    with pytest.raises(ConfigurationError, match="both model and model_name"):
+        ChromaEmbeddingFunction(model="a", model_name="b")
+    with pytest.raises(ConfigurationError, match="both api_key and api_key_env_var"):
+        ChromaEmbeddingFunction(api_key="k", api_key_env_var="MY_GEMINI_KEY")
+    with pytest.raises(ConfigurationError, match="api_key_env_var"):
+        ChromaEmbeddingFunction(FakeEmbedder(8), api_key_env_var="MY_GEMINI_KEY")

@@ -308,6 +308,63 @@ def test_gemini_gets_one_content_per_text_and_task_prefixes(
     assert best == 7
 
 
+def test_google_genai_names_work_and_wrong_names_fail_at_construction(
+    gemini_server: FakeGeminiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a GoogleGenerativeAIEmbeddings user writes works; anything else fails right away."""
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini_server.base_url)
+    monkeypatch.setenv("GOOGLE_GENAI_API_VERSION", "v1")
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    gemini_server.reset()
+    emb = LangChainEmbeddings(
+        model="gemini-embedding-2",
+        google_api_key="key-from-argument",
+        output_dimensionality=256,
+        task_type="SEMANTIC_SIMILARITY",
+    )
+    assert emb.dimensions == 256
+    assert emb.api_key is not None
+    assert emb.api_key.get_secret_value() == "key-from-argument"
+    assert (emb.query_task, emb.document_task) == (Task.SIMILARITY, Task.SIMILARITY)
+    docs = emb.embed_documents(["cats purr", "rockets fly"])
+    query = emb.embed_query("cats purr")
+    emb.close()
+    assert [len(v) for v in [*docs, query]] == [256, 256, 256]
+    sent = [c["parts"][0]["text"] for r in gemini_server.embed_requests for c in r.contents]
+    # LangChain's task_type is one task for both sides; gemini-embedding-2 reads it as a prefix
+    assert sent == [
+        "task: sentence similarity | query: cats purr",
+        "task: sentence similarity | query: rockets fly",
+        "task: sentence similarity | query: cats purr",
+    ]
+    fake = FakeEmbedder(8)
+    LangChainEmbeddings(fake, task_type="clustering").embed_query("x")
+    assert fake.calls[-1].task is Task.CLUSTERING
+
+    wrong = {
+        "dimension": "did you mean dimensions",
+        "taskType": "did you mean task_type",
+        "model_name": "did you mean model",
+        "max_retry": "did you mean max_retries",
+        "base_url": "did you mean client=",
+    }
+    for name, suggestion in wrong.items():
+        with pytest.raises(ConfigurationError, match=suggestion):
+            LangChainEmbeddings(**{name: 1})
+    with pytest.raises(ConfigurationError, match="same setting"):
+        LangChainEmbeddings(api_key="a", google_api_key="b")
+    with pytest.raises(ConfigurationError, match="same setting"):
+        LangChainEmbeddings(dimensions=768, output_dimensionality=768)
+    with pytest.raises(ConfigurationError, match="RETRIEVAL_QUERY"):
+        LangChainEmbeddings(task_type="RETRIEVE")
+    with pytest.raises(ConfigurationError, match="task_type sets both"):
+        LangChainEmbeddings(task_type="CLUSTERING", query_task=Task.QUESTION_ANSWERING)
+    with pytest.raises(ConfigurationError, match="got an embedder and api_key"):
+        LangChainEmbeddings(FakeEmbedder(8), google_api_key="k")
+    assert len(gemini_server.embed_requests) == 2  # the refused ones sent nothing
+
+
 # -- LangChainVectorStore -----------------------------------------------------------------------
 
 

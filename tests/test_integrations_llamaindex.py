@@ -182,3 +182,47 @@ def test_gemini_parameters_are_lazy_and_the_key_hidden(monkeypatch: pytest.Monke
         LlamaIndexEmbedding(FakeEmbedder(8), model="x")
     with pytest.raises(ConfigurationError, match="mmembed Embedder"):
         LlamaIndexEmbedding(object())  # type: ignore[arg-type]
+
+
+def test_llamaindex_names_work_and_wrong_names_fail_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with FakeGeminiServer() as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        emb = LlamaIndexEmbedding(
+            model_name="gemini-embedding-2", dimensions=128, embed_batch_size=2
+        )
+        vectors = emb.get_text_embedding_batch(["a", "b", "c"])
+        # LlamaIndex serialises the model by its own field names and rebuilds it from them
+        again = LlamaIndexEmbedding.from_dict(emb.to_dict())
+        again.get_query_embedding("a")
+        emb.close()
+        again.close()
+        requests = server.embed_requests
+    assert len(vectors) == 3
+    assert [r.items for r in requests] == [2, 1, 1]  # embed_batch_size items per call
+    assert (again.model_name, again.dimensions, again.embed_batch_size) == (
+        "gemini-embedding-2",
+        128,
+        2,
+    )
+
+    wrong = {
+        "output_dimensionality": "did you mean dimensions",
+        "task_type": "did you mean query_task= and document_task=",
+        "embedding_config": "did you mean dimensions=",
+        "embed_batch": "did you mean embed_batch_size",
+        "retries": "max_retries",
+    }
+    for name, suggestion in wrong.items():
+        with pytest.raises(ConfigurationError, match=suggestion):
+            LlamaIndexEmbedding(**{name: 1})
+    with pytest.raises(ConfigurationError, match="did you mean max_retries"):
+        LlamaIndexEmbedding(gemini_options={"retries": 3})
+    with pytest.raises(ConfigurationError, match="same setting"):
+        LlamaIndexEmbedding(model="gemini-embedding-2", model_name="gemini-embedding-2")
+    with pytest.raises(ConfigurationError, match="model"):
+        LlamaIndexEmbedding(FakeEmbedder(8), model_name="x")
+    # LlamaIndex's own fields still pass through
+    assert LlamaIndexEmbedding(FakeEmbedder(8), num_workers=2).num_workers == 2

@@ -1,12 +1,17 @@
-"""What every framework adapter needs: building the embedder and checking what comes back."""
+"""What every framework adapter needs: building the embedder, checking the arguments it was given
+and what comes back."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed.content import Task
 from mmembed.errors import ConfigurationError, EmbeddingError
 from mmembed.protocols import Embedder
 
@@ -15,7 +20,10 @@ __all__ = [
     "build_gemini",
     "check_embedder",
     "close_embedder",
+    "gemini_option_names",
+    "refuse_unknown_arguments",
     "rows_as_floats",
+    "task_from_gemini_name",
 ]
 
 DEFAULT_MODEL = "gemini-embedding-2"
@@ -90,3 +98,80 @@ def refuse_parameters_with_embedder(who: str, **parameters: object) -> None:
             f"{who} got an embedder and {', '.join(given)}: configure the embedder itself, "
             "or leave it out to build a GeminiEmbedder from parameters"
         )
+
+
+# Names people bring from the Gemini SDK and from other frameworks' Gemini classes, and what
+# mmembed calls the same thing. Close misspellings are found by difflib; these are not close.
+_SYNONYMS: Mapping[str, str] = {
+    "output_dimensionality": "dimensions",
+    "output_dimension": "dimensions",
+    "dimension": "dimensions",
+    "dim": "dimensions",
+    "dims": "dimensions",
+    "embedding_dim": "dimensions",
+    "task_type": "query_task= and document_task=",
+    "task": "query_task= and document_task=",
+    "model_name": "model",
+    "google_api_key": "api_key",
+    "batch_size": "embed_batch_size",
+    "embedding_config": "dimensions= (and query_task= / document_task= for the task)",
+}
+
+
+def refuse_unknown_arguments(
+    who: str,
+    given: Iterable[str],
+    accepted: Iterable[str],
+    *,
+    hints: Mapping[str, str] | None = None,
+) -> None:
+    """Raise :class:`ConfigurationError` naming the first argument of ``given`` that ``who``
+    does not take, with the argument it most likely meant.
+
+    Frameworks pass keyword arguments through to places that fail much later (at the first
+    embed, or never); checking here makes a typo or another library's name fail at
+    construction, where it was written.
+    """
+    known = sorted(set(accepted))
+    for name in given:
+        if name in known:
+            continue
+        meant = {**_SYNONYMS, **(hints or {})}.get(name)
+        if meant is None or meant.split("=")[0] not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            meant = close[0] if close else None
+        suggestion = f"; did you mean {meant}?" if meant else ""
+        raise ConfigurationError(
+            f"{who} got an unexpected argument {name!r}{suggestion} It takes: {', '.join(known)}"
+        )
+
+
+def gemini_option_names() -> frozenset[str]:
+    """The keyword options ``GeminiEmbedder`` takes (read from its signature, so they stay
+    true whatever options it gains; the module is light, google-genai loads on first use)."""
+    from mmembed.embedders.gemini import GeminiEmbedder
+
+    parameters = inspect.signature(GeminiEmbedder.__init__).parameters
+    return frozenset(
+        name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    )
+
+
+def task_from_gemini_name(value: object, *, who: str) -> Task:
+    """An mmembed :class:`Task` from a Gemini ``task_type`` name (``"RETRIEVAL_QUERY"``,
+    ``"SEMANTIC_SIMILARITY"``...) or from a ``Task`` / its value."""
+    from mmembed.embedders.gemini import TASK_TYPES
+
+    if isinstance(value, Task):
+        return value
+    if isinstance(value, str):
+        by_name = {name: task for task, name in TASK_TYPES.items()}
+        upper = value.upper()
+        if upper in by_name:
+            return by_name[upper]
+        if value.lower() in {t.value for t in Task}:
+            return Task(value.lower())
+    names = ", ".join(sorted({name for name in TASK_TYPES.values()}))
+    raise ConfigurationError(
+        f"{who} got task_type={value!r}; use one of {names} (or an mmembed Task)"
+    )

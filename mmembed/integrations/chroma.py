@@ -15,13 +15,22 @@ with ``chromadb>=1.0`` (``pip install "mmembed[chroma]"``)::
 Unlike Chroma's bundled Google function, each document gets its own vector (never one fused
 vector for the list), queries are embedded with the query task (``embed_query``), and image
 arrays (Chroma's ``images=``) are embedded too when the embedder takes images.
+
+Importing this module is all it takes for Chroma to rebuild the function when a collection is
+reopened without ``embedding_function=``, in any process: it registers the class with Chroma as
+soon as Chroma's own registry is imported (now, or later), without importing Chroma itself.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import io
+import os
 import sys
+import threading
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -35,6 +44,7 @@ from mmembed.integrations._common import (
     build_gemini,
     check_embedder,
     refuse_parameters_with_embedder,
+    refuse_unknown_arguments,
     rows_as_floats,
 )
 from mmembed.protocols import Embedder
@@ -55,15 +65,28 @@ class ChromaEmbeddingFunction:
     ``(height, width, 3|4)`` of ``uint8``), or any mmembed part or
     :class:`~mmembed.content.Content`.
 
+    Chroma's own names work as they do for its other embedding functions: ``model_name`` (the
+    same as ``model``) and ``api_key_env_var``, the environment variable the key is read from;
+    that name is stored in the collection configuration (the key never is), so a reopened
+    collection reads the key from the same variable. Any other unknown name fails here, at
+    construction, with the name it most likely meant (``dimension`` → ``dimensions``).
+
     Args:
         embedder: the mmembed embedder; leave it out to build a ``GeminiEmbedder`` (on first use)
             from ``model``, ``dimensions`` and ``api_key``.
         model: Gemini model id (default ``"gemini-embedding-2"``); only without ``embedder``.
+        model_name: Chroma's name for ``model``; give one of the two.
         dimensions: Gemini output size; only without ``embedder``.
         api_key: Gemini API key; by default the SDK reads ``GOOGLE_API_KEY``/``GEMINI_API_KEY``.
             It is never written into Chroma's stored collection configuration.
+        api_key_env_var: read the key from this environment variable (on first use) instead;
+            stored in the configuration. Not together with ``api_key``.
         query_task: task for queries.
         document_task: task for what gets stored.
+
+    Raises:
+        ConfigurationError: an unknown argument, one setting under two names, or Gemini
+            parameters next to a ready embedder.
     """
 
     def __init__(
@@ -71,14 +94,33 @@ class ChromaEmbeddingFunction:
         embedder: Embedder | None = None,
         *,
         model: str | None = None,
+        model_name: str | None = None,
         dimensions: int | None = None,
         api_key: str | None = None,
+        api_key_env_var: str | None = None,
         query_task: Task = Task.QUERY,
         document_task: Task = Task.DOCUMENT,
+        **unknown: Any,
     ) -> None:
+        # **unknown exists only to answer a wrong name with the right one, here and not at the
+        # first embed (Chroma's Gemini function calls the width `dimension`, for one)
+        refuse_unknown_arguments("ChromaEmbeddingFunction", unknown, _ACCEPTED, hints=_HINTS)
+        for name, value, other, other_value in (
+            ("model", model, "model_name", model_name),
+            ("api_key", api_key, "api_key_env_var", api_key_env_var),
+        ):
+            if value is not None and other_value is not None:
+                raise ConfigurationError(
+                    f"ChromaEmbeddingFunction got both {name} and {other}: give one of them"
+                )
+        model = model if model is not None else model_name
         if embedder is not None:
             refuse_parameters_with_embedder(
-                "ChromaEmbeddingFunction", model=model, dimensions=dimensions, api_key=api_key
+                "ChromaEmbeddingFunction",
+                model=model,
+                dimensions=dimensions,
+                api_key=api_key,
+                api_key_env_var=api_key_env_var,
             )
             self._embedder: Embedder | None = check_embedder(
                 embedder, who="ChromaEmbeddingFunction"
@@ -90,18 +132,24 @@ class ChromaEmbeddingFunction:
             self._model = model or DEFAULT_MODEL
             self._dimensions = dimensions
         self._api_key = api_key
+        self.api_key_env_var = api_key_env_var
         self.query_task = Task(query_task)
         self.document_task = Task(document_task)
-        # Chroma looks functions up by name when it reopens a collection: make sure it can.
-        if "chromadb" in sys.modules:
-            register_with_chroma()
 
     @property
     def embedder(self) -> Embedder:
         """The mmembed embedder (for Gemini parameters, created on first use)."""
         if self._embedder is None:
+            key = self._api_key
+            if self.api_key_env_var is not None:
+                key = os.environ.get(self.api_key_env_var) or None
+                if key is None:
+                    raise ConfigurationError(
+                        f"the environment variable {self.api_key_env_var} (this collection's "
+                        "api_key_env_var) is not set: set it to your Gemini API key"
+                    )
             self._embedder = build_gemini(
-                model=self._model, dimensions=self._dimensions, api_key=self._api_key, options={}
+                model=self._model, dimensions=self._dimensions, api_key=key, options={}
             )
         return self._embedder
 
@@ -131,6 +179,8 @@ class ChromaEmbeddingFunction:
         }
         if self._dimensions is not None:
             config["dimensions"] = self._dimensions
+        if self.api_key_env_var is not None:
+            config["api_key_env_var"] = self.api_key_env_var  # the variable's name, not the key
         return config
 
     @staticmethod
@@ -148,6 +198,7 @@ class ChromaEmbeddingFunction:
             return ChromaEmbeddingFunction(
                 model=config.get("model"),
                 dimensions=config.get("dimensions"),
+                api_key_env_var=config.get("api_key_env_var"),
                 query_task=query_task,
                 document_task=document_task,
             )
@@ -216,6 +267,27 @@ class ChromaEmbeddingFunction:
         return [np.asarray(row, dtype=np.float32) for row in matrix]
 
 
+# the explicit parameters, so that a misspelt one is matched against them too
+_ACCEPTED = frozenset(
+    {
+        "embedder",
+        "model",
+        "model_name",
+        "dimensions",
+        "api_key",
+        "api_key_env_var",
+        "query_task",
+        "document_task",
+    }
+)
+_HINTS = {
+    # GoogleGeminiEmbeddingFunction's names; Vertex goes through a ready GeminiEmbedder
+    "vertexai": "embedder= (GeminiEmbedder(vertexai=True, ...))",
+    "project": "embedder= (GeminiEmbedder(vertexai=True, ...))",
+    "location": "embedder= (GeminiEmbedder(vertexai=True, ...))",
+}
+
+
 def _kind(embedder: Embedder) -> str:
     name = type(embedder).__name__
     if name == "GeminiEmbedder":
@@ -261,9 +333,74 @@ def register_with_chroma() -> None:
 
     Chroma rebuilds a collection's embedding function from its stored configuration when the
     collection is opened without one; that needs the class registered in this process first.
-    Creating a ``ChromaEmbeddingFunction`` registers it already when ``chromadb`` is imported.
+    Importing this module already does it (when Chroma's registry loads, now or later); this
+    call imports Chroma and registers at once.
     """
-    functions = import_optional(
-        "chromadb.utils.embedding_functions", extra="chroma", purpose="register_with_chroma"
-    )
-    functions.known_embedding_functions[_NAME] = ChromaEmbeddingFunction
+    functions = import_optional(_REGISTRY, extra="chroma", purpose="register_with_chroma")
+    _register(functions)
+
+
+_REGISTRY = "chromadb.utils.embedding_functions"
+
+
+def _register(registry: ModuleType) -> None:
+    registry.known_embedding_functions[_NAME] = ChromaEmbeddingFunction
+
+
+class _RegisterOnImport(importlib.abc.MetaPathFinder):
+    """Registers the class right after Chroma's registry module runs, once.
+
+    Chroma finds embedding functions only in that module's dictionary, and has no entry points;
+    importing Chroma here to fill it would cost every user of this module a second or more.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != _REGISTRY or getattr(self._local, "busy", False):
+            return None
+        self._local.busy = True  # the other finders below may ask the meta path again
+        try:
+            spec = next(
+                (
+                    found
+                    for finder in sys.meta_path
+                    if finder is not self and hasattr(finder, "find_spec")
+                    for found in [finder.find_spec(fullname, path, target)]
+                    if found is not None
+                ),
+                None,
+            )
+        finally:
+            self._local.busy = False
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _RegisteringLoader(spec.loader, self)
+        return spec
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader, finder: _RegisterOnImport) -> None:
+        self._loader = loader
+        self._finder = finder
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        _register(module)
+        if self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
+
+    def __getattr__(self, name: str) -> Any:  # resource readers and the like
+        return getattr(self._loader, name)
+
+
+if _REGISTRY in sys.modules:
+    _register(sys.modules[_REGISTRY])
+elif not any(isinstance(f, _RegisterOnImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterOnImport())

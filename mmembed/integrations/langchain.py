@@ -44,8 +44,11 @@ from mmembed.integrations._common import (  # noqa: E402
     build_gemini,
     check_embedder,
     close_embedder,
+    gemini_option_names,
     refuse_parameters_with_embedder,
+    refuse_unknown_arguments,
     rows_as_floats,
+    task_from_gemini_name,
 )
 from mmembed.protocols import Embedder  # noqa: E402
 from mmembed.protocols import VectorStore as MMVectorStore  # noqa: E402
@@ -68,6 +71,12 @@ class LangChainEmbeddings(Embeddings):
     floats, one list per input. Inputs may be strings or any mmembed part
     (:class:`~mmembed.content.Image`, ...) or :class:`~mmembed.content.Content`.
 
+    The names ``langchain-google-genai``'s ``GoogleGenerativeAIEmbeddings`` users already write
+    work too: ``google_api_key`` (its name for ``api_key``), ``output_dimensionality`` (for
+    ``dimensions``) and ``task_type`` (a Gemini task name such as ``"SEMANTIC_SIMILARITY"``,
+    used for documents and queries alike, as there). Any other name fails here, at
+    construction, with the name it most likely meant.
+
     Args:
         embedder: the mmembed embedder to use. Leave it out to use Gemini.
         model: Gemini model id (default ``"gemini-embedding-2"``); only without ``embedder``.
@@ -75,10 +84,12 @@ class LangChainEmbeddings(Embeddings):
         api_key: Gemini API key; defaults to ``GOOGLE_API_KEY`` or ``GEMINI_API_KEY``.
         query_task: the task for ``embed_query`` (e.g. ``Task.QUESTION_ANSWERING``).
         document_task: the task for ``embed_documents``.
-        **gemini_options: further ``GeminiEmbedder`` keyword options (``client=``, ...).
+        **gemini_options: further ``GeminiEmbedder`` keyword options (``client=``, ...), or the
+            ``GoogleGenerativeAIEmbeddings`` names above.
 
     Raises:
-        ConfigurationError: both an embedder and Gemini parameters were given.
+        ConfigurationError: both an embedder and Gemini parameters were given, an argument is
+            unknown, or one thing was given under two names.
     """
 
     def __init__(
@@ -92,6 +103,24 @@ class LangChainEmbeddings(Embeddings):
         document_task: Task = Task.DOCUMENT,
         **gemini_options: Any,
     ) -> None:
+        refuse_unknown_arguments(
+            "LangChainEmbeddings",
+            gemini_options,
+            {*_LANGCHAIN_NAMES, *gemini_option_names(), "model", "query_task", "document_task"},
+            hints=_HINTS,
+        )
+        if "google_api_key" in gemini_options:
+            api_key = _one_of("api_key", api_key, "google_api_key", gemini_options)
+        if "output_dimensionality" in gemini_options:
+            dimensions = _one_of("dimensions", dimensions, "output_dimensionality", gemini_options)
+        task_type = gemini_options.pop("task_type", None)
+        if task_type is not None:
+            if query_task is not Task.QUERY or document_task is not Task.DOCUMENT:
+                raise ConfigurationError(
+                    "LangChainEmbeddings got task_type and query_task/document_task: task_type "
+                    "sets both; give one or the other"
+                )
+            query_task = document_task = task_from_gemini_name(task_type, who="LangChainEmbeddings")
         if embedder is not None:
             refuse_parameters_with_embedder(
                 "LangChainEmbeddings",
@@ -184,6 +213,27 @@ class LangChainEmbeddings(Embeddings):
         # never the key: reprs end up in notebooks and logs
         inner = repr(self._embedder) if self._embedder is not None else f"model={self.model!r}"
         return f"LangChainEmbeddings({inner})"
+
+
+# GoogleGenerativeAIEmbeddings' names that mean what an mmembed name means
+_LANGCHAIN_NAMES = frozenset({"google_api_key", "output_dimensionality", "task_type"})
+# and what to use for the ones that have no direct twin here
+_HINTS = {
+    "base_url": "client= (a google.genai.Client made with http_options=HttpOptions(base_url=...))",
+    "client_args": "client= (a google.genai.Client configured as you need)",
+    "additional_headers": "client= (a google.genai.Client configured as you need)",
+    "request_options": "timeout=",
+}
+
+
+def _one_of(name: str, value: Any, alias: str, options: dict[str, Any]) -> Any:
+    """The value given as ``name`` or under LangChain's ``alias`` (popped), never both."""
+    aliased = options.pop(alias)
+    if value is not None and aliased is not None:
+        raise ConfigurationError(
+            f"LangChainEmbeddings got both {name} and {alias}, which are the same setting: give one"
+        )
+    return aliased if value is None else value
 
 
 def _items(texts: Sequence[Embeddable] | Iterable[Embeddable]) -> list[Embeddable]:

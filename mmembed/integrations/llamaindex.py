@@ -46,7 +46,9 @@ from mmembed.integrations._common import (  # noqa: E402
     build_gemini,
     check_embedder,
     close_embedder,
+    gemini_option_names,
     refuse_parameters_with_embedder,
+    refuse_unknown_arguments,
     rows_as_floats,
 )
 from mmembed.protocols import Embedder  # noqa: E402
@@ -54,6 +56,28 @@ from mmembed.protocols import Embedder  # noqa: E402
 __all__ = ["LlamaIndexEmbedding"]
 
 _KEY_VARIABLES = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+# the explicit parameters, so that a misspelt one is matched against them too
+_ACCEPTED = frozenset(
+    {
+        "embedder",
+        "model",
+        "model_name",
+        "dimensions",
+        "api_key",
+        "query_task",
+        "document_task",
+        "embed_batch_size",
+        "gemini_options",
+    }
+)
+_HINTS = {
+    # GoogleGenAIEmbedding's (llama-index-embeddings-google-genai) names
+    "embedding_config": "dimensions= (and query_task= / document_task= for the task)",
+    "vertexai_config": "gemini_options={'vertexai': True}",
+    "http_options": "gemini_options={'client': ...}",
+    "retries": "gemini_options={'max_retries': ...}",
+    "timeout": "gemini_options={'timeout': ...}",
+}
 # What LlamaIndex calls an image: a path or a file-like object; mmembed parts and bytes too.
 ImageInput = str | os.PathLike[str] | io.BytesIO | bytes | Image
 
@@ -63,17 +87,28 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
 
     Query embeddings use ``query_task``; text and image embeddings use ``document_task``.
 
+    LlamaIndex's own names work as they do for its other embedding models: ``model_name`` (the
+    same as ``model``) and ``embed_batch_size``, so ``LlamaIndexEmbedding.from_dict(e.to_dict())``
+    rebuilds a Gemini model too. Any other unknown name fails here, at construction, with the
+    name it most likely meant (``output_dimensionality`` → ``dimensions``).
+
     Args:
         embedder: the mmembed embedder to use; leave it out to build a ``GeminiEmbedder`` (on
             first use) from ``model``, ``dimensions`` and ``api_key``.
         model: Gemini model id (default ``"gemini-embedding-2"``); only without ``embedder``.
+        model_name: LlamaIndex's name for ``model``; give one of the two.
         dimensions: Gemini output size; only without ``embedder``.
         api_key: Gemini API key; defaults to ``GOOGLE_API_KEY`` or ``GEMINI_API_KEY``.
         query_task: task for queries (``Task.QUERY``, ``Task.QUESTION_ANSWERING``, ...).
         document_task: task for texts and images that get indexed.
         embed_batch_size: items per embedder call (the embedder splits further if it must).
-        gemini_options: further ``GeminiEmbedder`` keyword options.
-        **kwargs: LlamaIndex ``BaseEmbedding`` fields (``callback_manager``, ...).
+        gemini_options: further ``GeminiEmbedder`` keyword options (``timeout``,
+            ``max_retries``, ``client``...).
+        **kwargs: LlamaIndex ``BaseEmbedding`` fields (``callback_manager``, ``num_workers``...).
+
+    Raises:
+        ConfigurationError: an unknown argument, one setting under two names, or Gemini
+            parameters next to a ready embedder.
     """
 
     dimensions: int | None = Field(default=None, description="Output vector width.")
@@ -90,6 +125,7 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
         embedder: Embedder | None = None,
         *,
         model: str | None = None,
+        model_name: str | None = None,
         dimensions: int | None = None,
         api_key: str | SecretStr | None = None,
         query_task: Task = Task.QUERY,
@@ -98,6 +134,23 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
         gemini_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        refuse_unknown_arguments(
+            "LlamaIndexEmbedding",
+            kwargs,
+            _ACCEPTED | set(MultiModalEmbedding.model_fields),
+            hints=_HINTS,
+        )
+        refuse_unknown_arguments(
+            "LlamaIndexEmbedding's gemini_options",
+            gemini_options or {},
+            gemini_option_names() - {"dimensions", "api_key"},  # arguments of their own here
+        )
+        if model is not None and model_name is not None:
+            raise ConfigurationError(
+                "LlamaIndexEmbedding got both model and model_name, which are the same setting: "
+                "give one"
+            )
+        model = model if model is not None else model_name
         if embedder is not None:
             refuse_parameters_with_embedder(
                 "LlamaIndexEmbedding",
