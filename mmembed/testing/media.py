@@ -571,7 +571,7 @@ def make_pdf(
     Args:
         pages: a page count, for pages headed :func:`page_heading` with a sentence about the
             page's topic below; or the text of each page: its first line is the heading, the
-            others are wrapped to the page (about 45 lines of 80 characters fit).
+            others are wrapped at 80 characters (a page holds 49 lines, 41 with a picture).
         image: put a picture (``make_image``'s drawing) under the text of every page.
         password: encrypt the file (RC4, 128-bit) with this password to open it; ``""``
             encrypts it with an empty password, which readers open without asking.
