@@ -48,12 +48,12 @@ def video_input(seconds: int) -> Path:
         return path
     import av
 
-    from tests._av_media import make_video
+    from mmembed.testing.media import make_video
 
     print(f"generating {path.name} (once)…", file=sys.stderr, flush=True)
     base = CACHE / "video-720p-base-60s.mp4"
     if not base.exists():
-        make_video(base, seconds=60, fps=25, width=1280, height=720, gop=50, preset="ultrafast")
+        make_video(seconds=60, fps=25, width=1280, height=720, gop=50, path=base)
     tmp = path.with_suffix(".part")
     with av.open(str(base)) as src, av.open(str(tmp), "w", format="mp4") as out:
         ins = list(src.streams)
@@ -76,11 +76,11 @@ def video_input(seconds: int) -> Path:
 def audio_input(seconds: int) -> Path:
     path = CACHE / f"audio-44k-stereo-{seconds}s.wav"
     if not path.exists():
-        from tests._av_media import make_audio
+        from mmembed.testing.media import make_audio
 
         print(f"generating {path.name} (once)…", file=sys.stderr, flush=True)
         tmp = path.with_suffix(".part")
-        make_audio(tmp, seconds=seconds, sr=44100, channels=2, format="WAV")
+        make_audio("WAV", seconds=seconds, sample_rate=44100, channels=2, path=tmp)
         tmp.rename(path)
     return path
 
@@ -88,11 +88,11 @@ def audio_input(seconds: int) -> Path:
 def m4a_input(seconds: int) -> Path:
     path = CACHE / f"audio-44k-mono-{seconds}s.m4a"
     if not path.exists():
-        from tests._av_media import make_m4a
+        from mmembed.testing.media import make_audio
 
         print(f"generating {path.name} (once)…", file=sys.stderr, flush=True)
         tmp = path.with_suffix(".part")
-        make_m4a(tmp, seconds=seconds)
+        make_audio("M4A", seconds=seconds, sample_rate=44100, path=tmp)
         tmp.rename(path)
     return path
 
@@ -100,17 +100,13 @@ def m4a_input(seconds: int) -> Path:
 def pdf_input(pages: int) -> Path:
     path = CACHE / f"doc-{pages}p.pdf"
     if not path.exists():
-        from fpdf import FPDF
+        from mmembed.testing.media import make_pdf
 
-        pdf = FPDF()
-        pdf.set_font("helvetica", size=12)
-        for i in range(pages):
-            pdf.add_page()
-            pdf.cell(0, 10, f"Page {i + 1}: notes on topic {i % 17}")
-            pdf.ln()
-            pdf.multi_cell(0, 6, "Lorem ipsum dolor sit amet, consectetur adipiscing. " * 12)
+        lorem = "Lorem ipsum dolor sit amet, consectetur adipiscing. " * 12
         tmp = path.with_suffix(".part")
-        pdf.output(str(tmp))
+        make_pdf(
+            [f"Page {i + 1}: notes on topic {i % 17}\n{lorem}" for i in range(pages)], path=tmp
+        )
         tmp.rename(path)
     return path
 

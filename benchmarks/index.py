@@ -17,7 +17,6 @@ wall time and embedding API calls for:
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -73,8 +72,9 @@ WORDS = [
 def make_tree(root: Path, n: int, seed: int = 0) -> dict[str, int]:
     """Write ``n`` files: 70 % text, 15 % PNG, 10 % WAV, 5 % PDF. Returns counts by kind."""
     import soundfile
-    from fpdf import FPDF
     from PIL import Image
+
+    from mmembed.testing.media import make_pdf
 
     rng = np.random.default_rng(seed)
     counts = {"text": 0, "image": 0, "audio": 0, "pdf": 0}
@@ -94,14 +94,11 @@ def make_tree(root: Path, n: int, seed: int = 0) -> dict[str, int]:
             tone = 0.3 * np.sin(2 * np.pi * float(rng.integers(200, 900)) * t)
             soundfile.write(folder / f"clip{i:04d}.wav", tone.astype(np.float32), 8000)
         else:
-            pdf = FPDF()
-            for page in range(int(rng.integers(1, 4))):
-                pdf.add_page()
-                pdf.set_font("Helvetica", size=14)
-                pdf.cell(0, 10, f"Slide {page + 1} of deck {i}: " + " ".join(rng.choice(WORDS, 6)))
-            buf = io.BytesIO()
-            pdf.output(buf)
-            (folder / f"deck{i:04d}.pdf").write_bytes(buf.getvalue())
+            slides = [
+                f"Slide {page + 1} of deck {i}: " + " ".join(rng.choice(WORDS, 6))
+                for page in range(int(rng.integers(1, 4)))
+            ]
+            make_pdf(slides, path=folder / f"deck{i:04d}.pdf")
     return counts
 
 

@@ -63,7 +63,7 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> float:
 
 
 def _fixtures(quick: bool) -> tuple[bytes, bytes, bytes]:
-    from tests._media import make_image, make_pdf
+    from mmembed.testing.media import make_image, make_pdf
 
     big = make_pdf(14 if quick else 140)
     return make_pdf(14, image=True), big, make_image("JPEG", (1600, 1200))

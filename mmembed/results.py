@@ -250,7 +250,7 @@ def _video_thumbnail(path: Path, start: float) -> bytes | None:
         for frame in container.decode(stream):
             if (frame.time or 0.0) + 1e-3 < start:
                 continue
-            img = frame.to_image()  # type: ignore[no-untyped-call]
+            img = frame.to_image()
             img.thumbnail((_THUMB_PX, _THUMB_PX))
             buf = io.BytesIO()
             img.save(buf, format="PNG")

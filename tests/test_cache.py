@@ -18,8 +18,8 @@ from mmembed.content import content_hash
 from mmembed.errors import CorruptStoreError
 from mmembed.protocols import Embedder
 from mmembed.testing import FakeEmbedder
+from mmembed.testing.media import make_image
 from tests.contracts.embedder import EmbedderContract
-from tests.gemini_helpers import png
 
 
 class TestCachedEmbedderContract(EmbedderContract):
@@ -123,7 +123,7 @@ def test_only_misses_reach_the_wrapped_embedder_each_once() -> None:
 def test_media_items_are_keyed_by_their_bytes(tmp_path: Path) -> None:
     inner = FakeEmbedder(dimensions=16)
     cached = CachedEmbedder(inner, tmp_path / "c.sqlite")
-    data = png(seed=4)
+    data = make_image("PNG", (8, 8), noise=True, seed=4)
     on_disk = tmp_path / "same.png"
     on_disk.write_bytes(data)
     cached.embed([Image(data, "image/png")])

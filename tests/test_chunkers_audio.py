@@ -20,7 +20,7 @@ from mmembed.chunkers.audio import AudioChunker
 from mmembed.content import Audio, Image
 from mmembed.limits import GEMINI_EMBEDDING_2, GEMINI_EMBEDDING_2_PREVIEW, ModelLimits
 from mmembed.protocols import Chunker, TimeSpan
-from tests._av_media import make_audio, make_m4a, make_video, tone
+from mmembed.testing.media import make_audio, make_video
 from tests.contracts.chunker import ChunkerContract, Source
 
 soxr = pytest.importorskip("soxr")
@@ -37,12 +37,12 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "m4a": d / "tone.m4a",
         "mp4": d / "video.mp4",
     }
-    make_audio(files["wav"], seconds=47, sr=44100, channels=2)
-    make_audio(files["flac"], seconds=30, sr=22050)
-    make_audio(files["ogg"], seconds=30, sr=16000)
-    make_audio(files["mp3"], seconds=30, sr=16000, format="MP3")
-    make_m4a(files["m4a"], seconds=30)
-    make_video(files["mp4"], seconds=25, fps=5, gop=10)
+    make_audio(seconds=47, sample_rate=44100, channels=2, path=files["wav"])
+    make_audio(seconds=30, sample_rate=22050, path=files["flac"])
+    make_audio(seconds=30, sample_rate=16000, path=files["ogg"])
+    make_audio("MP3", seconds=30, sample_rate=16000, path=files["mp3"])
+    make_audio("M4A", seconds=30, sample_rate=44100, path=files["m4a"])
+    make_video(seconds=25, fps=5, gop=10, path=files["mp4"])
     return files
 
 
@@ -160,7 +160,7 @@ def test_defaults_come_from_the_limits(media: dict[str, Path]) -> None:
 
 def test_a_short_file_is_one_window(tmp_path: Path) -> None:
     path = tmp_path / "short.wav"
-    sf.write(path, tone(1.5, 8000), 8000)
+    make_audio(seconds=1.5, sample_rate=8000, path=path)
     (chunk,) = AudioChunker().chunk(path)
     assert chunk.span == TimeSpan(0.0, 1.5)
     assert chunk.uri == f"{path}#t=0,1.5"
@@ -209,7 +209,7 @@ def test_a_format_the_model_refuses_is_refused() -> None:
 def test_an_implausible_sample_rate_is_refused(tmp_path: Path) -> None:
     from mmembed import ChunkingError
 
-    blob = bytearray(make_audio(seconds=2, sr=8000) or b"")
+    blob = bytearray(make_audio(seconds=2, sample_rate=8000) or b"")
     assert blob[24:28] == (8000).to_bytes(4, "little")
     blob[24:28] = (1).to_bytes(4, "little")  # the fmt chunk's sample rate
     path = tmp_path / "one-hertz.wav"
@@ -230,7 +230,7 @@ def test_real_windows_cover_the_input_and_fit(
 ) -> None:
     limits = replace(GEMINI_EMBEDDING_2, max_audio_seconds=window)
     overlap = round(window * overlap_frac, 3)
-    blob = make_audio(seconds=seconds, sr=rate)
+    blob = make_audio(seconds=seconds, sample_rate=rate)
     assert blob is not None
     total = sf.info(io.BytesIO(blob)).frames
     chunker = AudioChunker(limits=limits, overlap_seconds=overlap, isolate=False)

@@ -18,7 +18,7 @@ from mmembed.chunkers.audio import AudioChunker
 from mmembed.chunkers.video import VideoChunker
 from mmembed.content import Audio, Video
 from mmembed.protocols import TimeSpan
-from tests._av_media import make_audio, make_video
+from mmembed.testing.media import make_audio, make_video
 
 VARIANTS = 56
 BATCH = 14
@@ -110,8 +110,8 @@ def outcomes(kind: str, variants: list[bytes]) -> list[str]:
 @pytest.fixture(scope="module")
 def originals() -> dict[str, bytes]:
     video = make_video(seconds=12, fps=5, width=64, height=48, gop=10)
-    wav = make_audio(seconds=10, sr=8000)
-    mp3 = make_audio(seconds=10, sr=16000, format="MP3")
+    wav = make_audio(seconds=10, sample_rate=8000)
+    mp3 = make_audio("MP3", seconds=10, sample_rate=16000)
     assert video
     assert wav
     assert mp3

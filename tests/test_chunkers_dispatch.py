@@ -26,7 +26,7 @@ from mmembed import (
 )
 from mmembed.chunkers import ImageChunker, PdfChunker, TextChunker, chunk, chunker_for
 from mmembed.limits import GEMINI_EMBEDDING_001, GEMINI_EMBEDDING_2
-from tests._media import make_image, make_pdf
+from mmembed.testing.media import make_image, make_pdf
 
 
 def test_the_type_comes_from_the_bytes_not_the_name(tmp_path: Path) -> None:
@@ -144,12 +144,12 @@ def test_audio_and_video_go_to_their_chunkers(tmp_path: Path) -> None:
     pytest.importorskip("av")
     pytest.importorskip("soxr")
     from mmembed import Audio, TimeSpan, Video
-    from tests._av_media import make_audio, make_video
+    from mmembed.testing.media import make_audio, make_video
 
     clip = tmp_path / "clip.bin"  # the name says nothing; the bytes say MP4
-    make_video(clip, seconds=24, fps=5, gop=10)
+    make_video(seconds=24, fps=5, gop=10, path=clip)
     tone = tmp_path / "tone.flac"
-    make_audio(tone, seconds=25, format="FLAC")
+    make_audio("FLAC", seconds=25, path=tone)
     options = {"segment_seconds": 12, "window_seconds": 10, "overlap_seconds": 0, "size": 99}
     segments = list(chunk(clip, **options))
     assert all(isinstance(c.content, Video) for c in segments)

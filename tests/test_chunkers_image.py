@@ -14,7 +14,7 @@ from mmembed import ChunkingError, ConfigurationError, Image, UnsupportedMediaEr
 from mmembed.chunkers.image import ImageChunker
 from mmembed.limits import GEMINI_EMBEDDING_001, ModelLimits
 from mmembed.protocols import Chunker
-from tests._media import draw, make_image, make_pdf
+from mmembed.testing.media import make_image, make_pdf
 from tests.contracts.chunker import ChunkerContract, Source
 
 
@@ -129,22 +129,18 @@ def test_an_animated_gif_gives_its_first_frame() -> None:
 
 
 def test_heic_is_converted_when_pillow_heif_is_installed() -> None:
-    heif = pytest.importorskip("pillow_heif")
-    out = io.BytesIO()
-    heif.from_pillow(draw((240, 160))).save(out, quality=90)
-    image = _only(ImageChunker(), Image(out.getvalue()))
+    pytest.importorskip("pillow_heif")
+    image = _only(ImageChunker(), Image(make_image("HEIF", (240, 160), quality=90)))
     assert image.mime_type == "image/jpeg"
     with _open(image) as im:
         assert im.size == (240, 160)
 
 
 def test_exif_orientation_is_applied() -> None:
-    im = draw((200, 100))
     exif = PILImage.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
-    out = io.BytesIO()
-    im.save(out, format="JPEG", exif=exif.tobytes())
-    chunk = next(iter(ImageChunker().chunk(Image(out.getvalue()))))
+    jpeg = make_image("JPEG", (200, 100), exif=exif.tobytes())
+    chunk = next(iter(ImageChunker().chunk(Image(jpeg))))
     assert isinstance(chunk.content, Image)
     assert chunk.metadata["converted"] is True
     with _open(chunk.content) as shown:

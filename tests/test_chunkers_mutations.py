@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from mmembed.chunkers._sandbox import isolated
+from mmembed.testing.media import make_image, make_pdf
 from tests import _mutation_targets as targets
-from tests._media import make_image, make_pdf
 
 VARIANTS = 60
 

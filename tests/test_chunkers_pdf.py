@@ -22,7 +22,7 @@ from mmembed import (
 from mmembed.chunkers.pdf import PdfChunker
 from mmembed.limits import GEMINI_EMBEDDING_001, GEMINI_EMBEDDING_2, ModelLimits
 from mmembed.protocols import Chunker
-from tests._media import make_image, make_pdf, page_heading
+from mmembed.testing.media import make_image, make_pdf, page_heading
 from tests.contracts.chunker import ChunkerContract, Source
 
 

@@ -18,7 +18,7 @@ from mmembed.chunkers.video import VideoChunker
 from mmembed.content import Image, Video
 from mmembed.limits import GEMINI_EMBEDDING_2, ModelLimits
 from mmembed.protocols import Chunker, TimeSpan
-from tests._av_media import make_audio, make_video
+from mmembed.testing.media import make_audio, make_video
 from tests.contracts.chunker import ChunkerContract, Source
 
 av = pytest.importorskip("av")
@@ -37,12 +37,12 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "short": d / "short.mov",  # 8 s, QuickTime container
         "mkv": d / "clip.mkv",
     }
-    make_video(files["gop"], seconds=SECONDS, fps=FPS, gop=int(GOP_SECONDS * FPS))
-    make_video(files["sparse"], seconds=SECONDS, fps=FPS, gop=400)
-    make_video(files["short"], seconds=8, fps=FPS, gop=20, container="mov")
-    make_video(files["mkv"], seconds=35, fps=FPS, gop=20, container="matroska", audio=False)
+    make_video(seconds=SECONDS, fps=FPS, gop=int(GOP_SECONDS * FPS), path=files["gop"])
+    make_video(seconds=SECONDS, fps=FPS, gop=400, path=files["sparse"])
+    make_video(seconds=8, fps=FPS, gop=20, container="mov", path=files["short"])
+    make_video(seconds=35, fps=FPS, gop=20, container="matroska", audio=False, path=files["mkv"])
     files["wav"] = d / "tone.wav"
-    make_audio(files["wav"], seconds=3)
+    make_audio(seconds=3, path=files["wav"])
     return files
 
 
@@ -236,7 +236,7 @@ def test_reencode_of_a_short_clip_keeps_video_and_audio(media: dict[str, Path]) 
 @pytest.mark.parametrize("mode", ["remux", "reencode"])
 def test_audio_that_ends_early_is_handled(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "early.mp4"
-    make_video(path, seconds=40, fps=5, gop=10, audio_seconds=6)
+    make_video(seconds=40, fps=5, gop=10, audio_seconds=6, path=path)
     chunks = list(VideoChunker(mode=mode).chunk(path))  # type: ignore[arg-type]
     check_contiguous(chunks, 40)
     with av.open(io.BytesIO(chunks[0].content.read_bytes())) as c:  # type: ignore[union-attr]
@@ -287,7 +287,7 @@ def test_reencoded_spans_never_pass_the_limit(media: dict[str, Path]) -> None:
 @pytest.mark.parametrize("mode", ["auto", "reencode"])
 def test_a_slideshow_at_one_frame_per_second(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "slides.mp4"
-    make_video(path, seconds=70, fps=1, gop=5, audio=False)
+    make_video(seconds=70, fps=1, gop=5, audio=False, path=path)
     chunks = list(VideoChunker(mode=mode).chunk(path))  # type: ignore[arg-type]
     spans = check_contiguous(chunks, 70)
     assert all(15 <= s.duration <= 30 for s in spans)

@@ -16,7 +16,7 @@ import pytest
 from mmembed._lock import WriterLock
 from mmembed.cli import ExitCode, main
 from mmembed.testing import FakeGeminiServer
-from tests.media import png_bytes, wav_bytes
+from mmembed.testing.media import make_audio, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,9 +41,9 @@ def course(tmp_path: Path) -> Path:
     root.mkdir()
     for name, text in NOTES.items():
         (root / name).write_text(text)
-    (root / "diagram.png").write_bytes(png_bytes(seed=3, size=48))
-    (root / "other.png").write_bytes(png_bytes(seed=4, size=48))
-    (root / "chime.wav").write_bytes(wav_bytes(seconds=1.0))
+    (root / "diagram.png").write_bytes(make_image("PNG", (48, 48), noise=True, seed=3))
+    (root / "other.png").write_bytes(make_image("PNG", (48, 48), noise=True, seed=4))
+    (root / "chime.wav").write_bytes(make_audio(seconds=1.0, sample_rate=8000))
     return root
 
 

@@ -21,27 +21,33 @@ from mmembed import (
     load,
 )
 from mmembed.content import as_content, content_hash
-from tests.media import audio_bytes, image_bytes, mp4_header, pdf_bytes
+from mmembed.testing.media import make_audio, make_image, make_pdf
+
+
+def mp4_header(brand: bytes) -> bytes:
+    """The first box of an ISO-BMFF file with the given major brand (enough for sniffing)."""
+    body = brand + b"\x00\x00\x02\x00" + brand + b"mp41"
+    return (8 + len(body)).to_bytes(4, "big") + b"ftyp" + body + b"\x00" * 64
 
 
 @pytest.mark.parametrize(
     ("data", "cls", "mime"),
     [
-        (image_bytes("PNG"), Image, "image/png"),
-        (image_bytes("JPEG"), Image, "image/jpeg"),
-        (image_bytes("WEBP"), Image, "image/webp"),
-        (image_bytes("GIF"), Image, "image/gif"),
-        (image_bytes("BMP"), Image, "image/bmp"),
-        (audio_bytes("WAV"), Audio, "audio/wav"),
-        (audio_bytes("FLAC"), Audio, "audio/flac"),
-        (audio_bytes("OGG", subtype="VORBIS"), Audio, "audio/ogg"),
-        (audio_bytes("MP3", subtype="MPEG_LAYER_III"), Audio, "audio/mpeg"),
+        (make_image("PNG"), Image, "image/png"),
+        (make_image("JPEG"), Image, "image/jpeg"),
+        (make_image("WEBP"), Image, "image/webp"),
+        (make_image("GIF"), Image, "image/gif"),
+        (make_image("BMP"), Image, "image/bmp"),
+        (make_audio("WAV"), Audio, "audio/wav"),
+        (make_audio("FLAC"), Audio, "audio/flac"),
+        (make_audio("OGG"), Audio, "audio/ogg"),
+        (make_audio("MP3"), Audio, "audio/mpeg"),
         (mp4_header(b"isom"), Video, "video/mp4"),
         (mp4_header(b"avc1"), Video, "video/mp4"),
         (mp4_header(b"iso5"), Video, "video/mp4"),
         (mp4_header(b"qt  "), Video, "video/quicktime"),
         (mp4_header(b"M4A "), Audio, "audio/mp4"),
-        (pdf_bytes(), Pdf, "application/pdf"),
+        (make_pdf(), Pdf, "application/pdf"),
     ],
 )
 def test_load_sniffs_the_bytes(data: bytes, cls: type, mime: str) -> None:
@@ -52,7 +58,7 @@ def test_load_sniffs_the_bytes(data: bytes, cls: type, mime: str) -> None:
 
 def test_load_ignores_the_extension(tmp_path: Path) -> None:
     fake_text = tmp_path / "notes.txt"
-    fake_text.write_bytes(image_bytes("PNG"))
+    fake_text.write_bytes(make_image("PNG"))
     part = load(fake_text)
     assert isinstance(part, Image)
     assert part.path == fake_text  # referenced, not read into memory
@@ -93,14 +99,14 @@ def test_load_missing_path(tmp_path: Path) -> None:
 
 
 def test_media_sniffs_when_mime_is_omitted_and_checks_the_kind() -> None:
-    assert Image(image_bytes("JPEG")).mime_type == "image/jpeg"
+    assert Image(make_image("JPEG")).mime_type == "image/jpeg"
     with pytest.raises(UnsupportedMediaError, match="audio/wav"):
-        Image(audio_bytes("WAV"))
+        Image(make_audio("WAV"))
     assert Image(b"not sniffed", "image/png").mime_type == "image/png"
 
 
 def test_media_by_path_is_lazy_and_streams(tmp_path: Path) -> None:
-    data = audio_bytes("WAV", seconds=2.0)
+    data = make_audio("WAV", seconds=2.0)
     p = tmp_path / "clip.wav"
     p.write_bytes(data)
     part = Audio.from_path(p)
@@ -115,7 +121,7 @@ def test_media_by_path_is_lazy_and_streams(tmp_path: Path) -> None:
 
 
 def test_reprs_never_dump_bytes() -> None:
-    data = image_bytes("PNG", size=(64, 64))
+    data = make_image("PNG", (64, 64))
     text = repr(Image(data))
     assert len(text) < 80
     assert "bytes" in text
@@ -123,7 +129,7 @@ def test_reprs_never_dump_bytes() -> None:
 
 
 def test_content_groups_parts_and_validates() -> None:
-    img = Image(image_bytes())
+    img = Image(make_image())
     item = Content(["caption", img])
     assert item.parts == (Text("caption"), img)
     assert item.modalities == {Modality.TEXT, Modality.IMAGE}
@@ -161,4 +167,4 @@ def test_parts_are_frozen_values() -> None:
 
 def test_top_level_exports() -> None:
     assert mmembed.load is load
-    assert mmembed.Pdf(pdf_bytes()).mime_type == "application/pdf"
+    assert mmembed.Pdf(make_pdf()).mime_type == "application/pdf"

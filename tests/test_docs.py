@@ -66,10 +66,10 @@ def test_docs_python_blocks_run(
     ``server``). Blocks meant only to be read (signatures, a real key) use ```py instead.
     """
     from mmembed.testing import FakeGeminiServer
-    from tests.media import image_bytes
+    from mmembed.testing.media import make_image
 
     for name in ("bike.png", "slide.png", "diagram.png", "photo.png"):
-        (tmp_path / name).write_bytes(image_bytes("PNG", seed=len(name)))
+        (tmp_path / name).write_bytes(make_image("PNG", (32, 24), noise=True, seed=len(name)))
     monkeypatch.chdir(tmp_path)
     with FakeGeminiServer() as server:
         for key, value in server.env(api_key="docs-example-key").items():

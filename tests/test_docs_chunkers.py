@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._media import make_image, make_pdf
+from mmembed.testing.media import make_image, make_pdf
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "chunkers.md"
 

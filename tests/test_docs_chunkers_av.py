@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._av_media import make_m4a, make_video
+from mmembed.testing.media import make_audio, make_video
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "chunkers-av.md"
 
@@ -25,8 +25,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("av")
     pytest.importorskip("soxr")
     d = tmp_path_factory.mktemp("docs")
-    make_video(d / "lecture.mp4", seconds=50, fps=5, gop=10)
-    make_m4a(d / "talk.m4a", seconds=40)
+    make_video(seconds=50, fps=5, gop=10, path=d / "lecture.mp4")
+    make_audio("M4A", seconds=40, sample_rate=44100, path=d / "talk.m4a")
     return d
 
 

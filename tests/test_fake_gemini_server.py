@@ -16,7 +16,7 @@ import pytest
 
 from mmembed.limits import limits_for
 from mmembed.testing import FakeGeminiServer
-from tests.gemini_helpers import pdf, png, wav
+from mmembed.testing.media import make_audio, make_image, make_pdf
 
 MODEL = "gemini-embedding-2"
 
@@ -62,7 +62,9 @@ def test_both_key_casings_and_both_base64_alphabets_give_the_same_vector(
 ) -> None:
     # bytes whose base64 uses the characters that differ between the alphabets
     data = bytes(range(256)) * 4
-    image = png(seed=3) + data  # still sniffed and sent as image/png
+    image = (
+        make_image("PNG", (8, 8), noise=True, seed=3) + data
+    )  # still sniffed and sent as image/png
     std = base64.b64encode(image).decode()
     url = base64.urlsafe_b64encode(image).decode().rstrip("=")
     assert std != url
@@ -123,19 +125,26 @@ def test_limits_are_enforced_with_googles_error_shape(server: FakeGeminiServer) 
     assert err["message"] == (
         "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch"
     )
-    img = {"inline_data": {"mime_type": "image/png", "data": base64.b64encode(png()).decode()}}
+    img = {
+        "inline_data": {
+            "mime_type": "image/png",
+            "data": base64.b64encode(make_image("PNG", (8, 8), noise=True)).decode(),
+        }
+    }
     status, err = _error(server, one([img] * (lim.max_images_per_item + 1)))
     assert status == 400
     assert "at most 6 images" in err["message"]
     gif = {"inline_data": {"mime_type": "image/gif", "data": "R0lGODlh"}}
     status, err = _error(server, one([gif]))
     assert "Unsupported MIME type: image/gif" in err["message"]
-    long_audio = base64.b64encode(wav(lim.max_audio_seconds + 5)).decode()
+    long_audio = base64.b64encode(
+        make_audio(seconds=lim.max_audio_seconds + 5, sample_rate=2000)
+    ).decode()
     status, err = _error(
         server, one([{"inline_data": {"mime_type": "audio/wav", "data": long_audio}}])
     )
     assert "exceeds the maximum of 180s" in err["message"]
-    pages = base64.b64encode(pdf(7)).decode()
+    pages = base64.b64encode(make_pdf(7)).decode()
     status, err = _error(
         server, one([{"inline_data": {"mime_type": "application/pdf", "data": pages}}])
     )
@@ -153,7 +162,9 @@ def test_limits_are_enforced_with_googles_error_shape(server: FakeGeminiServer) 
 
 def test_the_inline_payload_limit_is_enforced(server: FakeGeminiServer) -> None:
     lim = limits_for(MODEL)
-    data = base64.b64encode(png(256, 256)).decode()  # random pixels: about 260 kB of base64
+    data = base64.b64encode(
+        make_image("PNG", (256, 256), noise=True)
+    ).decode()  # random pixels: about 260 kB of base64
     per_call = lim.max_items_per_call
     assert len(data) * per_call > lim.max_inline_bytes
     parts = [{"inline_data": {"mime_type": "image/png", "data": data}}]
@@ -229,7 +240,7 @@ def test_the_files_api_flow_through_the_sdk() -> None:
 
     with FakeGeminiServer(file_processing_polls=1) as server:
         client = server.client()
-        data = png(32, 32, seed=8)
+        data = make_image("PNG", (32, 32), noise=True, seed=8)
         uploaded = client.files.upload(file=io.BytesIO(data), config={"mime_type": "image/png"})
         assert uploaded.state is not None
         assert uploaded.state.value == "PROCESSING"

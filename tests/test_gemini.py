@@ -20,8 +20,8 @@ from mmembed.limits import limits_for
 from mmembed.protocols import Embedder
 from mmembed.testing import FakeGeminiServer
 from mmembed.testing._vectors import fake_vector
+from mmembed.testing.media import make_image
 from tests.contracts.embedder import EmbedderContract
-from tests.gemini_helpers import png
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_each_item_is_its_own_content(server: FakeGeminiServer) -> None:
 
 
 def test_a_content_with_several_parts_gives_one_combined_vector(server: FakeGeminiServer) -> None:
-    image = Image(png(seed=1), "image/png")
+    image = Image(make_image("PNG", (8, 8), noise=True, seed=1), "image/png")
     out = make(server).embed([Content([Text("a red square"), image]), "a red square"])
     (call,) = server.embed_requests
     assert call.items == 2
@@ -141,8 +141,10 @@ def test_vectors_of_the_wrong_width_are_an_error(server: FakeGeminiServer) -> No
 
 def test_sync_and_async_give_identical_rows(server: FakeGeminiServer) -> None:
     items: list[Any] = [f"sentence {i} with words" for i in range(230)]
-    items += [Image(png(seed=i), "image/png") for i in range(3)]
-    items.append(Content(["caption", Image(png(seed=9), "image/png")]))
+    items += [Image(make_image("PNG", (8, 8), noise=True, seed=i), "image/png") for i in range(3)]
+    items.append(
+        Content(["caption", Image(make_image("PNG", (8, 8), noise=True, seed=9), "image/png")])
+    )
     embedder = make(server, concurrency=3)
     sync = embedder.embed(items, task=Task.QUERY)
     async_ = asyncio.run(embedder.aembed(items, task=Task.QUERY))
@@ -162,11 +164,13 @@ def test_large_inputs_run_calls_concurrently_within_the_bound(mode: str) -> None
 
 
 def test_batch_size_and_inline_bytes_split_calls(server: FakeGeminiServer) -> None:
-    image = png(32, 32, seed=3)
+    image = make_image("PNG", (32, 32), noise=True, seed=3)
     # room for two images (base64) per call, so six images need three calls
     limit = int(len(image) * 4 / 3 * 2) + 8
     embedder = make(server, inline_bytes_limit=limit)
-    embedder.embed([Image(png(32, 32, seed=i), "image/png") for i in range(6)])
+    embedder.embed(
+        [Image(make_image("PNG", (32, 32), noise=True, seed=i), "image/png") for i in range(6)]
+    )
     assert [c.items for c in server.embed_requests] == [2, 2, 2]
     server.reset()
     make(server, batch_size=4).embed([f"x{i}" for i in range(10)])
@@ -192,7 +196,7 @@ def test_usage_counts_tokens_and_cost_per_call_and_in_total(server: FakeGeminiSe
     price = limits_for("gemini-embedding-2").price_per_million_tokens
 
     assert first.cost_usd == pytest.approx(first.tokens * price[Modality.TEXT] / 1e6)
-    embedder.embed([Image(png(seed=2), "image/png")])
+    embedder.embed([Image(make_image("PNG", (8, 8), noise=True, seed=2), "image/png")])
     second = embedder.last_usage
     assert second.tokens_by_modality[Modality.IMAGE] > 0
     assert second.cost_usd == pytest.approx(
@@ -270,7 +274,7 @@ def test_the_request_body_is_what_the_sdk_itself_sends(
     """The fast path builds the body by hand: it must stay identical to the SDK's own."""
     from google.genai import types
 
-    image = png(seed=2)
+    image = make_image("PNG", (8, 8), noise=True, seed=2)
     items: list[Any] = ["alpha", Content(["caption", Image(image, "image/png")])]
     if model == "gemini-embedding-001":
         items = ["alpha", "beta"]

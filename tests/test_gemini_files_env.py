@@ -18,7 +18,7 @@ from mmembed.cache import EmbeddingCache
 from mmembed.embedders import GeminiEmbedder
 from mmembed.errors import AuthenticationError, InputLimitError
 from mmembed.testing import FakeGeminiServer
-from tests.gemini_helpers import png
+from mmembed.testing.media import make_image
 
 
 @pytest.fixture
@@ -36,9 +36,9 @@ def make(server: FakeGeminiServer, **options: Any) -> GeminiEmbedder:
 def test_media_too_large_to_send_inline_go_through_the_files_api(
     server: FakeGeminiServer, tmp_path: Path, mode: str
 ) -> None:
-    big = png(64, 64, seed=5)
+    big = make_image("PNG", (64, 64), noise=True, seed=5)
     on_disk = tmp_path / "photo.png"
-    on_disk.write_bytes(png(64, 64, seed=6))
+    on_disk.write_bytes(make_image("PNG", (64, 64), noise=True, seed=6))
     items: list[Any] = [
         Image(big, "image/png"),
         "small text",
@@ -67,7 +67,7 @@ def test_a_file_that_stays_processing_is_a_clear_error() -> None:
         from mmembed.errors import ProviderError
 
         with pytest.raises(ProviderError, match="still PROCESSING"):
-            embedder.embed([Image(png(16, 16), "image/png")])
+            embedder.embed([Image(make_image("PNG", (16, 16), noise=True), "image/png")])
         assert server.embed_requests == []
 
 
@@ -76,7 +76,7 @@ def test_vertex_refuses_items_too_large_to_send_inline(server: FakeGeminiServer)
         dimensions=128, client=server.client(vertexai=True), inline_bytes_limit=100
     )
     with pytest.raises(InputLimitError, match="Files API"):
-        embedder.embed([Image(png(16, 16), "image/png")])
+        embedder.embed([Image(make_image("PNG", (16, 16), noise=True), "image/png")])
 
 
 def test_the_sdk_environment_is_honoured(
@@ -130,7 +130,9 @@ def test_env_points_another_process_at_the_server(server: FakeGeminiServer) -> N
 
 
 def test_a_second_run_is_served_from_the_cache(server: FakeGeminiServer, tmp_path: Path) -> None:
-    items: list[Any] = [f"text {i}" for i in range(120)] + [Image(png(seed=1), "image/png")]
+    items: list[Any] = [f"text {i}" for i in range(120)] + [
+        Image(make_image("PNG", (8, 8), noise=True, seed=1), "image/png")
+    ]
     first = make(server, cache=tmp_path / "cache.sqlite").embed(items, task=Task.QUERY)
     assert len(server.embed_requests) == 2
     server.reset()

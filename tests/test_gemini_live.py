@@ -9,7 +9,7 @@ import pytest
 
 from mmembed import Content, Image, Task
 from mmembed.embedders import GeminiEmbedder
-from tests.gemini_helpers import png
+from mmembed.testing.media import make_image
 
 pytestmark = [
     pytest.mark.live,
@@ -26,7 +26,9 @@ def test_live_text_and_image_round_trip() -> None:
             [
                 "The Krebs cycle takes place in the mitochondrial matrix.",
                 "A sonnet is a poem of fourteen lines.",
-                Content(["a red square", Image(png(32, 32), "image/png")]),
+                Content(
+                    ["a red square", Image(make_image("PNG", (32, 32), noise=True), "image/png")]
+                ),
             ],
             task=Task.DOCUMENT,
         )

@@ -21,7 +21,7 @@ from mmembed.index import Index, IndexLockedError, IndexProgress
 from mmembed.protocols import Chunk, Hit
 from mmembed.results import Result, Results
 from mmembed.testing import FakeEmbedder
-from tests.media import png_bytes
+from mmembed.testing.media import make_image
 
 
 class LineChunker:
@@ -91,7 +91,7 @@ def course(tmp_path: Path) -> Path:
     root.mkdir()
     for name, text in NOTES.items():
         (root / name).write_text(text)
-    (root / "diagram.png").write_bytes(png_bytes(seed=1))
+    (root / "diagram.png").write_bytes(make_image("PNG", (32, 32), noise=True, seed=1))
     return root
 
 

@@ -14,8 +14,8 @@ from mmembed.cli import ExitCode, main
 from mmembed.embedders.local import SentenceTransformerEmbedder, local_model_available
 from mmembed.errors import ConfigurationError
 from mmembed.index import Index
+from mmembed.testing.media import make_image
 from tests.contracts.embedder import EmbedderContract
-from tests.media import png_bytes
 
 pytestmark = pytest.mark.skipif(
     not local_model_available(), reason='needs the "local" extra (sentence-transformers)'
@@ -53,7 +53,7 @@ def test_bundled_weights_load_offline_with_384_dimensions() -> None:
 
 def test_an_image_is_refused_by_a_text_model_with_the_fix() -> None:
     with pytest.raises(UnsupportedMediaError, match="GEMINI_API_KEY"):
-        shared().embed([Image(png_bytes(), "image/png")])
+        shared().embed([Image(make_image("PNG", (32, 32), noise=True), "image/png")])
 
 
 def test_a_missing_model_is_a_clear_error_not_a_download(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_a_clip_style_model_embeds_images_and_text(tiny_clip: Path) -> None:
     embedder = SentenceTransformerEmbedder(tiny_clip, device="cpu")
     assert embedder.modalities == frozenset({Modality.TEXT, Modality.IMAGE})
     assert embedder.dimensions == 8
-    image = Image(png_bytes(seed=5, size=40), "image/png")
+    image = Image(make_image("PNG", (40, 40), noise=True, seed=5), "image/png")
     out = embedder.embed(["a cat", image, Content(["a cat", image])])
     assert out.shape == (3, 8)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)

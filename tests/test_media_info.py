@@ -11,11 +11,11 @@ import pytest
 from mmembed import Audio, Pdf, Video
 from mmembed._media_info import duration_seconds, pdf_page_count
 from mmembed.errors import UnsupportedMediaError
-from tests.gemini_helpers import mp4, pdf, wav
+from mmembed.testing.media import make_audio, make_pdf, make_video
 
 
 def test_wav_duration_bytes_and_path(tmp_path: Path) -> None:
-    data = wav(12.5)
+    data = make_audio(seconds=12.5, sample_rate=2000)
     assert duration_seconds(Audio(data, "audio/wav")) == pytest.approx(12.5)
     path = tmp_path / "clip.wav"
     path.write_bytes(data)
@@ -34,14 +34,14 @@ def test_flac_and_mp3_durations() -> None:
 
 
 def test_video_duration(tmp_path: Path) -> None:
-    video = Video.from_path(mp4(7, tmp_path / "v.mp4"))
+    video = Video.from_path(make_video(seconds=7, fps=1, audio=False, path=tmp_path / "v.mp4"))
     assert duration_seconds(video) == pytest.approx(7.0, abs=0.5)  # type: ignore[arg-type]
     in_memory = Video(video.read_bytes(), "video/mp4")
     assert duration_seconds(in_memory) == pytest.approx(7.0, abs=0.5)
 
 
 def test_pdf_pages() -> None:
-    assert pdf_page_count(Pdf(pdf(3))) == 3
+    assert pdf_page_count(Pdf(make_pdf(3))) == 3
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from mmembed import (
     TimeSpan,
 )
 from mmembed.content import Content
-from tests.media import image_bytes
+from mmembed.testing.media import make_image
 
 
 def test_spans_make_media_fragments() -> None:
@@ -51,7 +51,7 @@ def test_spans_validate(make: object) -> None:
 
 
 def test_chunk_modality() -> None:
-    img = Image(image_bytes())
+    img = Image(make_image())
     assert Chunk(img, "a.png").modality is Modality.IMAGE
     assert Chunk(Content(["caption", img]), "a.png").modality is Modality.IMAGE
     assert Chunk(Content(["a", "b"]), "a.txt").modality is Modality.TEXT

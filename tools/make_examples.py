@@ -5,19 +5,21 @@
 
 The course: three lesson notes and a logistics note (Markdown/text), a four-page slide deck
 (PDF), a diagram of the Krebs cycle (PNG), a short audio cue (WAV) and a short animated title
-clip (MP4). It needs Pillow, soundfile and numpy (core), fpdf2 and PyAV (``mmembed[video]``).
-The script lives outside ``examples/`` so that indexing the folder indexes only the course.
+clip (MP4). The files are made by ``mmembed.testing.media``; the clip needs PyAV
+(``mmembed[video]``). The script lives outside ``examples/`` so that indexing the folder indexes
+only the course.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
+# the tools run from a checkout, where mmembed need not be installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mmembed.testing.media import make_audio, make_pdf, make_video
 
 NOTES = {
     "01-cellular-respiration.md": """\
@@ -109,8 +111,6 @@ SLIDES = [
     ),
 ]
 
-_FIXED_DATE = datetime(2025, 1, 1, tzinfo=UTC)
-
 
 def write_notes(out: Path) -> None:
     for name, text in NOTES.items():
@@ -118,19 +118,11 @@ def write_notes(out: Path) -> None:
 
 
 def write_pdf(out: Path) -> None:
-    from fpdf import FPDF
-
-    pdf = FPDF(orientation="L", format=(148, 210))
-    pdf.set_creation_date(_FIXED_DATE)
-    pdf.set_title("Biology 101: energy in the cell")
-    for title, bullets in SLIDES:
-        pdf.add_page()
-        pdf.set_font("Helvetica", "B", 26)
-        pdf.cell(0, 20, title, new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font("Helvetica", size=16)
-        for bullet in bullets:
-            pdf.cell(0, 12, f"- {bullet}", new_x="LMARGIN", new_y="NEXT")
-    pdf.output(str(out / "slides.pdf"))
+    """One slide a page: the title as the heading, then the bullets."""
+    pages = [
+        "\n".join([title, *(f"- {bullet}" for bullet in bullets)]) for title, bullets in SLIDES
+    ]
+    make_pdf(pages, path=out / "slides.pdf")
 
 
 def write_diagram(out: Path) -> None:
@@ -157,41 +149,20 @@ def write_diagram(out: Path) -> None:
 
 
 def write_audio(out: Path) -> None:
-    """Three seconds of a rising three-note chime at 8 kHz (the lecture's intro cue)."""
-    import soundfile
-
-    rate = 8000
-    t = np.arange(int(rate * 1.0)) / rate
-    notes = [440.0, 554.37, 659.25]
-    envelope = np.exp(-3.0 * t)
-    clip = np.concatenate([0.4 * envelope * np.sin(2 * math.pi * f * t) for f in notes])
-    soundfile.write(out / "lecture-intro.wav", clip.astype(np.float32), rate, subtype="PCM_16")
+    """Three seconds of a rising tone at 8 kHz (the lecture's intro cue)."""
+    make_audio(seconds=3, sample_rate=8000, path=out / "lecture-intro.wav")
 
 
 def write_video(out: Path) -> None:
-    """Four seconds of a title card with a moving dot, H.264 at 10 fps, 160x120."""
-    import av
-    from PIL import Image, ImageDraw
-
-    fps, seconds, w, h = 10, 4, 160, 120
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": "30", "preset": "veryslow", "g": "20"}
-        for i in range(fps * seconds):
-            img = Image.new("RGB", (w, h), (20, 60, 110))
-            draw = ImageDraw.Draw(img)
-            draw.text((10, 12), "Lesson 2", fill="white")
-            draw.text((10, 28), "Photosynthesis", fill="white")
-            x = 10 + (w - 30) * i / (fps * seconds - 1)
-            draw.ellipse([x, 80, x + 16, 96], fill=(250, 210, 40))
-            frame = av.VideoFrame.from_image(img)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    (out / "lecture-clip.mp4").write_bytes(buf.getvalue())
+    """Four seconds of a title card, H.264 at 10 fps, 160x120, without sound."""
+    make_video(
+        seconds=4,
+        width=160,
+        height=120,
+        audio=False,
+        caption="Lesson 2\nPhotosynthesis",
+        path=out / "lecture-clip.mp4",
+    )
 
 
 def make(out: Path) -> list[Path]:

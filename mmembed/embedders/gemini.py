@@ -1390,7 +1390,8 @@ def _json_loads() -> Callable[[str], Any]:
         import orjson
     except ImportError:
         return json.loads
-    return orjson.loads
+    loads: Callable[[str], Any] = orjson.loads  # typed here even where orjson is not
+    return loads
 
 
 def _is_str(value: object) -> bool:

