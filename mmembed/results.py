@@ -146,7 +146,7 @@ class Results(Sequence[Result]):
         return self.table()
 
     def table(self, width: int | None = None) -> str:
-        """A plain-text table: rank, score, source, location, modality and a preview, one row each."""
+        """A plain-text table: rank, score, source, location, modality, preview; one row each."""
         if not self._items:
             return "no results"
         width = width or shutil.get_terminal_size((120, 20)).columns
