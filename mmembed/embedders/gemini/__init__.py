@@ -21,7 +21,8 @@ Inside, each private module owns one idea: ``_embedder`` (the class: options, pr
 ``embed``/``aembed``), ``_items`` (checked items and calls), ``_tasks`` (task prefixes and
 ``task_type``), ``_transport`` (the public-SDK and the fast path, and every private SDK access),
 ``_reply`` (reading replies), ``_errors`` (error translation), ``_retry`` (the retry policy and
-the sync and async drivers), ``_files`` (Files API upload and poll), ``_usage`` (tokens and cost).
+the sync and async drivers), ``_pool`` (several calls in flight), ``_files`` (Files API upload and
+poll), ``_usage`` (tokens and cost).
 
 >>> from mmembed.testing import FakeGeminiServer
 >>> with FakeGeminiServer() as server:

@@ -2,9 +2,9 @@
 
 An ``embed`` prepares every item (:mod:`._items`), groups them into calls, and sends each call
 as the steps of :meth:`GeminiEmbedder._send` (uploads, the request, the call, under the retry
-policy) on worker threads (:meth:`~GeminiEmbedder.embed`) or event loop tasks
-(:meth:`~GeminiEmbedder.aembed`); the calling thread reads the replies (:mod:`._reply`) and puts
-the rows back in input order.
+policy), several at once (:mod:`._pool`: worker threads for :meth:`~GeminiEmbedder.embed`, event
+loop tasks for :meth:`~GeminiEmbedder.aembed`); each reply is read (:mod:`._reply`) into its rows,
+put back in input order, and counted (:mod:`._usage`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import partial
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -29,17 +28,9 @@ from mmembed.content import Embeddable, Modality, Task
 from mmembed.embedders.gemini._errors import Failure, Redactor, from_exception, name_item
 from mmembed.embedders.gemini._files import Uploads, upload_steps
 from mmembed.embedders.gemini._items import Item, as_list, batches, prepare
+from mmembed.embedders.gemini._pool import send_all, send_all_async
 from mmembed.embedders.gemini._reply import Answer, parse, rows
-from mmembed.embedders.gemini._retry import (
-    Call,
-    Cancelled,
-    RetryPolicy,
-    Steps,
-    Work,
-    retrying,
-    run_async,
-    run_sync,
-)
+from mmembed.embedders.gemini._retry import Call, RetryPolicy, Steps, Work, retrying
 from mmembed.embedders.gemini._tasks import as_task, task_scheme
 from mmembed.embedders.gemini._transport import open_transport
 from mmembed.embedders.gemini._usage import EmbeddingUsage, Tally, usage_of
@@ -432,7 +423,7 @@ class GeminiEmbedder:
         return from_exception(exc, model=self._model, timeout=self._timeout, redact=self._redact)
 
     def _store(
-        self, out: NDArray[np.float32], batch: list[Item], reply: Answer | str, tally: Tally
+        self, out: NDArray[np.float32], batch: list[Item], reply: Answer | str, *, tally: Tally
     ) -> None:
         answer = parse(reply, model=self._model) if isinstance(reply, str) else reply
         indexes = [item.index for item in batch]
@@ -455,56 +446,18 @@ class GeminiEmbedder:
                 call.cost_usd,
             )
 
-    # ---------------------------------------------------------------- sync and async drivers
+    # ---------------------------------------------------------------- sync and async
 
     def _embed_sync(self, items: list[Embeddable], task: Task, tally: Tally) -> NDArray[np.float32]:
         prepared = self._prepare(items, task)
         out = np.empty((len(items), self._dimensions), dtype=np.float32)
-        if not prepared:
-            return out
-        calls = self._calls(prepared)
-        failed = threading.Event()  # set when one call fails: the others stop retrying
-
-        def send(batch: list[Item]) -> Answer | str:
-            if failed.is_set():
-                raise Cancelled
-            try:
-                return run_sync(self._send(batch, task), failed)
-            except BaseException:
-                failed.set()
-                raise
-
-        if len(calls) == 1 or self._concurrency == 1:
-            for batch in calls:
-                self._store(out, batch, send(batch), tally)
-            return out
-        pool = ThreadPoolExecutor(
-            max_workers=min(self._concurrency, len(calls)), thread_name_prefix="mmembed-gemini"
-        )
-        try:
-            futures = [pool.submit(send, b) for b in calls]
-            batch_of = dict(zip(futures, calls, strict=True))
-            for fut in as_completed(futures):
-                if fut.exception() is None:
-                    self._store(out, batch_of[fut], fut.result(), tally)
-                    continue
-                # the calls in flight end at their current attempt; then the first real
-                # failure (translated already) is raised, not a call skipped for it
-                failed.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                for f in futures:
-                    if f.done() and not f.cancelled():
-                        error = f.exception()
-                        if error is not None and not isinstance(error, Cancelled):
-                            f.result()
-                fut.result()
-        except BaseException:
-            failed.set()
-            raise
-        finally:
-            # on failure, calls not started yet are dropped; calls in flight end at their
-            # current attempt because `failed` is set
-            pool.shutdown(wait=True, cancel_futures=True)
+        if prepared:
+            send_all(
+                self._calls(prepared),
+                partial(self._send, task=task),
+                partial(self._store, out, tally=tally),
+                concurrency=self._concurrency,
+            )
         return out
 
     async def _embed_async(
@@ -514,25 +467,13 @@ class GeminiEmbedder:
         # probing durations and page counts reads files: keep it off the event loop
         prepared = await asyncio.to_thread(self._prepare, items, task)
         out = np.empty((len(items), self._dimensions), dtype=np.float32)
-        if not prepared:
-            return out
-        gate = asyncio.Semaphore(self._concurrency)
-
-        async def run(batch: list[Item]) -> None:
-            async with gate:
-                reply = await run_async(self._send(batch, task))
-            # the next call (let in by the gate) goes out before this reply is read
-            await asyncio.sleep(0)
-            self._store(out, batch, reply, tally)
-
-        tasks = [asyncio.ensure_future(run(b)) for b in self._calls(prepared)]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        if prepared:
+            await send_all_async(
+                self._calls(prepared),
+                partial(self._send, task=task),
+                partial(self._store, out, tally=tally),
+                concurrency=self._concurrency,
+            )
         return out
 
 
