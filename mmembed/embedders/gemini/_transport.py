@@ -22,6 +22,7 @@ import io
 import math
 import threading
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ __all__ = ["RawTransport", "SdkTransport", "Transport", "open_transport"]
 Uploaded = Mapping[str, tuple[str, str]]
 
 
-class Transport:
+class Transport(ABC):
     """One way of sending requests; every method returns a :class:`~._retry.Call`.
 
     A request is built by :meth:`request` (off the event loop when it reads media) and sent by
@@ -77,13 +78,13 @@ class Transport:
             asyncio.AbstractEventLoop, AsyncGenerator[None, None]
         ] = weakref.WeakKeyDictionary()
 
+    @abstractmethod
     def request(self, batch: list[Item], uploaded: Uploaded, task: Task) -> Any:
         """The request for ``batch`` in this transport's wire format."""
-        raise NotImplementedError
 
+    @abstractmethod
     def embed(self, request: Any) -> Call:
         """Send a request built by :meth:`request`."""
-        raise NotImplementedError
 
     def upload(self, part: Media, config: Mapping[str, str]) -> Call:
         """Upload ``part`` through the Files API; the reply is the SDK's ``File``."""
