@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace, base_url: str, dims: int) -> list[Row]:
     from google.genai import types
 
     from mmembed.embedders import GeminiEmbedder
-    from mmembed.embedders import gemini as gemini_module
+    from mmembed.embedders.gemini import _reply as gemini_module
 
     texts = _texts(args.n)
     client = genai.Client(api_key="bench-key", http_options=types.HttpOptions(base_url=base_url))
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dimensions:
         args.dimensions = [128] if args.quick else [128, 768]
 
-    from mmembed.embedders import gemini as gemini_module
+    from mmembed.embedders.gemini import _reply as gemini_module
 
     loads = getattr(gemini_module, "_json_loads", lambda: json.loads)()
     reader = "json" if loads is json.loads else getattr(loads, "__module__", "?")

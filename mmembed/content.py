@@ -38,6 +38,7 @@ __all__ = [
     "as_content",
     "content_hash",
     "load",
+    "main_modality",
     "modality_of",
 ]
 
@@ -291,6 +292,25 @@ def as_content(item: Embeddable) -> Content:
         f"cannot embed a {type(item).__name__}: pass a str, Text, Image, Audio, Video, Pdf or "
         "Content (use mmembed.load(path) for files)"
     )
+
+
+def main_modality(item: Embeddable) -> Modality:
+    """The modality an item is filed and priced under: that of its first part that is not text.
+
+    An image with a caption is an image; an item of text parts only is text. Usage reports,
+    error hints and search filters all use this one rule.
+
+    >>> main_modality(Content(["a red bicycle", Image(b"\\x89PNG\\r\\n\\x1a\\n", "image/png")]))
+    <Modality.IMAGE: 'image'>
+    >>> main_modality("plain text")
+    <Modality.TEXT: 'text'>
+    """
+    if isinstance(item, str):
+        return Modality.TEXT
+    for part in as_content(item).parts:
+        if not isinstance(part, Text):
+            return part.modality
+    return Modality.TEXT
 
 
 def content_hash(item: Embeddable) -> str:

@@ -161,3 +161,37 @@ def test_the_cache_keeps_tasks_dimensions_and_models_apart(
     make(server, cache=cache).embed(["same text", "new text"], task=Task.QUERY)
     assert server.embed_requests[-1].items == 1  # only the miss was sent
     assert len(cache) == 5
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_every_attempt_of_an_upload_sends_the_whole_file(
+    server: FakeGeminiServer, tmp_path: Path, mode: str
+) -> None:
+    """A retried upload starts from the first byte again (the SDK uploads from the offset)."""
+    from mmembed.embedders.gemini._transport import open_transport
+    from mmembed.limits import limits_for
+
+    on_disk = tmp_path / "photo.png"
+    on_disk.write_bytes(make_image("PNG", (32, 32), noise=True, seed=8))
+    transport = open_transport(
+        server.client(),
+        api_key=None,
+        vertexai=None,
+        model="gemini-embedding-2",
+        dimensions=128,
+        timeout=10,
+        limits=limits_for("gemini-embedding-2"),
+    )
+    call = transport.upload(Image.from_path(on_disk), {"mime_type": "image/png"})
+
+    async def twice() -> None:
+        await transport.guard_loop()  # the loop's connections close with it
+        for _ in range(2):
+            await call.arun()
+
+    if mode == "sync":
+        for _ in range(2):  # what a retry does: the same call again
+            call.run()
+    else:
+        asyncio.run(twice())
+    assert list(server.uploaded_files.values()) == [on_disk.read_bytes()] * 2

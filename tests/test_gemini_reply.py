@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mmembed.embedders import GeminiEmbedder
-from mmembed.embedders import gemini as gemini_module
+from mmembed.embedders.gemini import _reply as gemini_module
 from mmembed.errors import ProviderError
 from mmembed.testing import FakeGeminiServer
 from mmembed.testing._vectors import fake_vector

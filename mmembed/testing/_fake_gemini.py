@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 from mmembed._media_info import duration_seconds, pdf_page_count
 from mmembed.content import Audio, Modality, Pdf, Video, modality_of
 from mmembed.errors import ConfigurationError, MMEmbedError
-from mmembed.limits import ModelLimits, estimate_tokens, limits_for
+from mmembed.limits import ModelLimits, estimate_tokens, limits_for, media_tokens
 from mmembed.testing._vectors import fake_vector
 
 if TYPE_CHECKING:
@@ -68,11 +68,9 @@ _DEFAULT_MESSAGE = {
     503: "The model is overloaded. Please try again later.",
     504: "The request timed out. Please try again.",
 }
-# Made-up but stable token prices for media, so usage numbers are testable (not Google's).
-_TOKENS_PER_IMAGE = 258
-_TOKENS_PER_AUDIO_SECOND = 32
-_TOKENS_PER_VIDEO_FRAME = 258
-_TOKENS_PER_PDF_PAGE = 258
+# The service's tokenizer, as the fake counts text: about four characters a token (English).
+# Media are counted at the rates in mmembed.limits (media_tokens), like the index's estimates.
+_CHARS_PER_TEXT_TOKEN = 4
 # rendered vectors kept for repeated content (a benchmark re-sends the same texts)
 _RENDER_CACHE = 50_000
 
@@ -524,7 +522,8 @@ class FakeGeminiServer:
                     raise _ApiError(400, f"Invalid value at '{here}.text' (TYPE_STRING)")
                 text_tokens += estimate_tokens(text)
                 texts.append(_PREFIX.sub("", text, count=1))
-                tokens["TEXT"] = tokens.get("TEXT", 0) + max(1, math.ceil(len(text) / 4))
+                n = max(1, math.ceil(len(text) / _CHARS_PER_TEXT_TOKEN))
+                tokens["TEXT"] = tokens.get("TEXT", 0) + n
                 continue
             inline_data = _get(part, "inline_data")
             file_data = _get(part, "file_data")
@@ -598,10 +597,8 @@ class FakeGeminiServer:
                         f"* {here}: {modality.value} duration {seconds:.1f}s exceeds the "
                         f"maximum of {most:g}s",
                     )
-                if modality is Modality.AUDIO:
-                    return "AUDIO", max(1, math.ceil(seconds * _TOKENS_PER_AUDIO_SECOND))
-                frames = min(limits.max_video_frames, max(1, math.ceil(seconds)))
-                return "VIDEO", frames * _TOKENS_PER_VIDEO_FRAME
+                name = "AUDIO" if modality is Modality.AUDIO else "VIDEO"
+                return name, media_tokens(modality, limits, seconds=seconds)
             if modality is Modality.PDF:
                 pages = pdf_page_count(Pdf(data)) or 1
                 if pages > limits.max_pdf_pages:
@@ -610,10 +607,10 @@ class FakeGeminiServer:
                         f"* {here}: the document has {pages} pages; at most "
                         f"{limits.max_pdf_pages} pages are supported",
                     )
-                return "DOCUMENT", pages * _TOKENS_PER_PDF_PAGE
+                return "DOCUMENT", media_tokens(modality, limits, pages=pages)
         except MMEmbedError as exc:
             raise _ApiError(400, f"* {here}: Unable to process input media: {exc}") from None
-        return "IMAGE", _TOKENS_PER_IMAGE
+        return "IMAGE", media_tokens(modality, limits)
 
     def _file_bytes(self, uri: str) -> bytes:
         m = _FILE_URI.search(uri)
