@@ -25,13 +25,13 @@ from mmembed.limits import (
     media_tokens,
 )
 from mmembed.testing import FakeGeminiServer
-from tests.gemini_helpers import gif, mp4, pdf, png, wav
+from mmembed.testing.media import make_audio, make_image, make_pdf, make_video
 
 LIMITS = limits_for("gemini-embedding-2")
 
 
 def image(seed: int = 0) -> Image:
-    return Image(png(seed=seed), "image/png")
+    return Image(make_image("PNG", (8, 8), noise=True, seed=seed), "image/png")
 
 
 # -------------------------------------------------------------------- main modality
@@ -41,9 +41,9 @@ def test_the_main_modality_is_the_first_part_that_is_not_text() -> None:
     assert main_modality("words") is Modality.TEXT
     assert main_modality(Text("words")) is Modality.TEXT
     assert main_modality(image()) is Modality.IMAGE
-    assert main_modality(Content(["caption", image(), Audio(wav(1), "audio/wav")])) is (
-        Modality.IMAGE
-    )
+    assert main_modality(
+        Content(["caption", image(), Audio(make_audio(seconds=1, sample_rate=2000), "audio/wav")])
+    ) is (Modality.IMAGE)
     assert main_modality(Content([Text("a"), Text("b")])) is Modality.TEXT
     with pytest.raises(ConfigurationError):
         main_modality(42)  # type: ignore[arg-type]
@@ -61,11 +61,20 @@ def test_check_item_returns_the_content_of_a_sound_item() -> None:
 def test_each_limit_names_the_item_the_limit_and_the_chunker() -> None:
     cases: list[tuple[Embeddable, str, str]] = [
         (Content([image(i) for i in range(7)]), "image_per_item", "ImageChunker"),
-        (Audio(wav(181), "audio/wav"), "audio_seconds", "AudioChunker"),
-        (Pdf(pdf(7)), "pdf_pages", "PdfChunker"),
+        (
+            Audio(make_audio(seconds=181, sample_rate=2000), "audio/wav"),
+            "audio_seconds",
+            "AudioChunker",
+        ),
+        (Pdf(make_pdf(7)), "pdf_pages", "PdfChunker"),
         ("word " * 6000, "tokens", "TextChunker"),
         (
-            Content([Audio(wav(1), "audio/wav"), Audio(wav(1), "audio/wav")]),
+            Content(
+                [
+                    Audio(make_audio(seconds=1, sample_rate=2000), "audio/wav"),
+                    Audio(make_audio(seconds=1, sample_rate=2000), "audio/wav"),
+                ]
+            ),
             "audio_per_item",
             "AudioChunker",
         ),
@@ -94,7 +103,7 @@ def test_the_token_budget_counts_the_texts_as_sent() -> None:
 
 def test_types_and_formats_the_model_does_not_take() -> None:
     with pytest.raises(UnsupportedMediaError, match=r"image/gif.*ImageChunker"):
-        check_item(Image(gif(), "image/gif"), LIMITS)
+        check_item(Image(make_image("GIF", (4, 4)), "image/gif"), LIMITS)
     with pytest.raises(UnsupportedMediaError, match="does not take image"):
         check_item(image(), GEMINI_EMBEDDING_001)
     with pytest.raises(ConfigurationError, match="item 2: cannot embed a int"):
@@ -139,8 +148,11 @@ def test_media_tokens_follow_the_rates_of_the_model() -> None:
 
 
 def test_item_tokens_are_estimated_by_the_modality_of_each_part(tmp_path: Path) -> None:
-    clip = Audio(wav(3), "audio/wav")
-    video = Video(mp4(4, tmp_path / "v.mp4"), "video/mp4")
+    clip = Audio(make_audio(seconds=3, sample_rate=2000), "audio/wav")
+    video = Video(
+        make_video(seconds=4, fps=1, width=16, height=16, audio=False, path=tmp_path / "v.mp4"),
+        "video/mp4",
+    )
     item = Content(["a caption", image(), clip])
     assert estimate_item_tokens(item, LIMITS) == {
         Modality.TEXT: estimate_tokens("a caption"),
@@ -150,7 +162,7 @@ def test_item_tokens_are_estimated_by_the_modality_of_each_part(tmp_path: Path) 
     assert estimate_item_tokens(video, LIMITS) == {
         Modality.VIDEO: 4 * LIMITS.tokens_per_video_frame
     }
-    assert estimate_item_tokens(Pdf(pdf(2)), LIMITS) == {
+    assert estimate_item_tokens(Pdf(make_pdf(2)), LIMITS) == {
         Modality.PDF: 2 * LIMITS.tokens_per_pdf_page
     }
     assert estimate_item_tokens("plain", LIMITS) == {Modality.TEXT: estimate_tokens("plain")}
@@ -185,7 +197,9 @@ def test_the_fake_server_reports_media_tokens_at_the_same_rates() -> None:
 
     with FakeGeminiServer() as server:
         embedder = GeminiEmbedder(dimensions=128, client=server.client())
-        embedder.embed([image(), Audio(wav(3), "audio/wav"), Pdf(pdf(2))])
+        embedder.embed(
+            [image(), Audio(make_audio(seconds=3, sample_rate=2000), "audio/wav"), Pdf(make_pdf(2))]
+        )
         by = embedder.last_usage.tokens_by_modality
     assert by[Modality.IMAGE] == media_tokens(Modality.IMAGE, LIMITS)
     assert by[Modality.AUDIO] == media_tokens(Modality.AUDIO, LIMITS, seconds=3.0)
