@@ -25,7 +25,6 @@ from mmembed._walk import display_path, is_under, walk
 from mmembed.content import (
     Content,
     Embeddable,
-    Media,
     Modality,
     Part,
     Task,
@@ -44,7 +43,7 @@ from mmembed.errors import (
     RateLimitError,
     UnsupportedMediaError,
 )
-from mmembed.limits import ModelLimits, estimate_tokens
+from mmembed.limits import ModelLimits, cost_usd, estimate_item_tokens
 from mmembed.protocols import Chunk, Embedder
 
 __all__ = ["FileProblem", "IndexProgress", "IndexReport", "Ingest", "IngestContext"]
@@ -52,12 +51,6 @@ __all__ = ["FileProblem", "IndexProgress", "IndexReport", "Ingest", "IngestConte
 _PREVIEW_CHARS = 240
 # media bytes held in memory waiting for an embedding call before a round is sent anyway
 _MAX_QUEUE_BYTES = 64 << 20
-# Rough token counts for the dry-run estimate only (Google does not document embedding token
-# costs per image, per second or per page); real runs report what the service counts.
-_EST_TOKENS_PER_IMAGE = 258
-_EST_TOKENS_PER_PDF_PAGE = 258
-_EST_TOKENS_PER_AUDIO_SECOND = 32
-_EST_TOKENS_PER_VIDEO_FRAME = 258
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,7 +222,6 @@ class Ingest:
         self.failed: list[FileProblem] = []
         self.skipped: list[FileProblem] = []
         self.chunks = 0
-        self.est_tokens = 0
         self.est_by: dict[Modality, int] = {}
         self.done = 0
         self.queue: list[tuple[_Pending, int, Embeddable]] = []
@@ -398,9 +390,9 @@ class Ingest:
         pending.records.append(record)
         pending.vectors.append(None)
         if self.dry_run:
-            n = _estimate_tokens(content, self.ctx.limits)
-            self.est_tokens += n
-            self.est_by[chunk.modality] = self.est_by.get(chunk.modality, 0) + n
+            if self.ctx.limits is not None:
+                for modality, n in estimate_item_tokens(content, self.ctx.limits).items():
+                    self.est_by[modality] = self.est_by.get(modality, 0) + n
             return
         self.queue.append((pending, len(pending.records) - 1, content))
         self.queue_bytes += _nbytes(content)
@@ -538,8 +530,8 @@ class Ingest:
             per_call = limits.max_items_per_call if limits else 0
             calls = math.ceil(self.chunks / per_call) if per_call else None
             if limits is not None:
-                tokens = self.est_tokens
-                cost = _estimate_cost(self.est_by, limits)
+                tokens = sum(self.est_by.values())
+                cost = cost_usd(self.est_by, limits)
         elif after is None and self.usage_before is None:
             # the embedder was never built, so nothing was embedded; a priced model cost nothing
             if limits is not None:
@@ -620,46 +612,3 @@ def _nbytes(item: Embeddable) -> int:
         elif part.path is None:
             total += part.nbytes
     return total
-
-
-def _estimate_tokens(item: Embeddable, limits: ModelLimits | None) -> int:
-    from mmembed.content import as_content
-
-    total = 0
-    for part in as_content(item).parts:
-        total += _estimate_part_tokens(part, limits)
-    return total
-
-
-def _estimate_part_tokens(part: Part, limits: ModelLimits | None) -> int:
-    if isinstance(part, Text):
-        return estimate_tokens(part.text)
-    if part.modality is Modality.IMAGE:
-        return _EST_TOKENS_PER_IMAGE
-    if part.modality is Modality.PDF:
-        return _EST_TOKENS_PER_PDF_PAGE * (limits.max_pdf_pages if limits else 6)
-    seconds = _media_seconds(part)
-    if part.modality is Modality.AUDIO:
-        return int(seconds * _EST_TOKENS_PER_AUDIO_SECOND)
-    frames = min(math.ceil(seconds), limits.max_video_frames if limits else 32)
-    return frames * _EST_TOKENS_PER_VIDEO_FRAME
-
-
-def _media_seconds(part: Part) -> float:
-    """The length of an audio chunk, or a typical 30 s when it cannot be read (an estimate)."""
-    if part.modality is not Modality.AUDIO or not isinstance(part, Media):
-        return 30.0
-    import soundfile
-
-    try:
-        with part.open() as f:
-            return float(soundfile.info(f).duration)
-    except Exception:  # an estimate only: any unreadable clip counts as a typical one
-        return 30.0
-
-
-def _estimate_cost(by_modality: Mapping[Modality, int], limits: ModelLimits) -> float:
-    prices = limits.price_per_million_tokens
-    return (
-        sum(n * prices.get(m, prices.get(Modality.TEXT, 0.0)) for m, n in by_modality.items()) / 1e6
-    )

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeAlias
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mmembed.content import Content, Embeddable, Modality, Part, Task, Text
+from mmembed.content import Content, Embeddable, Modality, Part, Task, main_modality
 from mmembed.errors import ConfigurationError
 
 __all__ = [
@@ -154,10 +154,7 @@ class Chunk:
     @property
     def modality(self) -> Modality:
         """The chunk's modality (for a multi-part content, the first non-text part's)."""
-        if isinstance(self.content, Content):
-            media = [p.modality for p in self.content.parts if not isinstance(p, Text)]
-            return media[0] if media else Modality.TEXT
-        return self.content.modality
+        return main_modality(self.content)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,7 +110,7 @@ def test_cli_without_a_key_uses_the_local_model_on_the_examples(
     top = hits[0]
     assert top["source"].endswith("slides.pdf")
     assert top["uri"].endswith("slides.pdf#page=2")
-    assert top["span"] == {"kind": "pages", "first": 2, "last": 2}
+    assert top["span"] == {"type": "pages", "first": 2, "last": 2}
 
 
 @pytest.fixture(scope="module")
