@@ -114,7 +114,7 @@ def test_batch_over_many_blocks_equals_brute_force(
 ) -> None:
     """Large stores are scanned in blocks (the last one short); small blocks force that here,
     for plain cosines and for cosines at a prefix (another kernel)."""
-    import mmembed.stores._base as base
+    import mmembed.stores._kernels as base
 
     monkeypatch.setattr(base, "_BLOCK_VALUES", 1)  # 1024-row blocks: 1024, 1024, 952
     monkeypatch.setattr(base, "_BLOCK_ROWS", 1024)
