@@ -145,10 +145,13 @@ class QdrantStore:
             except ConfigurationError:
                 raise
             except Exception as exc:
-                raise StoreError(
-                    f"cannot open Qdrant at {location!r}: {exc}. A local path can be open in only "
-                    "one QdrantStore at a time: close the other one (store.close()) first"
-                ) from exc
+                hint = (
+                    ""
+                    if location == ":memory:" or location.startswith(("http://", "https://"))
+                    else ". A local path can be open in only one QdrantStore at a time: close "
+                    "the other one (store.close()) first"
+                )
+                raise StoreError(f"cannot open Qdrant at {location!r}: {exc}{hint}") from exc
         if type(getattr(self._client, "_client", None)).__name__ == "QdrantLocal":
             self._lock = RWLock()
         self._ensure_collection()
