@@ -13,7 +13,7 @@ import pytest
 
 from mmembed.errors import ConfigurationError, CorruptStoreError, StoreError
 from mmembed.stores import FaissStore, InMemoryStore
-from tests.contracts.store import MakeStore, VectorStoreContract, random_vectors, unit
+from mmembed.testing.contracts.store import MakeStore, VectorStoreContract, random_vectors, unit
 
 ROOT = Path(__file__).resolve().parents[1]
 

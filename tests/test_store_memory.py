@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmembed.stores import InMemoryStore
-from tests.contracts.store import MakeStore, VectorStoreContract, random_vectors, unit
+from mmembed.testing.contracts.store import MakeStore, VectorStoreContract, random_vectors, unit
 
 
 class TestInMemoryStore(VectorStoreContract):

@@ -1,4 +1,19 @@
-"""The contract every Embedder passes. Subclass it and provide an ``embedder`` fixture."""
+"""The contract every :class:`~mmembed.protocols.Embedder` passes.
+
+Subclass :class:`EmbedderContract` in a test module and provide an ``embedder`` fixture::
+
+    import pytest
+    from mmembed.testing.contracts import EmbedderContract
+
+
+    class TestMyEmbedder(EmbedderContract):
+        @pytest.fixture
+        def embedder(self):
+            return MyEmbedder()
+
+The texts in :data:`TEXTS` are embedded (two about mitochondria must score closer than one about
+sonnets); ``test_every_task_is_accepted`` tries every :class:`~mmembed.Task`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +25,9 @@ import pytest
 from mmembed import Content, Task, Text
 from mmembed.protocols import Embedder
 
+__all__ = ["TEXTS", "EmbedderContract"]
+
+#: The texts the contract embeds.
 TEXTS = [
     "The mitochondria is the powerhouse of the cell.",
     "Photosynthesis turns light into chemical energy.",
