@@ -15,22 +15,17 @@ from types import MappingProxyType
 from typing import Any, BinaryIO, ClassVar, Self
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from mmembed.errors import ConfigurationError, CorruptStoreError
 from mmembed.matryoshka import _row_norms
 from mmembed.protocols import Hit
 from mmembed.stores import _persist
+from mmembed.stores._api import StoreMethods
 from mmembed.stores._filters import FilterCache
 from mmembed.stores._kernels import numpy_knn
 from mmembed.stores._table import Record, RowTable
-from mmembed.stores._validate import (
-    check_dimensions,
-    check_k,
-    check_queries,
-    check_spec,
-    check_where,
-)
+from mmembed.stores._validate import Terms, check_spec
 
 __all__ = ["ArrayStore", "Record"]
 
@@ -40,7 +35,7 @@ _RECORDS = "records.json"
 _UNIT_TOLERANCE = 1e-3
 
 
-class ArrayStore(RowTable):
+class ArrayStore(StoreMethods, RowTable):
     """Shared machinery of the local stores; not used directly."""
 
     #: The class name recorded in saved manifests (``load`` checks it).
@@ -82,57 +77,11 @@ class ArrayStore(RowTable):
         """The constructor options besides ``dimensions`` (keys of :attr:`_OPTIONS`)."""
         return {}
 
-    # -- search --------------------------------------------------------------------------------
-
-    def search(
-        self,
-        query: ArrayLike,
-        k: int = 10,
-        *,
-        where: Mapping[str, Any] | None = None,
-        dimensions: int | None = None,
-    ) -> list[Hit]:
-        """The ``k`` stored vectors most similar to ``query`` that match ``where``.
-
-        Args:
-            query: one vector (any length > 0; it is normalised), ``dimensions`` wide or the
-                store's full width.
-            k: how many hits at most.
-            where: metadata filter applied before ranking: ``{"key": value}`` for equality,
-                ``{"key": [a, b]}`` for any of them; all keys must match; a list-valued
-                metadata value matches when any of its items does.
-            dimensions: search at this Matryoshka prefix of the stored vectors (each prefix
-                renormalised), e.g. 256 of 3072, without re-embedding.
-
-        Returns:
-            Hits by descending cosine similarity (at the prefix, when ``dimensions`` is given).
-        """
-        return self._search(query, k, where, dimensions, single=True)[0]
-
-    def search_batch(
-        self,
-        queries: ArrayLike,
-        k: int = 10,
-        *,
-        where: Mapping[str, Any] | None = None,
-        dimensions: int | None = None,
-    ) -> list[list[Hit]]:
-        """:meth:`search` for each row of a 2-D ``queries`` array, in one pass (much faster)."""
-        return self._search(queries, k, where, dimensions, single=False)
+    # -- search (search and search_batch: StoreMethods) -----------------------------------------
 
     def _search(
-        self,
-        query: ArrayLike,
-        k: int,
-        where: Mapping[str, Any] | None,
-        dimensions: int | None,
-        *,
-        single: bool,
+        self, queries: NDArray[np.float32], k: int, terms: Terms | None, prefix: int | None
     ) -> list[list[Hit]]:
-        k = check_k(k)
-        terms = check_where(where)
-        prefix = self._check_prefix(dimensions)
-        queries = check_queries(query, width=self._dimensions, prefix=prefix, single=single)
         with self._lock.read():
             if self._n == 0 or queries.shape[0] == 0:
                 return [[] for _ in range(queries.shape[0])]
@@ -144,18 +93,6 @@ class ArrayStore(RowTable):
             k = min(k, self._n if allowed is None else int(allowed.size))
             scores, rows = self._knn(queries, k, allowed, prefix)
             return [self._hits(scores[i], rows[i]) for i in range(queries.shape[0])]
-
-    def _check_prefix(self, dimensions: int | None) -> int | None:
-        """The Matryoshka prefix to search at: ``None`` for the full width."""
-        if dimensions is None:
-            return None
-        prefix = check_dimensions(dimensions)
-        if prefix > self._dimensions:
-            raise ConfigurationError(
-                f"cannot search {self._dimensions}-dimensional vectors at {prefix} dimensions; "
-                f"a Matryoshka prefix must be at most {self._dimensions}"
-            )
-        return None if prefix == self._dimensions else prefix
 
     def _hits(self, scores: NDArray[np.float32], rows: NDArray[np.intp]) -> list[Hit]:
         hits = []
@@ -171,7 +108,7 @@ class ArrayStore(RowTable):
             )
         return hits
 
-    # -- exact search (numpy); subclasses override _knn to pick other kernels ------------------
+    # -- exact search (numpy) ------------------------------------------------------------------
 
     def _prefix_inverse_norms(self, dimensions: int) -> NDArray[np.float32]:
         """1 / ‖row[:dimensions]‖ for every row (0 for zero prefixes), cached per version."""
@@ -191,16 +128,8 @@ class ArrayStore(RowTable):
         allowed: NDArray[np.intp] | None,
         dimensions: int | None,
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        return self._exact_knn(queries, k, allowed, dimensions)
-
-    def _exact_knn(
-        self,
-        queries: NDArray[np.float32],
-        k: int,
-        allowed: NDArray[np.intp] | None,
-        dimensions: int | None,
-    ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        """Exact top-k by cosine (at a prefix when ``dimensions`` is set)."""
+        """Exact top-k by cosine (at a prefix when ``dimensions`` is set); subclasses override
+        it to pick other kernels, and call it for exact answers."""
         matrix = self._buffer[: self._n]
         inverse = None
         if dimensions is not None:
@@ -220,12 +149,7 @@ class ArrayStore(RowTable):
     def shrink(self, dimensions: int) -> Self:
         """A new store holding the renormalised ``dimensions``-prefix of every vector, with the
         same ids and metadata: a smaller, faster store without re-embedding anything."""
-        dimensions = check_dimensions(dimensions)
-        if dimensions > self._dimensions:
-            raise ConfigurationError(
-                f"cannot shrink {self._dimensions}-dimensional vectors to {dimensions}; a "
-                f"Matryoshka prefix must be at most {self._dimensions}"
-            )
+        dimensions = self._prefix_width(dimensions)
         new = self._empty_like(dimensions)
         with self._lock.read():
             ids = list(self._ids)

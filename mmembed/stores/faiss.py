@@ -279,14 +279,14 @@ class FaissStore(ArrayStore):
         if dimensions is not None:
             if self._flat and dimensions == self._funnel:
                 return numpy_knn(queries, self._prefix[:n], None, k, allowed)
-            return self._exact_knn(queries, k, allowed, dimensions)
+            return super()._knn(queries, k, allowed, dimensions)
         if not self._flat:
             if self._ann is not None:
                 return self._ann_knn(queries, k, allowed)
             # not trained yet: exact search over the few vectors there are
         elif self._funnel is not None:
             return self._flat_funnel_knn(queries, k, allowed)
-        return self._exact_knn(queries, k, allowed, None)
+        return super()._knn(queries, k, allowed, None)
 
     def _flat_funnel_knn(
         self, queries: NDArray[np.float32], k: int, allowed: NDArray[np.intp] | None
@@ -319,7 +319,7 @@ class FaissStore(ArrayStore):
         n = self._n
         if allowed is not None and allowed.size <= max(4 * k, n // 50):
             # a selective filter: scoring the few matching rows exactly is faster and complete
-            return self._exact_knn(queries, k, allowed, None)
+            return super()._knn(queries, k, allowed, None)
         ntotal = int(self._ann.ntotal)
         selector = bits = None
         if allowed is not None or self._dead:
@@ -344,7 +344,7 @@ class FaissStore(ArrayStore):
         short = (best >= 0).sum(axis=1) < min(k, available)
         if short.any():
             # the graph or the probed lists ran dry under the filter: finish those exactly
-            fix_scores, fix_rows = self._exact_knn(queries[short], k, allowed, None)
+            fix_scores, fix_rows = super()._knn(queries[short], k, allowed, None)
             scores[short], best[short] = fix_scores, fix_rows
         return scores, best
 

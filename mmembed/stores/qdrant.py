@@ -16,28 +16,26 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType, ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from mmembed._lock import RWLock
 from mmembed._optional import import_optional
 from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreError
 from mmembed.matryoshka import _unit_rows
 from mmembed.protocols import Hit
+from mmembed.stores._api import StoreMethods
 from mmembed.stores._table import Record
 from mmembed.stores._validate import (
     RESERVED_KEY,
     Terms,
     check_dimensions,
     check_ids,
-    check_k,
     check_metadata,
-    check_queries,
     check_spec,
     check_vectors,
-    check_where,
 )
 
 if TYPE_CHECKING:
@@ -69,7 +67,7 @@ def _qdrant() -> tuple[ModuleType, ModuleType]:
     return client, models
 
 
-class QdrantStore:
+class QdrantStore(StoreMethods):
     """Vectors in a Qdrant collection, searched by cosine similarity.
 
     Args:
@@ -88,11 +86,16 @@ class QdrantStore:
         DimensionMismatchError: the existing collection has another width.
         StoreError: the location cannot be opened (for a path: another client has it open).
 
+    Qdrant indexes whole vectors, so ``search(..., dimensions=)`` takes only the store's own
+    width: for a Matryoshka prefix, :meth:`shrink` into a prefix collection.
+
     >>> store = QdrantStore(3)
     >>> store.add(["a", "b"], [[1, 0, 0], [0, 1, 0]], [{"kind": "x"}, {"kind": "y"}])
     >>> [h.id for h in store.search([1, 0.1, 0], k=1)]
     ['a']
     """
+
+    _PREFIX_SEARCH: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -308,51 +311,11 @@ class QdrantStore:
                 write=True,
             )
 
-    def search(
-        self,
-        query: ArrayLike,
-        k: int = 10,
-        *,
-        where: Mapping[str, Any] | None = None,
-        dimensions: int | None = None,
-    ) -> list[Hit]:
-        """The ``k`` stored vectors most similar to ``query`` (cosine) that match ``where``.
-
-        ``where`` maps a metadata key to a value (equality) or a list of values (any of them);
-        all keys must match. The filter applies before top-k. Qdrant indexes whole vectors, so
-        ``dimensions`` may only be the store's own: for a Matryoshka prefix, :meth:`shrink`.
-        """
-        return self._search(query, k, where, dimensions, single=True)[0]
-
-    def search_batch(
-        self,
-        queries: ArrayLike,
-        k: int = 10,
-        *,
-        where: Mapping[str, Any] | None = None,
-        dimensions: int | None = None,
-    ) -> list[list[Hit]]:
-        """:meth:`search` for each row of ``queries`` in one request; one list of hits per row."""
-        return self._search(queries, k, where, dimensions, single=False)
-
     def _search(
-        self,
-        query: ArrayLike,
-        k: int,
-        where: Mapping[str, Any] | None,
-        dimensions: int | None,
-        *,
-        single: bool,
+        self, matrix: NDArray[np.float32], k: int, terms: Terms | None, prefix: int | None
     ) -> list[list[Hit]]:
-        k = check_k(k)
-        terms = check_where(where)
-        if dimensions is not None and check_dimensions(dimensions) != self._dimensions:
-            raise ConfigurationError(
-                f"QdrantStore searches whole {self._dimensions}-dimensional vectors, not a "
-                f"{dimensions}-dimensional prefix: use store.shrink({dimensions}) to build a "
-                "prefix collection and search that"
-            )
-        matrix = check_queries(query, width=self._dimensions, single=single)
+        """One Qdrant request for every query row (``search`` and ``search_batch`` check their
+        arguments as every store does)."""
         if matrix.shape[0] == 0:
             return []
         query_filter = self._filter(terms)
@@ -406,12 +369,11 @@ class QdrantStore:
         )
         by_id = {}
         for record in records:
-            payload = dict(record.payload or {})
-            id_ = str(payload.pop(ID_KEY))
+            id_, metadata = _split(record.payload)
             by_id[id_] = Record(
                 id=id_,
                 vector=np.asarray(record.vector, dtype=np.float32),
-                metadata=MappingProxyType(payload),
+                metadata=MappingProxyType(metadata),
             )
         return [by_id[i] for i in ids if i in by_id]
 
@@ -432,20 +394,25 @@ class QdrantStore:
 
     def __iter__(self) -> Iterator[str]:
         """Every stored id (in Qdrant's order), scrolled page by page."""
+        for records in self._pages("scroll", with_payload=[ID_KEY], with_vectors=False):
+            for record in records:
+                yield str((record.payload or {})[ID_KEY])
+
+    def _pages(self, what: str, *, with_payload: Any, with_vectors: bool) -> Iterator[list[Any]]:
+        """Every point of the collection, a page of records at a time."""
         offset: Any = None
         while True:
             records, offset = self._call(
-                "scroll",
+                what,
                 lambda offset=offset: self._client.scroll(
                     self._collection,
                     limit=256,
                     offset=offset,
-                    with_payload=[ID_KEY],
-                    with_vectors=False,
+                    with_payload=with_payload,
+                    with_vectors=with_vectors,
                 ),
             )
-            for record in records:
-                yield str((record.payload or {})[ID_KEY])
+            yield records
             if offset is None:
                 return
 
@@ -459,12 +426,7 @@ class QdrantStore:
             collection: the new collection's name (default ``"<collection>-<dimensions>"``);
                 it must not hold points yet.
         """
-        dimensions = check_dimensions(dimensions)
-        if dimensions > self._dimensions:
-            raise ConfigurationError(
-                f"cannot shrink {self._dimensions}-dimensional vectors to {dimensions}; a "
-                f"Matryoshka prefix must be at most {self._dimensions}"
-            )
+        dimensions = self._prefix_width(dimensions)
         name = collection or f"{self._collection}-{dimensions}"
         if name == self._collection:
             raise ConfigurationError("shrink needs a collection other than the store's own")
@@ -474,28 +436,12 @@ class QdrantStore:
             raise StoreError(
                 f"the Qdrant collection {name!r} already holds points: pass another collection="
             )
-        offset: Any = None
-        while True:
-            records, offset = self._call(
-                "shrink",
-                lambda offset=offset: self._client.scroll(
-                    self._collection,
-                    limit=256,
-                    offset=offset,
-                    with_payload=True,
-                    with_vectors=True,
-                ),
-            )
+        for records in self._pages("shrink", with_payload=True, with_vectors=True):
             if records:
-                ids, metadata = [], []
-                for record in records:
-                    payload = dict(record.payload or {})
-                    ids.append(str(payload.pop(ID_KEY)))
-                    metadata.append(payload)
+                ids, metadata = zip(*(_split(record.payload) for record in records), strict=True)
                 vectors = np.asarray([r.vector for r in records], dtype=np.float32)
-                small.add(ids, vectors[:, :dimensions], metadata)
-            if offset is None:
-                return small
+                small.add(list(ids), vectors[:, :dimensions], list(metadata))
+        return small
 
     def clear(self) -> None:
         """Remove every point (the collection itself stays, with its settings)."""
@@ -584,9 +530,14 @@ class _Nothing:
 _NOTHING: Any = _Nothing()
 
 
+def _split(payload: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """A point's payload as its mmembed id and the user's metadata."""
+    metadata = dict(payload or {})
+    return str(metadata.pop(ID_KEY)), metadata
+
+
 def _hit(point: qmodels.ScoredPoint) -> Hit:
-    payload = dict(point.payload or {})
-    id_ = str(payload.pop(ID_KEY))
+    id_, metadata = _split(point.payload)
     # Qdrant's float32 cosine can stray just past 1; the local stores clamp it the same way
     score = min(1.0, max(-1.0, float(point.score)))
-    return Hit(id=id_, score=score, metadata=MappingProxyType(payload))
+    return Hit(id=id_, score=score, metadata=MappingProxyType(metadata))
