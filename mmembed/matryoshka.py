@@ -72,10 +72,11 @@ def _unit_rows(
         norms = _row_norms(matrix)
     target = matrix if out is None else out
     lo, hi = _SAFE_NORMS
-    safe = (norms >= lo) & (norms <= hi)
-    if safe.all():  # the usual case: one division
+    # the usual case, one division (min and max are NaN when a norm is: then the slow path)
+    if not norms.size or (lo <= norms.min() and norms.max() <= hi):
         np.divide(matrix, norms[:, None], out=target)
         return target
+    safe = (norms >= lo) & (norms <= hi)
     odd = np.flatnonzero(~safe)
     rows = np.array(matrix[odd], dtype=np.float64)  # read before an in-place division
     divisors: NDArray[np.float32] = np.where(safe, norms, np.float32(1))

@@ -109,7 +109,7 @@ def check_ids(ids: object, *, adding: bool) -> list[str]:
             raise ConfigurationError(
                 f"ids must be strings, got {item!r} ({type(item).__name__}) at position {position}"
             )
-        if adding:
+        if adding and not (item and item.isascii()):  # the usual id needs no further look
             if not item:
                 raise ConfigurationError(
                     f"ids must be non-empty strings; the id at position {position} is empty"
@@ -159,9 +159,9 @@ def _check_finite(
 ) -> None:
     """Refuse rows holding NaN or infinity. The float32 row norms say which rows to look at: a
     NaN or an infinity anywhere in a row makes its norm NaN or infinite."""
-    suspects = np.flatnonzero(~np.isfinite(norms))
-    if not suspects.size:
+    if np.isfinite(norms.sum()):  # one reduction in the usual case
         return
+    suspects = np.flatnonzero(~np.isfinite(norms))
     bad = suspects[~np.isfinite(matrix[suspects]).all(axis=1)]
     if not bad.size:
         return  # finite values whose squares overflow: normalised in float64 later
@@ -243,14 +243,16 @@ def check_queries(
             f"store holds {width}" + (f" (searching at {target})" if prefix else "") + "; embed "
             "the query with the same dimensions as the stored vectors"
         )
-    _check_finite(matrix, raw, _row_norms(matrix), what)
     out = np.array(matrix[:, :target], dtype=np.float32, order="C")
-    if out.shape[0] and not out.any(axis=1).all():
+    norms = _row_norms(out)
+    # NaN beyond the prefix is refused too
+    _check_finite(matrix, raw, norms if out.shape == matrix.shape else _row_norms(matrix), what)
+    if out.shape[0] and not norms.min() > 0 and not out.any(axis=1).all():
         raise ConfigurationError(
             "a query vector is all zeros, so it has no direction to compare; embed a "
             "non-empty query"
         )
-    return _unit_rows(out)
+    return _unit_rows(out, norms=norms)
 
 
 # -- metadata -----------------------------------------------------------------------------------
