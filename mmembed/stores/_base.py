@@ -2,7 +2,8 @@
 and saving and loading through :mod:`mmembed.stores._persist`.
 
 The pieces live in modules of their own: :mod:`~mmembed.stores._validate` (every check of what a
-store is given), :mod:`~mmembed.stores._table` (ids, rows, vectors, metadata),
+store is given), :mod:`~mmembed.stores._api` (``search`` and ``search_batch``, for every store,
+Qdrant included), :mod:`~mmembed.stores._table` (ids, rows, vectors, metadata),
 :mod:`~mmembed.stores._filters` (``where``), :mod:`~mmembed.stores._kernels` (exact k-NN) and
 :mod:`~mmembed.stores._persist` (the on-disk format).
 """
