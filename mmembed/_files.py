@@ -16,8 +16,10 @@ __all__ = [
     "HASH_BLOCK",
     "fsync_dir",
     "fsync_file",
+    "open_new",
     "sha256_file",
     "sha256_stream",
+    "write_bytes_atomic",
     "write_json_atomic",
 ]
 
@@ -74,14 +76,22 @@ def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> 
     renamed over ``path``; the directory is then synced so the rename itself survives a crash.
     A ``path`` that is a symbolic link is replaced, never followed.
     """
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one.
+
+    As :func:`write_json_atomic`: a temporary file beside ``path`` (created afresh, never through
+    a link), fsynced, renamed over ``path``, and the directory fsynced.
+    """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, 0o644)
+    tmp.unlink(missing_ok=True)  # a leftover (or a planted link) is replaced, never written into
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open_new(tmp) as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -89,3 +99,15 @@ def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> 
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def open_new(path: str | os.PathLike[str]) -> BinaryIO:
+    """Create ``path`` and open it for binary writing; fail if anything is there already, a
+    symbolic link included, so a write never lands outside the directory it was meant for.
+
+    Raises:
+        FileExistsError: something is at ``path`` already.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+    return os.fdopen(fd, "wb")

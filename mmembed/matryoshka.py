@@ -39,15 +39,55 @@ def normalize(vectors: ArrayLike) -> NDArray[np.float32]:
 
 
 def _normalize_inplace(arr: NDArray[np.float32]) -> None:
-    if arr.ndim == 1:
-        norm = float(np.sqrt(np.dot(arr, arr)))
-        if norm > 0 and np.isfinite(norm):
-            arr /= np.float32(norm)
-        return
-    # einsum computes the row norms without a temporary the size of the matrix
-    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr))
-    norms[~(norms > 0)] = 1.0
-    arr /= norms[:, None]
+    """Unit rows (or a unit vector), in place; see :func:`_unit_rows`."""
+    _unit_rows(arr[None, :] if arr.ndim == 1 else arr)
+
+
+# Row norms in this range come out of float32 arithmetic exact: no square under- or overflows
+_SAFE_NORMS = (1e-18, 1e18)
+
+
+def _row_norms(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The float32 L2 norm of each row: ``inf`` or ``nan`` when a row holds infinity or NaN, and
+    possibly ``inf`` or ``0`` for finite rows of very large or very small values (``[1e30] * 8``,
+    ``[1e-30] * 8``), which :func:`_unit_rows` still normalises."""
+    # einsum computes the norms without a temporary the size of the matrix
+    norms: NDArray[np.float32] = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+    return norms
+
+
+def _unit_rows(
+    matrix: NDArray[np.float32],
+    *,
+    out: NDArray[np.float32] | None = None,
+    norms: NDArray[np.float32] | None = None,
+) -> NDArray[np.float32]:
+    """Write the L2-normalised rows of ``matrix`` into ``out`` (default: ``matrix`` itself).
+
+    Zero rows stay zero (never NaN); rows holding NaN or infinity are copied unchanged (callers
+    that must refuse them check first, reusing ``norms`` from :func:`_row_norms`). Every finite
+    row is normalised, however large or small its values: rows whose float32 norm would over- or
+    underflow are normalised in float64.
+    """
+    if norms is None:
+        norms = _row_norms(matrix)
+    target = matrix if out is None else out
+    lo, hi = _SAFE_NORMS
+    # the usual case, one division (min and max are NaN when a norm is: then the slow path)
+    if not norms.size or (lo <= norms.min() and norms.max() <= hi):
+        np.divide(matrix, norms[:, None], out=target)
+        return target
+    safe = (norms >= lo) & (norms <= hi)
+    odd = np.flatnonzero(~safe)
+    rows = np.array(matrix[odd], dtype=np.float64)  # read before an in-place division
+    divisors: NDArray[np.float32] = np.where(safe, norms, np.float32(1))
+    np.divide(matrix, divisors[:, None], out=target)
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(rows).all(axis=1, keepdims=True)
+        sizes = np.sqrt(np.einsum("ij,ij->i", rows, rows))  # float32's range squared fits
+        scaled = np.divide(rows, sizes[:, None], out=np.zeros_like(rows), where=sizes[:, None] > 0)
+    target[odd] = np.where(finite, scaled, rows)
+    return target
 
 
 def truncate(vectors: ArrayLike, dimensions: int) -> NDArray[np.float32]:

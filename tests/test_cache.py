@@ -18,8 +18,8 @@ from mmembed.content import content_hash
 from mmembed.errors import CorruptStoreError
 from mmembed.protocols import Embedder
 from mmembed.testing import FakeEmbedder
+from mmembed.testing.contracts.embedder import EmbedderContract
 from mmembed.testing.media import make_image
-from tests.contracts.embedder import EmbedderContract
 
 
 class TestCachedEmbedderContract(EmbedderContract):

@@ -20,8 +20,8 @@ from mmembed.chunkers.audio import AudioChunker
 from mmembed.content import Audio, Image
 from mmembed.limits import GEMINI_EMBEDDING_2, GEMINI_EMBEDDING_2_PREVIEW, ModelLimits
 from mmembed.protocols import Chunker, TimeSpan
+from mmembed.testing.contracts.chunker import ChunkerContract, Source
 from mmembed.testing.media import make_audio, make_video
-from tests.contracts.chunker import ChunkerContract, Source
 
 soxr = pytest.importorskip("soxr")
 

@@ -14,8 +14,8 @@ from mmembed import ChunkingError, ConfigurationError, Image, UnsupportedMediaEr
 from mmembed.chunkers.image import ImageChunker
 from mmembed.limits import GEMINI_EMBEDDING_001, ModelLimits
 from mmembed.protocols import Chunker
+from mmembed.testing.contracts.chunker import ChunkerContract, Source
 from mmembed.testing.media import make_image, make_pdf
-from tests.contracts.chunker import ChunkerContract, Source
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -22,8 +22,8 @@ from mmembed import (
 from mmembed.chunkers.pdf import PdfChunker
 from mmembed.limits import GEMINI_EMBEDDING_001, GEMINI_EMBEDDING_2, ModelLimits
 from mmembed.protocols import Chunker
+from mmembed.testing.contracts.chunker import ChunkerContract, Source
 from mmembed.testing.media import make_image, make_pdf, page_heading
-from tests.contracts.chunker import ChunkerContract, Source
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from mmembed import ConfigurationError, Text, TextSpan, UnsupportedMediaError
 from mmembed.chunkers.text import TextChunker, text_windows
 from mmembed.limits import GEMINI_EMBEDDING_001, ModelLimits, estimate_tokens
 from mmembed.protocols import Chunker
-from tests.contracts.chunker import ChunkerContract, Source
+from mmembed.testing.contracts.chunker import ChunkerContract, Source
 
 PROSE = (
     "Cats are small furry animals. They sleep a lot! Do they dream?\n\n"

@@ -18,8 +18,8 @@ from mmembed.chunkers.video import VideoChunker
 from mmembed.content import Image, Video
 from mmembed.limits import GEMINI_EMBEDDING_2, ModelLimits
 from mmembed.protocols import Chunker, TimeSpan
+from mmembed.testing.contracts.chunker import ChunkerContract, Source
 from mmembed.testing.media import make_audio, make_video
-from tests.contracts.chunker import ChunkerContract, Source
 
 av = pytest.importorskip("av")
 

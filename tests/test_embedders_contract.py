@@ -5,7 +5,7 @@ import pytest
 from mmembed import Matryoshka
 from mmembed.protocols import Embedder
 from mmembed.testing import FakeEmbedder
-from tests.contracts.embedder import EmbedderContract
+from mmembed.testing.contracts import EmbedderContract
 
 
 class TestFakeEmbedder(EmbedderContract):

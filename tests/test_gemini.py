@@ -20,8 +20,8 @@ from mmembed.limits import limits_for
 from mmembed.protocols import Embedder
 from mmembed.testing import FakeGeminiServer
 from mmembed.testing._vectors import fake_vector
+from mmembed.testing.contracts.embedder import EmbedderContract
 from mmembed.testing.media import make_image
-from tests.contracts.embedder import EmbedderContract
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from mmembed.cli import ExitCode, main
 from mmembed.embedders.local import SentenceTransformerEmbedder, local_model_available
 from mmembed.errors import ConfigurationError
 from mmembed.index import Index
+from mmembed.testing.contracts.embedder import EmbedderContract
 from mmembed.testing.media import make_image
-from tests.contracts.embedder import EmbedderContract
 
 pytestmark = pytest.mark.skipif(
     not local_model_available(), reason='needs the "local" extra (sentence-transformers)'

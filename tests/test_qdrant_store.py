@@ -15,7 +15,7 @@ pytest.importorskip("qdrant_client")
 from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreError
 from mmembed.protocols import VectorStore
 from mmembed.stores.qdrant import ID_KEY, QdrantStore, point_id
-from tests.contracts.store import MakeStore, VectorStoreContract, random_vectors
+from mmembed.testing.contracts.store import MakeStore, VectorStoreContract, random_vectors
 
 
 class TestQdrantStoreContract(VectorStoreContract):

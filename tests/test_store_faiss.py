@@ -13,7 +13,7 @@ import pytest
 
 from mmembed.errors import ConfigurationError, CorruptStoreError, StoreError
 from mmembed.stores import FaissStore, InMemoryStore
-from tests.contracts.store import MakeStore, VectorStoreContract, random_vectors, unit
+from mmembed.testing.contracts.store import MakeStore, VectorStoreContract, random_vectors, unit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_batch_over_many_blocks_equals_brute_force(
 ) -> None:
     """Large stores are scanned in blocks (the last one short); small blocks force that here,
     for plain cosines and for cosines at a prefix (another kernel)."""
-    import mmembed.stores._base as base
+    import mmembed.stores._kernels as base
 
     monkeypatch.setattr(base, "_BLOCK_VALUES", 1)  # 1024-row blocks: 1024, 1024, 952
     monkeypatch.setattr(base, "_BLOCK_ROWS", 1024)

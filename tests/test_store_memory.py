@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmembed.stores import InMemoryStore
-from tests.contracts.store import MakeStore, VectorStoreContract, random_vectors, unit
+from mmembed.testing.contracts.store import MakeStore, VectorStoreContract, random_vectors, unit
 
 
 class TestInMemoryStore(VectorStoreContract):
@@ -67,7 +67,7 @@ def test_large_single_query_scan_is_exact() -> None:
 def test_without_faiss_a_batch_search_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    import mmembed.stores._base as base
+    import mmembed.stores._kernels as base
     from mmembed.errors import MissingDependencyError
 
     store = InMemoryStore(8)

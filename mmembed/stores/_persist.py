@@ -26,15 +26,13 @@ signature. Only approximate FAISS indexes read a native ``index.faiss``; loading
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
-import threading
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._files import fsync_dir, open_new, sha256_file, write_bytes_atomic
+from mmembed._lock import WriterLock
 from mmembed.errors import CorruptStoreError, StoreError
 
 __all__ = [
@@ -66,55 +66,22 @@ _FILE_RE = re.compile(r"[a-z][a-z0-9_]{0,40}\.(npy|json|faiss)")
 _TMP_PREFIX = ".tmp-"
 _MAX_MANIFEST_BYTES = 1 << 20
 _MAX_CURRENT_BYTES = 256
-_HASH_CHUNK = 1 << 22
-
-# one lock per store directory inside this process; flock() handles other processes
-_path_locks: dict[str, threading.Lock] = {}
-_path_locks_guard = threading.Lock()
 
 
-def _path_lock(path: Path) -> threading.Lock:
-    key = str(path)
-    with _path_locks_guard:
-        lock = _path_locks.get(key)
-        if lock is None:
-            lock = _path_locks[key] = threading.Lock()
-        return lock
+def _busy(lock: Path, holder: str) -> StoreError:
+    return StoreError(
+        f"the store at {lock.parent} is being written by another process (pid "
+        f"{holder or 'unknown'}); only one process may save a store at a time: wait for it to "
+        "finish, or save to a different directory"
+    )
 
 
 @contextlib.contextmanager
 def _writer_lock(path: Path) -> Iterator[None]:
-    """Hold the store's writer lock: in this process a mutex, across processes ``flock``.
-
-    ``flock`` (not ``lockf``) because POSIX record locks are dropped when *any* descriptor of the
-    file is closed in the process; and the kernel releases it when the holder dies, so a killed
-    writer never blocks the next one.
-    """
-    mutex = _path_lock(path)
-    if not mutex.acquire(blocking=False):
-        # another thread of this process is saving the same directory: wait our turn
-        mutex.acquire()
-    try:
-        fd = os.open(path / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                holder = _read_small(path / _LOCK).strip() or "unknown"
-                raise StoreError(
-                    f"the store at {path} is being written by another process (pid {holder}); "
-                    "only one process may save a store at a time: wait for it to finish, or "
-                    "save to a different directory"
-                ) from exc
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
-    finally:
-        mutex.release()
+    """Hold the store's writer lock: threads of this process take turns, another process is
+    refused at once (see :class:`mmembed._lock.WriterLock`)."""
+    with WriterLock(path / _LOCK, busy=_busy, threads_wait=True):
+        yield
 
 
 def _read_small(path: Path, limit: int = _MAX_CURRENT_BYTES) -> str:
@@ -123,32 +90,6 @@ def _read_small(path: Path, limit: int = _MAX_CURRENT_BYTES) -> str:
             return fh.read(limit).decode("utf-8", "replace")
     except OSError:
         return ""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def current_generation(path: str | os.PathLike[str]) -> int | None:
@@ -173,8 +114,9 @@ def write_json(fh: BinaryIO, value: Any) -> None:
     fh.write(json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
 
 
-Writer = Callable[[Path], None]
-"""Writes one file at the given path (the path's parent is the new generation directory)."""
+Writer = Callable[[BinaryIO], None]
+"""Writes one file of a generation into the file object it is given (created afresh, never
+through a symlink)."""
 
 
 def write_generation(
@@ -231,9 +173,11 @@ def write_generation(
             entries: dict[str, dict[str, Any]] = {}
             for file_name, writer in files.items():
                 target = tmp / file_name
-                writer(target)
-                _fsync_file(target)
-                digest, size = _sha256_file(target)
+                with open_new(target) as fh:
+                    writer(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                digest, size = sha256_file(target)
                 entries[file_name] = {"sha256": digest, "bytes": size}
             manifest = {
                 "format": FORMAT,
@@ -246,23 +190,19 @@ def write_generation(
             manifest_bytes = json.dumps(
                 manifest, ensure_ascii=False, allow_nan=False, sort_keys=True, indent=1
             ).encode()
-            with open(tmp / _MANIFEST, "wb") as fh:
+            with open_new(tmp / _MANIFEST) as fh:
                 fh.write(manifest_bytes)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             final = root / name
             if final.exists():  # left by a crash before CURRENT switched: never referenced
                 shutil.rmtree(final)
             os.rename(tmp, final)
-            _fsync_dir(root)
-            pointer = root / f"{_CURRENT}.tmp"
-            with open(pointer, "wb") as fh:
-                fh.write(f"{name} {hashlib.sha256(manifest_bytes).hexdigest()}\n".encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(pointer, root / _CURRENT)  # the commit point
-            _fsync_dir(root)
+            fsync_dir(root)
+            # the commit point: CURRENT replaced atomically (never written through a symlink)
+            pointer = f"{name} {hashlib.sha256(manifest_bytes).hexdigest()}\n"
+            write_bytes_atomic(root / _CURRENT, pointer.encode())
         except StoreError:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -278,7 +218,10 @@ def write_generation(
 def _collect_garbage(root: Path, *, keep: set[int]) -> None:
     """Remove generations older than the previous one and leftovers of crashed saves."""
     for entry in root.iterdir():
-        if entry.name.startswith(_TMP_PREFIX) or entry.name == f"{_CURRENT}.tmp":
+        if (
+            entry.name.startswith((_TMP_PREFIX, f".{_CURRENT}."))
+            or entry.name == f"{_CURRENT}.tmp"  # left by older versions
+        ):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
@@ -315,6 +258,10 @@ class Generation:
             return json.loads(self.path(name).read_bytes())
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptStoreError(f"{self.path(name)} is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise CorruptStoreError(
+                f"{self.path(name)} nests its JSON too deeply to be anything mmembed wrote"
+            ) from None
 
     def load_npy(
         self,
@@ -324,20 +271,47 @@ class Generation:
         shape: tuple[int, ...],
         mmap: bool = False,
     ) -> NDArray[Any]:
-        """Load a verified ``.npy`` file, never unpickling, and check its dtype and shape."""
+        """Load a verified ``.npy`` file, never unpickling: its header must name ``dtype`` and
+        ``shape`` in C order and the file must be exactly that long, checked before any data is
+        read (a header may claim any size)."""
         file = self.path(name)
+        expected = np.dtype(dtype)
+        try:
+            with open(file, "rb") as fh:
+                header = _npy_header(fh)
+                offset = fh.tell()
+        except (ValueError, OSError, EOFError) as exc:
+            raise CorruptStoreError(f"{file} is not a plain numeric .npy file: {exc}") from exc
+        found_shape, fortran, found_dtype = header
+        size = offset + expected.itemsize * int(np.prod(shape, dtype=np.int64))
+        if found_dtype != expected or found_shape != shape or fortran:
+            raise CorruptStoreError(
+                f"{file} holds {found_dtype} {found_shape}"
+                + (" in Fortran order" if fortran else "")
+                + f", expected {expected} {shape}; the store is inconsistent"
+            )
+        if file.stat().st_size != size:
+            raise CorruptStoreError(
+                f"{file} is {file.stat().st_size} bytes, its header says {size}; the store is "
+                "inconsistent"
+            )
         try:
             array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise CorruptStoreError(f"{file} is not a plain numeric .npy file: {exc}") from exc
-        if not isinstance(array, np.ndarray):
-            raise CorruptStoreError(f"{file} does not hold a single array")
-        if array.dtype != np.dtype(dtype) or array.shape != shape:
-            raise CorruptStoreError(
-                f"{file} holds {array.dtype} {array.shape}, expected {np.dtype(dtype)} {shape}; "
-                "the store is inconsistent"
-            )
+        if not isinstance(array, np.ndarray) or array.dtype != expected or array.shape != shape:
+            raise CorruptStoreError(f"{file} does not hold the array its header names")
         return array
+
+
+def _npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """(shape, Fortran order, dtype) from a ``.npy`` header, the data left unread."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fh)
+    raise ValueError(f"unsupported .npy format version {version}")
 
 
 def read_generation(path: str | os.PathLike[str], *, kind: str) -> Generation:
@@ -423,7 +397,7 @@ def _read_generation(root: Path, *, kind: str) -> Generation:
                 f"{file} has {info.st_size} bytes, the manifest says {entry['bytes']}: the file "
                 "is truncated or was replaced; restore the store from a backup or rebuild it"
             )
-        digest, _ = _sha256_file(file)
+        digest, _ = sha256_file(file)
         if digest != entry["sha256"]:
             raise CorruptStoreError(
                 f"{file} does not match its sha256 in the manifest: the file is damaged or was "
@@ -439,8 +413,6 @@ def _read_generation(root: Path, *, kind: str) -> Generation:
 
 
 def _is_regular(mode: int) -> bool:
-    import stat
-
     return stat.S_ISREG(mode)
 
 

@@ -9,25 +9,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, BinaryIO, ClassVar, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
-from mmembed.errors import (
-    ConfigurationError,
-    CorruptStoreError,
-    StoreError,
-)
+from mmembed.errors import ConfigurationError, CorruptStoreError, StoreError
+from mmembed.matryoshka import _unit_rows
 from mmembed.stores import _persist
-from mmembed.stores._base import (
-    ArrayStore,
-    _faiss,
-    _normalize_rows,
-    _numpy_knn,
-    as_slice,
-    check_dimensions,
-)
+from mmembed.stores._base import ArrayStore
+from mmembed.stores._kernels import load_faiss, numpy_knn, rerank
+from mmembed.stores._table import as_slice
+from mmembed.stores._validate import check_dimensions, check_positive_int
 
 __all__ = ["FaissStore"]
 
@@ -35,43 +28,6 @@ _INDEX_FILE = "index.faiss"
 _LABELS_FILE = "labels.npy"
 # rebuild an approximate index once this share of its entries are deleted or replaced
 _DEAD_SHARE = 0.5
-
-
-def _rerank(
-    vectors: NDArray[np.float32],
-    queries: NDArray[np.float32],
-    candidates: NDArray[np.int64],
-    k: int,
-) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-    """Exact top-k among each query's candidate rows (``-1`` ends a row's candidates).
-
-    FAISS's ``knn_inner_products_by_idx`` reads the candidate rows in place (no gathered copy)
-    and runs queries in parallel; a memory-mapped ``vectors`` is read only where needed.
-    """
-    faiss = _faiss()
-    nq, width = candidates.shape
-    k_out = min(k, width)
-    cand = np.ascontiguousarray(candidates, dtype=np.int64)
-    query = np.ascontiguousarray(queries, dtype=np.float32)
-    scores = np.empty((nq, k_out), dtype=np.float32)
-    labels = np.empty((nq, k_out), dtype=np.int64)
-    if nq and width:
-        faiss.knn_inner_products_by_idx(
-            faiss.swig_ptr(query),
-            faiss.swig_ptr(vectors),
-            faiss.swig_ptr(cand),
-            vectors.shape[1],
-            nq,
-            vectors.shape[0],
-            width,
-            k_out,
-            faiss.swig_ptr(scores),
-            faiss.swig_ptr(labels),
-            width,  # the ids' row stride; -1 is misread by some FAISS versions
-        )
-    missing = labels < 0
-    scores[missing] = -np.inf
-    return scores, np.where(missing, -1, labels).astype(np.intp)
 
 
 class FaissStore(ArrayStore):
@@ -110,6 +66,15 @@ class FaissStore(ArrayStore):
     """
 
     _KIND: ClassVar[str] = "FaissStore"
+    _SPEC_KIND: ClassVar[str] = "faiss"
+    _OPTIONS: ClassVar[tuple[str, ...]] = (
+        "index",
+        "funnel_dimensions",
+        "funnel_candidates",
+        "ef_search",
+        "nprobe",
+        "train_size",
+    )
 
     def __init__(
         self,
@@ -141,12 +106,12 @@ class FaissStore(ArrayStore):
                     f"({self.dimensions}); it is the short prefix the first pass searches"
                 )
         self._funnel = funnel_dimensions
-        self._candidates = check_dimensions(funnel_candidates, what="funnel_candidates")
-        self._ef_search = (
-            None if ef_search is None else check_dimensions(ef_search, what="ef_search")
+        self._candidates = check_positive_int(funnel_candidates, "funnel_candidates")
+        self._ef_search = None if ef_search is None else check_positive_int(ef_search, "ef_search")
+        self._nprobe = None if nprobe is None else check_positive_int(nprobe, "nprobe")
+        self._train_size = (
+            None if train_size is None else check_positive_int(train_size, "train_size")
         )
-        self._nprobe = None if nprobe is None else check_dimensions(nprobe, what="nprobe")
-        self._train_size = None if train_size is None else check_dimensions(train_size)
         self._index_width = funnel_dimensions or self.dimensions
         # the renormalised prefix rows for a flat funnel, aligned with the vector rows
         self._prefix = np.empty((0, self._index_width), dtype=np.float32)
@@ -158,7 +123,7 @@ class FaissStore(ArrayStore):
         if not self._flat:
             probe = self._new_index()
             self._needs_training = not probe.is_trained
-            ivf = _faiss().try_extract_index_ivf(probe)
+            ivf = load_faiss().try_extract_index_ivf(probe)
             self._nlist = int(ivf.nlist) if ivf is not None else 0
             if self._train_size is None:
                 self._train_size = 39 * self._nlist if self._nlist else 10_000
@@ -195,7 +160,7 @@ class FaissStore(ArrayStore):
         )
 
     def _new_index(self) -> Any:
-        faiss = _faiss()
+        faiss = load_faiss()
         try:
             return faiss.index_factory(self._index_width, self._spec, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
@@ -206,16 +171,10 @@ class FaissStore(ArrayStore):
             ) from exc
 
     def _empty_like(self, dimensions: int) -> Self:
-        funnel = self._funnel if self._funnel and self._funnel < dimensions else None
-        return type(self)(
-            dimensions,
-            index=self._spec,
-            funnel_dimensions=funnel,
-            funnel_candidates=self._candidates,
-            ef_search=self._ef_search,
-            nprobe=self._nprobe,
-            train_size=self._train_size,
-        )
+        spec = {**self.to_spec(), "dimensions": dimensions}
+        if self._funnel is not None and self._funnel >= dimensions:
+            spec["funnel_dimensions"] = None  # the whole shrunk vector is shorter than the funnel
+        return self.from_spec(spec)
 
     # -- keeping the index in step (all under the write lock) ----------------------------------
 
@@ -225,7 +184,7 @@ class FaissStore(ArrayStore):
         if self._funnel is None:
             return np.ascontiguousarray(self._buffer[rows])
         # only the prefix columns are read (a copy: it is renormalised in place)
-        return _normalize_rows(np.array(self._buffer[rows, : self._funnel], order="C"))
+        return _unit_rows(np.array(self._buffer[rows, : self._funnel], order="C"))
 
     def _grow(self, array: NDArray[Any], needed: int, fill: float | int) -> NDArray[Any]:
         if array.shape[0] >= needed:
@@ -319,27 +278,27 @@ class FaissStore(ArrayStore):
         n = self._n
         if dimensions is not None:
             if self._flat and dimensions == self._funnel:
-                return _numpy_knn(queries, self._prefix[:n], None, k, allowed)
-            return self._exact_knn(queries, k, allowed, dimensions)
+                return numpy_knn(queries, self._prefix[:n], None, k, allowed)
+            return super()._knn(queries, k, allowed, dimensions)
         if not self._flat:
             if self._ann is not None:
                 return self._ann_knn(queries, k, allowed)
             # not trained yet: exact search over the few vectors there are
         elif self._funnel is not None:
             return self._flat_funnel_knn(queries, k, allowed)
-        return self._exact_knn(queries, k, allowed, None)
+        return super()._knn(queries, k, allowed, None)
 
     def _flat_funnel_knn(
         self, queries: NDArray[np.float32], k: int, allowed: NDArray[np.intp] | None
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
         n, width = self._n, self._index_width
-        short = _normalize_rows(np.array(queries[:, :width], dtype=np.float32, order="C"))
+        short = _unit_rows(np.array(queries[:, :width], dtype=np.float32, order="C"))
         size = min(max(self._candidates, k), n if allowed is None else int(allowed.size))
-        _, candidates = _numpy_knn(short, self._prefix[:n], None, size, allowed)
-        return _rerank(self._buffer, queries, candidates.astype(np.int64), k)
+        _, candidates = numpy_knn(short, self._prefix[:n], None, size, allowed)
+        return rerank(self._buffer, queries, candidates.astype(np.int64), k)
 
     def _search_params(self, fetch: int, selector: Any) -> Any:
-        faiss = _faiss()
+        faiss = load_faiss()
         index = faiss.downcast_index(self._ann)
         if isinstance(index, faiss.IndexHNSW):
             params = faiss.SearchParametersHNSW()
@@ -356,11 +315,11 @@ class FaissStore(ArrayStore):
     def _ann_knn(
         self, queries: NDArray[np.float32], k: int, allowed: NDArray[np.intp] | None
     ) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-        faiss = _faiss()
+        faiss = load_faiss()
         n = self._n
         if allowed is not None and allowed.size <= max(4 * k, n // 50):
             # a selective filter: scoring the few matching rows exactly is faster and complete
-            return self._exact_knn(queries, k, allowed, None)
+            return super()._knn(queries, k, allowed, None)
         ntotal = int(self._ann.ntotal)
         selector = bits = None
         if allowed is not None or self._dead:
@@ -375,23 +334,23 @@ class FaissStore(ArrayStore):
         fetch = min(fetch, ntotal)
         query_in = queries
         if self._funnel is not None:
-            query_in = _normalize_rows(np.array(queries[:, : self._funnel], order="C"))
+            query_in = _unit_rows(np.array(queries[:, : self._funnel], order="C"))
         params = self._search_params(fetch, selector)
         _, labels_found = self._ann.search(query_in, fetch, params=params)
         del bits  # the bitmap must outlive the search call above
         rows = np.where(labels_found >= 0, self._label_row[np.maximum(labels_found, 0)], -1)
-        scores, best = _rerank(self._buffer, queries, rows, k)
+        scores, best = rerank(self._buffer, queries, rows, k)
         available = n if allowed is None else int(allowed.size)
         short = (best >= 0).sum(axis=1) < min(k, available)
         if short.any():
             # the graph or the probed lists ran dry under the filter: finish those exactly
-            fix_scores, fix_rows = self._exact_knn(queries[short], k, allowed, None)
+            fix_scores, fix_rows = super()._knn(queries[short], k, allowed, None)
             scores[short], best[short] = fix_scores, fix_rows
         return scores, best
 
     # -- persistence -------------------------------------------------------------------------------
 
-    def _settings(self) -> dict[str, Any]:
+    def _options(self) -> dict[str, Any]:
         return {
             "index": self._spec,
             "funnel_dimensions": self._funnel,
@@ -399,22 +358,27 @@ class FaissStore(ArrayStore):
             "ef_search": self._ef_search,
             "nprobe": self._nprobe,
             "train_size": self._train_size,
+        }
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            **self._options(),
             "index_total": None if self._ann is None else int(self._ann.ntotal),
         }
 
     def _extra_files(self) -> dict[str, _persist.Writer]:
         if self._flat or self._ann is None:
             return {}
-        faiss = _faiss()
+        faiss = load_faiss()
         ann = self._ann
         labels = self._row_label[: self._n].copy()
 
-        def write_index(target: Path) -> None:
-            faiss.write_index(ann, str(target))
+        def write_index(fh: BinaryIO) -> None:
+            # through the open file: FAISS never opens a path of its own
+            faiss.write_index(ann, faiss.PyCallbackIOWriter(fh.write))
 
-        def write_labels(target: Path) -> None:
-            with open(target, "wb") as fh:
-                _persist.write_npy(fh, labels)
+        def write_labels(fh: BinaryIO) -> None:
+            _persist.write_npy(fh, labels)
 
         return {_INDEX_FILE: write_index, _LABELS_FILE: write_labels}
 
@@ -436,28 +400,34 @@ class FaissStore(ArrayStore):
             StoreError: nothing was saved there, or by another kind of store.
             CorruptStoreError: a file is damaged, missing, inconsistent or not from mmembed.
         """
-        generation = _persist.read_generation(Path(path).resolve(), kind=cls._KIND)
-        info = generation.info
-        options = _saved_options(info, generation.directory)
-        use_mmap = options["funnel_dimensions"] is not None if mmap is None else mmap
-        vectors, ids, metadata = cls._read_saved(generation, mmap=use_mmap)
-        try:
-            store = cls(
-                vectors.shape[1],
-                index=options["index"],
-                funnel_dimensions=options["funnel_dimensions"],
-                funnel_candidates=options["funnel_candidates"],
-                ef_search=options["ef_search"],
-                nprobe=options["nprobe"],
-                train_size=options["train_size"],
-            )
-        except ConfigurationError as exc:
-            raise CorruptStoreError(
-                f"the settings saved in {generation.directory} are invalid: {exc}"
-            ) from exc
-        store._restore(generation, vectors, ids, metadata)
+        store, generation = cls._load_saved(path, mmap=mmap)
         store._load_index(generation, rebuild=rebuild_index)
         return store
+
+    @classmethod
+    def _mmap_by_default(cls, options: Mapping[str, Any]) -> bool:
+        return options["funnel_dimensions"] is not None  # the rerank reads few rows
+
+    @classmethod
+    def _saved_options(cls, generation: _persist.Generation) -> dict[str, Any]:
+        """The settings a manifest records, checked (they never name code, only numbers and a
+        factory string); ``index_total`` is checked here and read by :meth:`_load_index`."""
+        info, where = generation.info, generation.directory
+        spec = info.get("index")
+        if not isinstance(spec, str) or not re.fullmatch(r"[A-Za-z0-9_,.:=x+-]{1,200}", spec):
+            raise CorruptStoreError(f"the manifest in {where} names no valid FAISS index")
+        out: dict[str, Any] = {"index": spec}
+        for key in ("funnel_dimensions", "ef_search", "nprobe", "train_size", "index_total"):
+            value = info.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise CorruptStoreError(f"the manifest in {where} has an invalid {key}")
+            out[key] = value
+        candidates = info.get("funnel_candidates")
+        if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+            raise CorruptStoreError(f"the manifest in {where} has an invalid funnel_candidates")
+        out["funnel_candidates"] = candidates
+        del out["index_total"]
+        return out
 
     def _load_index(self, generation: _persist.Generation, *, rebuild: bool) -> None:
         n = self._n
@@ -469,7 +439,7 @@ class FaissStore(ArrayStore):
         if _INDEX_FILE not in generation.files or rebuild:
             self._rebuild()
             return
-        faiss = _faiss()
+        faiss = load_faiss()
         file = generation.path(_INDEX_FILE)
         total = generation.info.get("index_total")
         try:
@@ -500,21 +470,3 @@ def _checked(method: Any, data: NDArray[np.float32]) -> None:
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
         raise StoreError(f"FAISS could not index the vectors: {reason}") from exc
-
-
-def _saved_options(info: Mapping[str, Any], where: Path) -> dict[str, Any]:
-    """Validate the settings a manifest records (they never name code, only numbers/strings)."""
-    spec = info.get("index")
-    if not isinstance(spec, str) or not re.fullmatch(r"[A-Za-z0-9_,.:=x+-]{1,200}", spec):
-        raise CorruptStoreError(f"the manifest in {where} names no valid FAISS index")
-    out: dict[str, Any] = {"index": spec}
-    for key in ("funnel_dimensions", "ef_search", "nprobe", "train_size", "index_total"):
-        value = info.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise CorruptStoreError(f"the manifest in {where} has an invalid {key}")
-        out[key] = value
-    candidates = info.get("funnel_candidates")
-    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
-        raise CorruptStoreError(f"the manifest in {where} has an invalid funnel_candidates")
-    out["funnel_candidates"] = candidates
-    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Self
 
-from mmembed.stores import _persist
 from mmembed.stores._base import ArrayStore
 
 __all__ = ["InMemoryStore"]
@@ -29,9 +28,12 @@ class InMemoryStore(ArrayStore):
     ['a']
     >>> [hit.id for hit in store.search([1.0, 0.1, 0.0], k=1, where={"kind": "y"})]
     ['b']
+    >>> store.to_spec()
+    {'kind': 'memory', 'dimensions': 3}
     """
 
     _KIND: ClassVar[str] = "InMemoryStore"
+    _SPEC_KIND: ClassVar[str] = "memory"
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = False) -> Self:
@@ -46,11 +48,7 @@ class InMemoryStore(ArrayStore):
             StoreError: nothing was saved there, or by another kind of store.
             CorruptStoreError: a file is damaged, missing, or not written by mmembed.
         """
-        generation = _persist.read_generation(Path(path).resolve(), kind=cls._KIND)
-        vectors, ids, metadata = cls._read_saved(generation, mmap=mmap)
-        store = cls(vectors.shape[1])
-        store._restore(generation, vectors, ids, metadata)
-        return store
+        return cls._load_saved(path, mmap=mmap)[0]
 
     def __repr__(self) -> str:
         return f"InMemoryStore(dimensions={self.dimensions}, count={len(self)})"

@@ -12,27 +12,42 @@ metadata sits next to it and comes back unchanged in :class:`~mmembed.protocols.
 from __future__ import annotations
 
 import math
+import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType, ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from mmembed._lock import RWLock
 from mmembed._optional import import_optional
 from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreError
+from mmembed.matryoshka import _unit_rows
 from mmembed.protocols import Hit
-from mmembed.stores._base import Record, _RWLock
+from mmembed.stores._api import StoreMethods
+from mmembed.stores._table import Record
+from mmembed.stores._validate import (
+    RESERVED_KEY,
+    Terms,
+    check_dimensions,
+    check_ids,
+    check_metadata,
+    check_spec,
+    check_vectors,
+)
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
     from qdrant_client import models as qmodels
 
-__all__ = ["ID_KEY", "QdrantStore", "point_id"]
+__all__ = ["API_KEY_ENV", "ID_KEY", "QdrantStore", "point_id"]
 
-#: Payload key that holds the mmembed id of a point; user metadata may not use it.
-ID_KEY = "_mmembed_id"
+#: Payload key that holds the mmembed id of a point; no store's metadata may use it.
+ID_KEY = RESERVED_KEY
+#: The environment variable :meth:`QdrantStore.from_spec` reads a server's API key from.
+API_KEY_ENV = "QDRANT_API_KEY"
 
 # A fixed namespace makes the id -> UUID mapping the same in every process and release.
 _NAMESPACE = uuid.UUID("6f1c1b64-3f4e-5a8e-9a55-6d6d656d6265")
@@ -52,7 +67,7 @@ def _qdrant() -> tuple[ModuleType, ModuleType]:
     return client, models
 
 
-class QdrantStore:
+class QdrantStore(StoreMethods):
     """Vectors in a Qdrant collection, searched by cosine similarity.
 
     Args:
@@ -71,11 +86,16 @@ class QdrantStore:
         DimensionMismatchError: the existing collection has another width.
         StoreError: the location cannot be opened (for a path: another client has it open).
 
+    Qdrant indexes whole vectors, so ``search(..., dimensions=)`` takes only the store's own
+    width: for a Matryoshka prefix, :meth:`shrink` into a prefix collection.
+
     >>> store = QdrantStore(3)
     >>> store.add(["a", "b"], [[1, 0, 0], [0, 1, 0]], [{"kind": "x"}, {"kind": "y"}])
     >>> [h.id for h in store.search([1, 0.1, 0], k=1)]
     ['a']
     """
+
+    _PREFIX_SEARCH: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -87,18 +107,18 @@ class QdrantStore:
         client: QdrantClient | None = None,
         timeout: float | None = None,
     ) -> None:
-        if not _positive_int(dimensions):
-            raise ConfigurationError(f"dimensions must be a positive int, got {dimensions!r}")
-        if not collection:
+        self._dimensions = check_dimensions(dimensions)
+        name: object = collection  # callers may pass anything
+        if not isinstance(name, str) or not name:
             raise ConfigurationError("collection must be a non-empty name")
         qdrant_client, self._m = _qdrant()
-        self._dimensions = dimensions
         self._collection = collection
         self._owns_client = client is None
+        self._timeout = timeout
         # Qdrant's local mode is plain Python dicts and arrays with no locking of its own: many
         # readers or one writer, writers first, so threads can share a store (a server locks
         # by itself)
-        self._lock: _RWLock | None = None
+        self._lock: RWLock | None = None
         if client is not None:
             self._client: QdrantClient = client
             self._where = "client"
@@ -128,12 +148,15 @@ class QdrantStore:
             except ConfigurationError:
                 raise
             except Exception as exc:
-                raise StoreError(
-                    f"cannot open Qdrant at {location!r}: {exc}. A local path can be open in only "
-                    "one QdrantStore at a time: close the other one (store.close()) first"
-                ) from exc
+                hint = (
+                    ""
+                    if location == ":memory:" or location.startswith(("http://", "https://"))
+                    else ". A local path can be open in only one QdrantStore at a time: close "
+                    "the other one (store.close()) first"
+                )
+                raise StoreError(f"cannot open Qdrant at {location!r}: {exc}{hint}") from exc
         if type(getattr(self._client, "_client", None)).__name__ == "QdrantLocal":
-            self._lock = _RWLock()
+            self._lock = RWLock()
         self._ensure_collection()
 
     # -- setup ----------------------------------------------------------------------------------
@@ -190,6 +213,65 @@ class QdrantStore:
         """The underlying ``qdrant_client.QdrantClient`` (for features mmembed does not wrap)."""
         return self._client
 
+    # -- specs ----------------------------------------------------------------------------------
+
+    def to_spec(self) -> dict[str, Any]:
+        """Where this store lives, as a plain dict (never the API key)::
+
+            {"kind": "qdrant", "dimensions": 768, "location": ":memory:", "collection": "mmembed"}
+
+        A server is named by ``"url"`` instead of ``"location"``; ``"timeout"`` is kept when set.
+
+        Raises:
+            ConfigurationError: the store was built on a ``client=``, whose connection it cannot
+                describe.
+        """
+        if self._where == "client":
+            raise ConfigurationError(
+                "a QdrantStore built on client= cannot describe its connection; build it with a "
+                "location (':memory:', a directory or a URL) to rebuild it from a spec"
+            )
+        place = "url" if self._where.startswith(("http://", "https://")) else "location"
+        spec: dict[str, Any] = {
+            "kind": "qdrant",
+            "dimensions": self._dimensions,
+            place: self._where,
+            "collection": self._collection,
+        }
+        if self._timeout is not None:
+            spec["timeout"] = self._timeout
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Self:
+        """A store on the Qdrant a spec from :meth:`to_spec` names.
+
+        ``":memory:"`` gives a new empty store; a directory or a server opens the collection as
+        it is (Qdrant persists by itself), created empty when missing. A server's API key is
+        read from the environment variable :data:`API_KEY_ENV` (``QDRANT_API_KEY``) when set.
+
+        Raises:
+            ConfigurationError: the spec is of another kind, has unknown keys, or names both a
+                location and a URL.
+        """
+        options = check_spec(spec, kind="qdrant", keys=("location", "url", "collection", "timeout"))
+        if "location" in options and "url" in options:
+            raise ConfigurationError("a qdrant store spec names a location or a url, not both")
+        url = options.get("url")
+        if url is not None and not (
+            isinstance(url, str) and url.startswith(("http://", "https://"))
+        ):
+            raise ConfigurationError(
+                f"the url of a qdrant store spec must be http(s)://..., got {url!r}"
+            )
+        return cls(
+            options["dimensions"],
+            url if url is not None else options.get("location", ":memory:"),
+            collection=options.get("collection", "mmembed"),
+            api_key=os.environ.get(API_KEY_ENV) if url is not None else None,
+            timeout=options.get("timeout"),
+        )
+
     def add(
         self,
         ids: Sequence[str],
@@ -201,41 +283,25 @@ class QdrantStore:
         Within one call a repeated id keeps its last vector, as if added one after another.
 
         Raises:
-            ConfigurationError: ids, vectors and metadata differ in length, an id is not a string,
-                a vector is not finite, or metadata uses the reserved key :data:`ID_KEY`.
+            ConfigurationError: ids, vectors and metadata differ in length, an id is not a
+                non-empty string, a vector is not finite, or metadata is not JSON or uses the
+                reserved key :data:`ID_KEY` (the same rules and messages as the local stores).
             DimensionMismatchError: the vectors are not ``dimensions`` wide.
         """
-        ids = _check_ids(ids)
-        matrix = self._matrix(vectors, what="vectors")
-        if matrix.shape[0] != len(ids):
-            raise ConfigurationError(
-                f"got {len(ids)} ids but {matrix.shape[0]} vectors: pass one vector per id"
-            )
-        if metadata is None:
-            metadata = [{}] * len(ids)
-        elif len(metadata) != len(ids):
-            raise ConfigurationError(
-                f"got {len(ids)} ids but {len(metadata)} metadata entries: pass one per id"
-            )
+        new_ids = check_ids(ids, adding=True)
+        matrix, norms = check_vectors(vectors, width=self._dimensions, count=len(new_ids))
+        cleaned = check_metadata(metadata, new_ids)
+        # unit rows, as the other stores keep them (Qdrant's own float32 norm overflows on
+        # vectors such as [1e30] * 8)
+        unit = _unit_rows(matrix, out=np.empty(matrix.shape, dtype=np.float32), norms=norms)
         # Qdrant would keep an arbitrary one of two points with the same id in a batch.
-        latest: dict[str, int] = {}
-        for i, id_ in enumerate(ids):
-            latest[id_] = i
-        points = []
-        for id_, i in latest.items():
-            meta = metadata[i]
-            if not isinstance(meta, Mapping):
-                raise ConfigurationError(
-                    f"metadata for id {id_!r} must be a mapping, got {type(meta).__name__}"
-                )
-            if ID_KEY in meta:
-                raise ConfigurationError(
-                    f"metadata key {ID_KEY!r} is reserved by QdrantStore: rename it (id {id_!r})"
-                )
-            payload = {**_jsonable(meta, id_), ID_KEY: id_}
-            points.append(
-                self._m.PointStruct(id=point_id(id_), vector=matrix[i].tolist(), payload=payload)
+        latest = {id_: i for i, id_ in enumerate(new_ids)}
+        points = [
+            self._m.PointStruct(
+                id=point_id(id_), vector=unit[i].tolist(), payload={**cleaned[i], ID_KEY: id_}
             )
+            for id_, i in latest.items()
+        ]
         for start in range(0, len(points), _BATCH):
             self._call(
                 "add",
@@ -245,53 +311,14 @@ class QdrantStore:
                 write=True,
             )
 
-    def search(
-        self,
-        query: ArrayLike,
-        k: int = 10,
-        *,
-        where: Mapping[str, Any] | None = None,
-        dimensions: int | None = None,
-    ) -> list[Hit]:
-        """The ``k`` stored vectors most similar to ``query`` (cosine) that match ``where``.
-
-        ``where`` maps a metadata key to a value (equality) or a list of values (any of them);
-        all keys must match. The filter applies before top-k. Qdrant indexes whole vectors, so
-        ``dimensions`` may only be the store's own: for a Matryoshka prefix, :meth:`shrink`.
-        """
-        vector = self._matrix(query, what="query")
-        if vector.shape[0] != 1:
-            raise ConfigurationError(
-                f"search takes one query vector, got {vector.shape[0]}: use search_batch"
-            )
-        return self.search_batch(vector, k, where=where, dimensions=dimensions)[0]
-
-    def search_batch(
-        self,
-        queries: ArrayLike,
-        k: int = 10,
-        *,
-        where: Mapping[str, Any] | None = None,
-        dimensions: int | None = None,
+    def _search(
+        self, matrix: NDArray[np.float32], k: int, terms: Terms | None, prefix: int | None
     ) -> list[list[Hit]]:
-        """:meth:`search` for each row of ``queries`` in one request; one list of hits per row."""
-        _check_k(k)
-        if dimensions is not None and dimensions != self._dimensions:
-            raise ConfigurationError(
-                f"QdrantStore searches whole {self._dimensions}-dimensional vectors, not a "
-                f"{dimensions}-dimensional prefix: use store.shrink({dimensions}) to build a "
-                "prefix collection and search that"
-            )
-        matrix = self._matrix(queries, what="queries")
+        """One Qdrant request for every query row (``search`` and ``search_batch`` check their
+        arguments as every store does)."""
         if matrix.shape[0] == 0:
             return []
-        norms = np.linalg.norm(matrix, axis=1)
-        if not (norms > 0).all():
-            raise ConfigurationError(
-                "a query vector is all zeros, so it has no direction to compare; embed a "
-                "non-empty query"
-            )
-        query_filter = self._filter(where)
+        query_filter = self._filter(terms)
         if query_filter is _NOTHING:
             return [[] for _ in range(matrix.shape[0])]
         requests = [
@@ -308,7 +335,7 @@ class QdrantStore:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove ``ids``; unknown ids are ignored. Returns how many were removed."""
-        ids = list(dict.fromkeys(_check_ids(ids)))
+        ids = list(dict.fromkeys(check_ids(ids, adding=False)))
         if not ids:
             return 0
         pids = [point_id(i) for i in ids]
@@ -328,7 +355,7 @@ class QdrantStore:
     def get(self, ids: Sequence[str]) -> list[Record]:
         """The records of those ``ids`` that are stored, in the order asked; unknown ids are
         skipped. Qdrant keeps cosine collections normalised, so vectors come back unit length."""
-        ids = list(dict.fromkeys(_check_ids(ids)))
+        ids = list(dict.fromkeys(check_ids(ids, adding=False)))
         if not ids:
             return []
         records = self._call(
@@ -342,12 +369,11 @@ class QdrantStore:
         )
         by_id = {}
         for record in records:
-            payload = dict(record.payload or {})
-            id_ = str(payload.pop(ID_KEY))
+            id_, metadata = _split(record.payload)
             by_id[id_] = Record(
                 id=id_,
                 vector=np.asarray(record.vector, dtype=np.float32),
-                metadata=MappingProxyType(payload),
+                metadata=MappingProxyType(metadata),
             )
         return [by_id[i] for i in ids if i in by_id]
 
@@ -368,20 +394,25 @@ class QdrantStore:
 
     def __iter__(self) -> Iterator[str]:
         """Every stored id (in Qdrant's order), scrolled page by page."""
+        for records in self._pages("scroll", with_payload=[ID_KEY], with_vectors=False):
+            for record in records:
+                yield str((record.payload or {})[ID_KEY])
+
+    def _pages(self, what: str, *, with_payload: Any, with_vectors: bool) -> Iterator[list[Any]]:
+        """Every point of the collection, a page of records at a time."""
         offset: Any = None
         while True:
             records, offset = self._call(
-                "scroll",
+                what,
                 lambda offset=offset: self._client.scroll(
                     self._collection,
                     limit=256,
                     offset=offset,
-                    with_payload=[ID_KEY],
-                    with_vectors=False,
+                    with_payload=with_payload,
+                    with_vectors=with_vectors,
                 ),
             )
-            for record in records:
-                yield str((record.payload or {})[ID_KEY])
+            yield records
             if offset is None:
                 return
 
@@ -395,11 +426,7 @@ class QdrantStore:
             collection: the new collection's name (default ``"<collection>-<dimensions>"``);
                 it must not hold points yet.
         """
-        if not _positive_int(dimensions) or dimensions > self._dimensions:
-            raise ConfigurationError(
-                f"cannot shrink {self._dimensions}-dimensional vectors to {dimensions!r}; a "
-                f"Matryoshka prefix must be an int from 1 to {self._dimensions}"
-            )
+        dimensions = self._prefix_width(dimensions)
         name = collection or f"{self._collection}-{dimensions}"
         if name == self._collection:
             raise ConfigurationError("shrink needs a collection other than the store's own")
@@ -409,28 +436,12 @@ class QdrantStore:
             raise StoreError(
                 f"the Qdrant collection {name!r} already holds points: pass another collection="
             )
-        offset: Any = None
-        while True:
-            records, offset = self._call(
-                "shrink",
-                lambda offset=offset: self._client.scroll(
-                    self._collection,
-                    limit=256,
-                    offset=offset,
-                    with_payload=True,
-                    with_vectors=True,
-                ),
-            )
+        for records in self._pages("shrink", with_payload=True, with_vectors=True):
             if records:
-                ids, metadata = [], []
-                for record in records:
-                    payload = dict(record.payload or {})
-                    ids.append(str(payload.pop(ID_KEY)))
-                    metadata.append(payload)
+                ids, metadata = zip(*(_split(record.payload) for record in records), strict=True)
                 vectors = np.asarray([r.vector for r in records], dtype=np.float32)
-                small.add(ids, vectors[:, :dimensions], metadata)
-            if offset is None:
-                return small
+                small.add(list(ids), vectors[:, :dimensions], list(metadata))
+        return small
 
     def clear(self) -> None:
         """Remove every point (the collection itself stays, with its settings)."""
@@ -469,63 +480,33 @@ class QdrantStore:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _matrix(self, data: ArrayLike, *, what: str) -> NDArray[np.float32]:
-        try:
-            matrix = np.asarray(data, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"{what} must be numbers (an array of floats): {exc}") from exc
-        if matrix.ndim == 1:
-            matrix = matrix.reshape(1, -1) if matrix.size else matrix.reshape(0, self._dimensions)
-        if matrix.ndim != 2:
-            raise ConfigurationError(f"{what} must be 1-D or 2-D, got shape {matrix.shape}")
-        if matrix.shape[0] and matrix.shape[1] != self._dimensions:
-            raise DimensionMismatchError(
-                f"{what} have {matrix.shape[1]} dimensions but this QdrantStore holds "
-                f"{self._dimensions}-dimensional vectors: embed with the same dimensions the "
-                "store was created with"
-            )
-        if not np.isfinite(matrix).all():
-            raise ConfigurationError(f"{what} contain NaN or infinity: check the embedder output")
-        return matrix
-
-    def _filter(self, where: Mapping[str, Any] | None) -> Any:
-        if not where:
+    def _filter(self, terms: Terms | None) -> Any:
+        """The Qdrant filter with the meaning of :mod:`mmembed.stores._filters` (Qdrant matches a
+        list-valued payload field when any item matches, as the local stores do)."""
+        if terms is None:
             return None
         m = self._m
         must: list[Any] = []
-        for key, value in where.items():
-            if not isinstance(key, str):
-                raise ConfigurationError(f"where keys must be strings, got {key!r}")
-            if isinstance(value, list | tuple | set | frozenset):
-                values = list(value)
-                if not values:
-                    return _NOTHING  # "any of nothing" matches no point
-                if all(isinstance(v, str) for v in values):
-                    must.append(m.FieldCondition(key=key, match=m.MatchAny(any=values)))
-                else:
-                    must.append(m.Filter(should=[self._equals(key, v) for v in values]))
+        for key, values in terms:
+            if not values:
+                return _NOTHING  # "any of nothing" matches no point
+            if len(values) > 1 and all(isinstance(v, str) for v in values):
+                must.append(m.FieldCondition(key=key, match=m.MatchAny(any=list(values))))
+            elif len(values) > 1:
+                must.append(m.Filter(should=[self._equals(key, v) for v in values]))
             else:
-                must.append(self._equals(key, value))
+                must.append(self._equals(key, values[0]))
         return m.Filter(must=must)
 
-    def _equals(self, key: str, value: Any) -> Any:
+    def _equals(self, key: str, value: str | int | float | bool | None) -> Any:
         m = self._m
-        if isinstance(value, np.generic):
-            value = value.item()
         if isinstance(value, bool | str):
             return m.FieldCondition(key=key, match=m.MatchValue(value=value))
-        if isinstance(value, int | float):
-            if not math.isfinite(value):
-                raise ConfigurationError(f"where[{key!r}] is {value}, which no stored value equals")
-            # a closed range, so 1 matches 1.0 as in the other stores (MatchValue would not),
-            # while true/false stay apart from 1/0
-            return m.FieldCondition(key=key, range=m.Range(gte=value, lte=value))
         if value is None:
             return m.IsNullCondition(is_null=m.PayloadField(key=key))
-        raise ConfigurationError(
-            f"where[{key!r}] must be a str, int, float, bool or None, or a list of them; "
-            f"got {type(value).__name__}"
-        )
+        # a closed range, so 1 matches 1.0 as in the other stores (MatchValue would not),
+        # while true/false stay apart from 1/0
+        return m.FieldCondition(key=key, range=m.Range(gte=value, lte=value))
 
     def _call(self, what: str, fn: Any, *, write: bool = False) -> Any:
         try:
@@ -549,51 +530,14 @@ class _Nothing:
 _NOTHING: Any = _Nothing()
 
 
-def _check_ids(ids: Sequence[str]) -> list[str]:
-    if isinstance(ids, str):
-        raise ConfigurationError("ids must be a list of strings; wrap a single id as [id]")
-    out = list(ids)
-    for id_ in out:
-        if not isinstance(id_, str):
-            raise ConfigurationError(f"ids must be strings, got {id_!r}")
-    return out
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _check_k(k: int) -> None:
-    if not _positive_int(k):
-        raise ConfigurationError(f"k must be a positive int, got {k!r}")
-
-
-def _jsonable(meta: Mapping[str, Any], id_: str) -> dict[str, Any]:
-    """Metadata as JSON values (Qdrant payloads are JSON); numpy scalars become Python ones."""
-
-    def convert(value: Any, path: str) -> Any:
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigurationError(
-                f"metadata {path!r} of id {id_!r} is {value}, which JSON cannot store; use None "
-                "or a string"
-            )
-        if value is None or isinstance(value, bool | int | float | str):
-            return value
-        if isinstance(value, Mapping):
-            return {str(k): convert(v, f"{path}.{k}") for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [convert(v, path) for v in value]
-        raise ConfigurationError(
-            f"metadata {path!r} of id {id_!r} is a {type(value).__name__}; Qdrant stores JSON "
-            "values only (str, int, float, bool, None, lists and dicts of them)"
-        )
-
-    return {str(k): convert(v, str(k)) for k, v in meta.items()}
+def _split(payload: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """A point's payload as its mmembed id and the user's metadata."""
+    metadata = dict(payload or {})
+    return str(metadata.pop(ID_KEY)), metadata
 
 
 def _hit(point: qmodels.ScoredPoint) -> Hit:
-    payload = dict(point.payload or {})
-    id_ = str(payload.pop(ID_KEY))
-    return Hit(id=id_, score=float(point.score), metadata=payload)
+    id_, metadata = _split(point.payload)
+    # Qdrant's float32 cosine can stray just past 1; the local stores clamp it the same way
+    score = min(1.0, max(-1.0, float(point.score)))
+    return Hit(id=id_, score=score, metadata=MappingProxyType(metadata))

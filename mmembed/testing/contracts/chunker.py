@@ -1,4 +1,4 @@
-"""The contract every Chunker passes.
+"""The contract every :class:`~mmembed.protocols.Chunker` passes.
 
 Subclass :class:`ChunkerContract` in a test module and provide three fixtures:
 
@@ -28,7 +28,10 @@ from mmembed.content import Part
 from mmembed.limits import GEMINI_EMBEDDING_2, ModelLimits, estimate_tokens
 from mmembed.protocols import Chunker, PageSpan, TextSpan, TimeSpan
 
+__all__ = ["TIME_SLACK", "ChunkerContract", "Source"]
+
 Source = Part | str | os.PathLike[str]
+"""What a chunker takes: a part, or the path of a file."""
 
 #: Seconds a media chunk may exceed its declared span (AAC priming, frame rounding).
 TIME_SLACK = 0.1

@@ -1,18 +1,43 @@
-"""The contract every VectorStore passes. Subclass it and provide a ``make_store`` fixture.
+"""The contract every :class:`~mmembed.protocols.VectorStore` passes.
 
-``make_store(dimensions)`` returns a new, empty store. The Hypothesis properties use at most 30
-vectors, where approximate indexes (HNSW, IVF) must still be exact, as FAISS's are; their recall
-on large data belongs in the store's own test module. ``persistent = False`` skips the
-save/load tests.
+Subclass :class:`VectorStoreContract` in a test module and provide a ``make_store`` fixture that
+returns a function from ``dimensions`` to a new, empty store::
+
+    import pytest
+    from mmembed.testing.contracts import VectorStoreContract
+
+
+    class TestMyStore(VectorStoreContract):
+        persistent = False  # no save(path) / load(path)
+
+        @pytest.fixture
+        def make_store(self):
+            return MyStore
+
+Besides the protocol (upsert, delete, ``where`` before top-k, cosine scores), the contract pins
+what every mmembed store shares: the same error type for each kind of bad input (ids, vectors,
+metadata, ``where``, ``k``: :class:`~mmembed.errors.ConfigurationError`, a wrong width:
+:class:`~mmembed.errors.DimensionMismatchError`), :class:`~mmembed.protocols.Hit` values with
+read-only metadata, a list-valued metadata value matching when any item does, any memory layout
+of the input, and ``get``/``search_batch``/``shrink``/``search(..., dimensions=)``.
+
+The Hypothesis properties use at most 30 vectors, where approximate indexes (HNSW, IVF) must
+still be exact, as FAISS's are; their recall on large data belongs in the store's own tests.
+``persistent = False`` skips the ``save``/``load`` tests; a capability a store lacks is marked
+with ``pytest.mark.xfail`` on the overriding test (as mmembed's Qdrant tests do for prefix
+search).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import pickle
+import hashlib
+import io
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +53,37 @@ from mmembed.errors import (
     DimensionMismatchError,
     StoreError,
 )
+from mmembed.protocols import Hit
+
+__all__ = [
+    "MakeStore",
+    "VectorStoreContract",
+    "brute_force",
+    "forge_checksums",
+    "planted_pickle",
+    "random_vectors",
+    "unit",
+]
 
 MakeStore = Callable[[int], Any]
+"""Builds a new, empty store of the given dimensions."""
 
 # make_store is a stateless factory, and each store class runs the same property tests
 _FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors]
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
+    deadline=None,
 )
 
 
 def unit(x: np.ndarray) -> np.ndarray:
+    """Rows (or a vector) scaled to unit length; zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.where(norms == 0, 1, norms)
 
 
 def random_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """``n`` reproducible random float32 vectors of width ``d``."""
     return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
 
 
@@ -250,6 +290,200 @@ class VectorStoreContract:
             store.search(np.ones((2, 4)))
         with pytest.raises(ConfigurationError, match="k must be"):
             store.search(np.ones(4), k=0)
+
+    # -- the same answer to the same bad input, in every store -----------------------------
+
+    def test_bad_ids_are_configuration_errors(self, make_store: MakeStore) -> None:
+        store = make_store(4)
+        bad: list[Any] = ["ab", b"ab", None, [1], [""], ["a", None]]
+        for ids in bad:
+            rows = np.ones((2 if ids in ("ab", b"ab") or ids == ["a", None] else 1, 4))
+            with pytest.raises(ConfigurationError, match="ids"):
+                store.add(ids, rows)
+        lookups: list[Any] = ["ab", None, [1], [b"a"]]
+        for ids in lookups:
+            with pytest.raises(ConfigurationError, match="ids"):
+                store.delete(ids)
+            with pytest.raises(ConfigurationError, match="ids"):
+                store.get(ids)
+        assert len(store) == 0
+        assert store.delete([""]) == 0  # any string may be asked for; unknown ones are ignored
+        assert store.get(["", "nope"]) == []
+
+    def test_bad_vectors_are_refused_before_anything_is_stored(self, make_store: MakeStore) -> None:
+        store = make_store(4)
+        bad: list[Any] = [
+            [[np.nan, 0, 0, 1]],
+            [[0, 0, 0, 1], [0, -np.inf, 0, 1]],
+            np.full((1, 4), 1e39),  # float64, beyond float32
+            np.array([[1.0, 2.0, 3.0, 4.0]], dtype=object),
+            [["a", "b", "c", "d"]],
+            np.ones((1, 4), dtype=np.complex64),
+            [[1, 2, 3, 4], [1, 2, 3]],  # ragged
+            np.ones((1, 1, 4)),
+            None,
+        ]
+        for vectors in bad:
+            rows = len(vectors) if isinstance(vectors, list) else 1
+            with pytest.raises(ConfigurationError):
+                store.add([f"v{i}" for i in range(rows)], vectors)
+        with pytest.raises(ConfigurationError, match="too large"):
+            store.add(["a"], np.full((1, 4), 1e39))
+        with pytest.raises(DimensionMismatchError):
+            store.add(["a"], np.ones((1, 40_000)))
+        assert len(store) == 0
+
+    def test_bad_queries(self, make_store: MakeStore) -> None:
+        store = make_store(4)
+        store.add(["a"], np.ones((1, 4)))
+        for query in ([np.nan, 0, 0, 1], np.full(4, 1e39), None, "abcd", np.ones((1, 1, 4))):
+            with pytest.raises(ConfigurationError):
+                store.search(query)
+        for queries in (np.ones(4), [[np.inf, 0, 0, 1]], np.zeros((2, 4))):
+            with pytest.raises(ConfigurationError):
+                store.search_batch(queries)
+        with pytest.raises(DimensionMismatchError):
+            store.search_batch(np.ones((2, 5)))
+
+    def test_finite_vectors_are_normalised_whatever_their_scale(
+        self, make_store: MakeStore
+    ) -> None:
+        store = make_store(4)
+        store.add(
+            ["big", "small", "max"],
+            np.array(
+                [[1e30, 1e30, 0, 0], [0, 0, 1e-30, 0], [3e38, 3e38, 3e38, 3e38]], dtype=np.float32
+            ),
+        )
+        for record in store.get(["big", "small", "max"]):
+            assert float(np.linalg.norm(record.vector)) == pytest.approx(1.0, abs=1e-5)
+        hits = store.search(np.array([1e30, 1e30, 0, 0], dtype=np.float32), k=1)
+        assert hits[0].id == "big"
+        assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert store.search([0, 0, 1e-30, 0], k=1)[0].id == "small"
+
+    def test_any_memory_layout_works(self, make_store: MakeStore) -> None:
+        store = make_store(8)
+        base = random_vectors(40, 16, seed=31)
+        fortran = np.asfortranarray(base[:20, :8])
+        strided = base[20:, ::2]  # every other column: not contiguous
+        assert not fortran.flags.c_contiguous
+        assert not strided.flags.c_contiguous
+        store.add([f"f{i}" for i in range(20)], fortran)
+        store.add([f"s{i}" for i in range(20)], strided)
+        assert store.search(strided[3], k=1)[0].id == "s3"
+        assert store.search(np.asfortranarray(fortran[2:3]), k=1)[0].id == "f2"
+        batch = store.search_batch(np.asfortranarray(base[:5, ::2]), k=3)
+        plain = store.search_batch(np.ascontiguousarray(base[:5, ::2]), k=3)
+        assert [[h.id for h in hits] for hits in batch] == [[h.id for h in hits] for hits in plain]
+
+    def test_bad_metadata_is_a_configuration_error(self, make_store: MakeStore) -> None:
+        store = make_store(4)
+        deep: dict[str, Any] = {}
+        node = deep
+        for _ in range(200):
+            node["x"] = {}
+            node = node["x"]
+        bad: list[Any] = [
+            [{1: "one"}],  # a key that is not a string
+            [{"x": {2: "two"}}],  # nested
+            [{"_mmembed_id": "x"}],  # reserved
+            [{"x": {1, 2}}],
+            [{"x": float("nan")}],
+            [{"x": deep}],  # nested too deeply
+            ["not a mapping"],
+            {"x": 1},  # a mapping, not one per id
+            [{}, {}],  # one too many
+        ]
+        for metadata in bad:
+            with pytest.raises(ConfigurationError, match="metadata"):
+                store.add(["a"], np.ones((1, 4)), metadata)
+        assert len(store) == 0
+        store.add(["a"], np.ones((1, 4)), [None])  # None means no metadata
+        assert dict(store.get(["a"])[0].metadata) == {}
+
+    def test_bad_where_is_a_configuration_error(self, make_store: MakeStore) -> None:
+        store = make_store(4)
+        store.add(["a"], np.ones((1, 4)), [{"k": 2, "modality": "text"}])
+        bad: list[Any] = [
+            "modality=text",  # not a mapping
+            ["modality"],
+            {"k": {"$gt": 1}},  # operators are refused, never silently matched
+            {"k": {"$in": [1, 2]}},
+            {1: "x"},
+            {"a.b": 1},  # a path into nested metadata
+            {"": 1},
+            {"k": object()},
+            {"k": float("nan")},
+            {"k": [[2]]},
+        ]
+        for where in bad:
+            with pytest.raises(ConfigurationError, match="where"):
+                store.search(np.ones(4), where=where)
+            with pytest.raises(ConfigurationError, match="where"):
+                store.search_batch(np.ones((2, 4)), where=where)
+        assert store.search(np.ones(4), where={}) != []  # an empty filter is no filter
+        assert store.search(np.ones(4), where={"modality": "nope"}) == []
+
+    def test_bad_k_is_a_configuration_error(self, make_store: MakeStore) -> None:
+        store = make_store(4)
+        store.add(["a", "b", "c"], np.eye(4)[:3])
+        for k in ("5", 0, -1, True, 1.5, None):
+            with pytest.raises(ConfigurationError, match="k must be"):
+                store.search(np.ones(4), k=k)
+            with pytest.raises(ConfigurationError, match="k must be"):
+                store.search_batch(np.ones((1, 4)), k=k)
+        assert len(store.search(np.ones(4), k=np.int64(2))) == 2
+
+    def test_hits_and_records_are_read_only_values(self, filled: tuple[Any, np.ndarray]) -> None:
+        store, _ = filled
+        for hits in (store.search(np.ones(16), k=3), *store.search_batch(np.ones((2, 16)), k=3)):
+            assert len(hits) == 3
+            for hit in hits:
+                assert type(hit) is Hit
+                assert type(hit.id) is str
+                assert type(hit.score) is float
+                assert -1.0 <= hit.score <= 1.0
+                assert isinstance(hit.metadata, Mapping)
+                assert set(hit.metadata) == {"group", "kind", "flag"}
+                with pytest.raises(TypeError):
+                    hit.metadata["group"] = 5  # type: ignore[index]
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    hit.score = 2.0  # type: ignore[misc]
+        (record,) = store.get(["id1"])
+        assert record.vector.dtype == np.float32
+        assert record.vector.shape == (16,)
+        with pytest.raises(TypeError):
+            record.metadata["group"] = 5
+        assert store.get(["id1"])[0].metadata["group"] == 1
+
+    def test_list_valued_metadata_matches_any_item(self, make_store: MakeStore) -> None:
+        store = make_store(4)
+        e = np.eye(4)
+        store.add(
+            ["tags", "one", "flags", "float", "none"],
+            e[[0, 1, 2, 3, 0]],
+            [{"v": ["x", "y"]}, {"v": "x"}, {"v": [True]}, {"v": [1, 2.0]}, {"v": [None, 3]}],
+        )
+
+        def found(where: Mapping[str, Any]) -> set[str]:
+            return {h.id for h in store.search(np.ones(4), k=5, where=where)}
+
+        assert found({"v": "x"}) == {"tags", "one"}
+        assert found({"v": ["y", "z"]}) == {"tags"}
+        assert found({"v": 2}) == {"float"}  # 2 equals 2.0
+        assert found({"v": 1}) == {"float"}  # true is not 1
+        assert found({"v": True}) == {"flags"}
+        assert found({"v": None}) == {"none"}
+        assert found({"v": []}) == set()
+
+    def test_empty_input_is_a_no_op(self, make_store: MakeStore) -> None:
+        store = make_store(4)
+        store.add([], np.empty((0, 4)))
+        store.add([], [])
+        store.add([], np.empty((0, 4)), [])
+        assert len(store) == 0
+        assert store.search_batch(np.empty((0, 4)), k=3) == []
 
     def test_json_metadata_kinds_round_trip(self, make_store: MakeStore) -> None:
         store = make_store(4)
@@ -482,7 +716,7 @@ class VectorStoreContract:
     def test_planted_pickle_never_executes(self, saved: tuple[Any, Path], tmp_path: Path) -> None:
         store, path = saved
         marker = tmp_path / "pwned"
-        payload = pickle.dumps(_Boom(str(marker)))
+        payload = planted_pickle(marker)
         generation = next(path.glob("gen-*"))
         # 1. an extra pickle file next to ours
         (generation / "index.pkl").write_bytes(payload)
@@ -492,9 +726,9 @@ class VectorStoreContract:
         # 2. every file we read replaced by the payload, manifest checksums forged to match
         for name in ("records.json", "vectors.npy"):
             original = (generation / name).read_bytes()
-            for blob in (payload, _object_npy(_Boom(str(marker)))):
+            for blob in (payload, _object_npy(payload)):
                 (generation / name).write_bytes(blob)
-                _forge_checksums(path)
+                forge_checksums(path)
                 with pytest.raises(CorruptStoreError):
                     type(store).load(path)
             (generation / name).write_bytes(original)
@@ -507,29 +741,27 @@ class VectorStoreContract:
         assert not marker.exists()
 
 
-class _Boom:
-    """Pickling this makes unpickling create a marker file."""
+def planted_pickle(marker: Path) -> bytes:
+    """A pickle that creates the file ``marker`` when unpickled: what a hostile store would hold.
 
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
+    Written by hand, so that mmembed never imports :mod:`pickle`.
+    """
+    name = str(marker).encode("raw_unicode_escape")
+    # getattr(pathlib.Path(marker), "touch")(), in pickle protocol 0
+    return b"cbuiltins\ngetattr\n(cpathlib\nPath\n(V" + name + b"\ntRVtouch\ntR(tR."
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (Path(self.marker),))
 
-
-def _object_npy(obj: object) -> bytes:
-    import io
-
+def _object_npy(payload: bytes) -> bytes:
+    """An ``.npy`` file of object dtype: numpy unpickles its data when allowed to."""
     buffer = io.BytesIO()
-    np.save(buffer, np.array([obj], dtype=object), allow_pickle=True)
-    return buffer.getvalue()
+    header = {"descr": "|O", "fortran_order": False, "shape": (1,)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + payload
 
 
-def _forge_checksums(path: Path) -> None:
-    """Rewrite manifest and CURRENT so every checksum matches the files as they are now."""
-    import hashlib
-    import json
-
+def forge_checksums(path: Path) -> None:
+    """Rewrite the manifest and ``CURRENT`` of the store directory ``path`` so every checksum
+    matches its files as they are now: what someone who tampers with a store would do."""
     generation = next(path.glob("gen-*"))
     manifest_file = generation / "manifest.json"
     manifest = json.loads(manifest_file.read_bytes())
