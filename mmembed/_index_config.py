@@ -242,8 +242,7 @@ def store_entry(store: VectorStore) -> dict[str, Any]:
     try:
         spec: dict[str, Any] | None = to_spec(store)
     except ConfigurationError:
-        kind = kind_of_target("store", f"{type(store).__module__}:{type(store).__qualname__}")
-        spec = {"kind": kind, "dimensions": int(store.dimensions)} if kind else None
+        spec = None  # a custom store: the index needs it passed again to reopen
     return {"spec": spec}
 
 
@@ -267,10 +266,6 @@ def build_empty_store(entry: Mapping[str, Any], dimensions: int) -> VectorStore:
     spec = entry.get("spec")
     if not isinstance(spec, Mapping):
         spec = {"kind": store_kind(entry), "dimensions": dimensions}
-    cls = store_class(str(spec["kind"]))
-    if not hasattr(cls, "from_spec"):  # TEMP until stores have specs
-        tmp: VectorStore = cls(dimensions)
-        return tmp
     store: VectorStore = build_store(spec)
     return store
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,6 +80,28 @@ def test_config_round_trip_never_holds_the_key() -> None:
         ChromaEmbeddingFunction.build_from_config({"kind": "custom", "model": "mine"})
     with pytest.raises(ConfigurationError, match="cannot change dimensions"):
         ef.validate_config_update(config, {**config, "dimensions": 768})
+
+
+def test_any_embedder_that_describes_itself_is_rebuilt_from_the_config(tmp_path: Path) -> None:
+    from mmembed import Matryoshka
+    from mmembed.cache import CachedEmbedder
+    from mmembed.embedders.local import SentenceTransformerEmbedder
+
+    for embedder in (
+        Matryoshka(FakeEmbedder(64), 16),
+        CachedEmbedder(FakeEmbedder(8), tmp_path / "c.sqlite"),
+        SentenceTransformerEmbedder(),  # the bundled offline model
+    ):
+        config = ChromaEmbeddingFunction(embedder, query_task="question_answering").get_config()
+        json.dumps(config)  # Chroma stores it as JSON
+        ChromaEmbeddingFunction.validate_config(config)
+        rebuilt = ChromaEmbeddingFunction.build_from_config(config)
+        assert type(rebuilt.embedder) is type(embedder)
+        assert rebuilt.get_config() == config
+        assert rebuilt.query_task is Task.QUESTION_ANSWERING
+    # a config written before specs were stored still opens
+    old = {"kind": "fake", "model": "m", "dimensions": 4, "query_task": "query"}
+    assert ChromaEmbeddingFunction.build_from_config(old).embedder.model == "m"
 
 
 def test_gemini_parameters_reach_the_fake_server(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,6 +48,7 @@ from mmembed.integrations._common import (
     rows_as_floats,
 )
 from mmembed.protocols import Embedder
+from mmembed.registry import build_embedder, to_spec
 
 __all__ = ["ChromaEmbeddingFunction", "register_with_chroma"]
 
@@ -169,14 +170,25 @@ class ChromaEmbeddingFunction:
         return _NAME
 
     def get_config(self) -> dict[str, Any]:
-        """What Chroma stores to rebuild this function later (never the API key)."""
-        kind = "gemini" if self._embedder is None else _kind(self._embedder)
+        """What Chroma stores to rebuild this function later (never the API key).
+
+        Built from Gemini parameters, the parameters (and ``api_key_env_var``); built from an
+        embedder, its spec (see :mod:`mmembed.registry`), so any embedder that can describe
+        itself (wrapped, local, third-party) is rebuilt when the collection is reopened.
+        """
         config: dict[str, Any] = {
-            "kind": kind,
+            "kind": "gemini",
             "model": self._model,
             "query_task": self.query_task.value,
             "document_task": self.document_task.value,
         }
+        if self._embedder is not None:
+            try:
+                spec: dict[str, Any] | None = to_spec(self._embedder)
+            except ConfigurationError:
+                spec = None
+            config["kind"] = spec["kind"] if spec is not None else "custom"
+            config["spec"] = spec
         if self._dimensions is not None:
             config["dimensions"] = self._dimensions
         if self.api_key_env_var is not None:
@@ -185,16 +197,22 @@ class ChromaEmbeddingFunction:
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> ChromaEmbeddingFunction:
-        """Rebuild from :meth:`get_config` output (Gemini and fake embedders only).
+        """Rebuild from :meth:`get_config` output.
 
         Raises:
-            ConfigurationError: the collection was made with another kind of embedder; pass
-                ``embedding_function=`` when opening it.
+            ConfigurationError: the collection was made with an embedder that cannot describe
+                itself; pass ``embedding_function=`` when opening it.
         """
-        kind = config.get("kind")
         query_task = Task(config.get("query_task", Task.QUERY))
         document_task = Task(config.get("document_task", Task.DOCUMENT))
-        if kind == "gemini":
+        spec = config.get("spec")
+        if spec is None and config.get("kind") == "fake":  # written before specs were stored
+            spec = {"kind": "fake", "dimensions": config["dimensions"], "model": config["model"]}
+        if spec is not None:
+            return ChromaEmbeddingFunction(
+                build_embedder(spec), query_task=query_task, document_task=document_task
+            )
+        if config.get("kind") == "gemini":
             return ChromaEmbeddingFunction(
                 model=config.get("model"),
                 dimensions=config.get("dimensions"),
@@ -202,15 +220,10 @@ class ChromaEmbeddingFunction:
                 query_task=query_task,
                 document_task=document_task,
             )
-        if kind == "fake":
-            from mmembed.testing import FakeEmbedder
-
-            fake = FakeEmbedder(int(config["dimensions"]), model=str(config["model"]))
-            return ChromaEmbeddingFunction(fake, query_task=query_task, document_task=document_task)
         raise ConfigurationError(
-            f"this Chroma collection was embedded with {config.get('model')!r} "
-            f"({kind} embedder), which mmembed cannot rebuild by itself: open the collection "
-            "with embedding_function=ChromaEmbeddingFunction(your_embedder)"
+            f"this Chroma collection was embedded with {config.get('model')!r} (an embedder "
+            "that cannot describe itself), which mmembed cannot rebuild by itself: open the "
+            "collection with embedding_function=ChromaEmbeddingFunction(your_embedder)"
         )
 
     def is_legacy(self) -> bool:
@@ -228,7 +241,7 @@ class ChromaEmbeddingFunction:
     @staticmethod
     def validate_config(config: dict[str, Any]) -> None:
         """Check a stored configuration."""
-        if config.get("kind") not in ("gemini", "fake", "custom"):
+        if not isinstance(config.get("kind"), str) or not isinstance(config.get("model"), str):
             raise ConfigurationError(f"not an mmembed embedding function config: {config!r}")
 
     def validate_config_update(
@@ -286,15 +299,6 @@ _HINTS = {
     "project": "embedder= (GeminiEmbedder(vertexai=True, ...))",
     "location": "embedder= (GeminiEmbedder(vertexai=True, ...))",
 }
-
-
-def _kind(embedder: Embedder) -> str:
-    name = type(embedder).__name__
-    if name == "GeminiEmbedder":
-        return "gemini"
-    if name == "FakeEmbedder":
-        return "fake"
-    return "custom"
 
 
 def _item(value: Any, index: int) -> Embeddable:
