@@ -302,3 +302,34 @@ def test_a_chunk_option_typo_fails_before_anything_is_written(tmp_path: Path) ->
     with pytest.raises(ConfigurationError, match="sizee"):
         Index(target, chunk_options={"video": {"sizee": 5}})
     assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == before
+
+
+def test_a_matryoshka_gemini_index_reopens_with_the_path_alone(
+    tmp_path: Path, notes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmembed.embedders.gemini import GeminiEmbedder
+    from mmembed.testing import FakeGeminiServer
+
+    with FakeGeminiServer() as server:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        embedder = Matryoshka(GeminiEmbedder(dimensions=768, max_retries=2), 256)
+        with Index(tmp_path / "ix", embedder=embedder) as index:
+            index.add(notes)
+            before = index.search("where is ATP made?", k=1)
+        calls = len(server.embed_requests)
+        with Index(tmp_path / "ix") as reopened:
+            assert to_spec(reopened.embedder) == {
+                "kind": "matryoshka",
+                "dimensions": 256,
+                "embedder": {
+                    "kind": "gemini",
+                    "model": "gemini-embedding-2",
+                    "dimensions": 768,
+                    "max_retries": 2,
+                },
+            }
+            after = reopened.search("where is ATP made?", k=1)
+        assert after[0].chunk_id == before[0].chunk_id
+        # the query is answered from the index's cache: nothing was paid twice
+        assert len(server.embed_requests) == calls
