@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._bases import Closeable
 from mmembed._catalog import Catalog, ChunkRecord
 from mmembed._files import write_json_atomic
 from mmembed._index_config import (
@@ -110,7 +111,7 @@ def choose_embedder(
     )
 
 
-class Index:
+class Index(Closeable):
     """A folder of files made searchable: chunked, embedded and stored, kept up to date.
 
     Args:
@@ -556,12 +557,6 @@ class Index:
     def close(self) -> None:
         """Close the catalog (the index stays usable on disk)."""
         self._catalog.close()
-
-    def __enter__(self) -> Index:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         spec = self._spec
