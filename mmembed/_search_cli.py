@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmembed.content import Modality, Part, Text, as_content, load
-from mmembed.errors import ConfigurationError, MMEmbedError, UnsupportedMediaError
+from mmembed.errors import (
+    ConfigurationError,
+    MMEmbedError,
+    ProviderError,
+    RateLimitError,
+    UnsupportedMediaError,
+)
 
 if TYPE_CHECKING:
     from mmembed.index import Index
@@ -84,9 +91,8 @@ def gemini_hint(index_dir: str, what: str = "them") -> str:
     new = f"{index_dir.rstrip('/')}-gemini"
     if key_is_set():
         return (
-            f"GEMINI_API_KEY is set, but this index was made with a local model and keeps it; "
-            f"to include {what}, make a Gemini index in a new directory: "
-            f"mmembed index FOLDER --index {new}"
+            f"GEMINI_API_KEY is set, but an index keeps the model it was made with; to include "
+            f"{what}, make a Gemini index in a new directory: mmembed index FOLDER --index {new}"
         )
     return (
         f"to include {what}, set GEMINI_API_KEY and make a Gemini index in a new directory: "
@@ -135,7 +141,21 @@ def run(index: Index, request: Mapping[str, Any], *, index_dir: str) -> Outcome:
     try:
         results = index.search(query, **kwargs)
     except UnsupportedMediaError as exc:
-        raise SearchFailure(f"{_described(request)}: {exc}", 2) from exc
+        text = _named(exc, request)
+        if text == str(exc):
+            text = f"{_described(request)}: {text}"
+        raise SearchFailure(text, 2) from exc
+    except (RateLimitError, ProviderError) as exc:
+        if not (isinstance(exc, RateLimitError) or exc.retryable):
+            raise _renamed(exc, request) from exc
+        raise SearchFailure(
+            f"{_named(exc, request)} A search gives up after "
+            f"{SEARCH_RETRY['max_retry_seconds']:.0f} s of retries (indexing waits longer); try "
+            "again in a minute",
+            5,
+        ) from exc
+    except MMEmbedError as exc:
+        raise _renamed(exc, request) from exc
     modalities = (kwargs.get("where") or {}).get("modality")
     if modalities and len(results) < int(kwargs.get("k", 10)):
         notices += _missing_modalities(index, modalities, index_dir)
@@ -144,6 +164,21 @@ def run(index: Index, request: Mapping[str, Any], *, index_dir: str) -> Outcome:
     else:
         out = results.table(int(request.get("width") or 0) or None) + "\n"
     return Outcome(0, out, notices)
+
+
+def _named(exc: BaseException, request: Mapping[str, Any]) -> str:
+    """The message with "item 0" (the one query) replaced by what the user searched with."""
+    return re.sub(r"\bitem 0( \([^)]*\))?", _described(request), str(exc))
+
+
+def _renamed(exc: MMEmbedError, request: Mapping[str, Any]) -> MMEmbedError:
+    text = _named(exc, request)
+    if text == str(exc):
+        return exc
+    try:
+        return type(exc)(text)
+    except TypeError:  # an error class with another signature keeps its own words
+        return exc
 
 
 def _described(request: Mapping[str, Any]) -> str:

@@ -345,6 +345,29 @@ def _check_settings(args: argparse.Namespace) -> None:
     )
 
 
+# "(AttributeError: 'NoneType' object has no attribute 'x')", "[Errno 1094995529] ": what a
+# decoder said, in Python's words; the report keeps it (--json), the terminal gets the sentence
+_PY_DETAIL = re.compile(
+    r" ?\((?:[A-Za-z_.]*(?:Error|Exception|Warning)): ([^()]*(?:\([^()]*\)[^()]*)*)\)"
+)
+_ERRNO = re.compile(r"\[Errno -?\d+\] ")
+_PY_WORDS = re.compile(
+    r"NoneType|object has no attribute|object is not|not subscriptable|positional argument|"
+    r"keyword argument|index out of range|not iterable|<[\w.]+ object at 0x[0-9a-f]+>"
+)
+
+
+def plain_reason(reason: str) -> str:
+    """A failure reason without Python internals: no exception class names, no errno numbers,
+    no object reprs; a decoder's own words are kept when they mean something to a person."""
+
+    def detail(match: re.Match[str]) -> str:
+        said = _ERRNO.sub("", match.group(1)).strip()
+        return "" if not said or _PY_WORDS.search(said) else f" ({said})"
+
+    return _ERRNO.sub("", _PY_DETAIL.sub(detail, reason))
+
+
 # how many skipped files of one kind are named before the rest are counted
 _SHOWN_SKIPS = 3
 _OLD_HINT = "; set GEMINI_API_KEY and use a Gemini index to include it"
@@ -352,8 +375,10 @@ _OLD_HINT = "; set GEMINI_API_KEY and use a Gemini index to include it"
 
 def _print_report(report: Any, args: argparse.Namespace) -> None:
     """The summary and the failures on stdout; skipped files, grouped by why, on stderr."""
-    lines = str(report).splitlines()
-    print("\n".join(line for line in lines if not line.startswith("  skipped: ")))
+    head = str(report).splitlines()[0]
+    print(
+        "\n".join([head, *(f"  failed: {p.path}: {plain_reason(p.reason)}" for p in report.failed)])
+    )
     if args.quiet or not report.skipped:
         return
     groups: dict[str, list[str]] = {}

@@ -215,11 +215,12 @@ class SentenceTransformerEmbedder:
         for i, item in enumerate(items):
             for part in as_content(item).parts:
                 if part.modality not in modalities:
+                    named = getattr(part, "path", None) is not None or len(items) == 1
                     raise UnsupportedMediaError(
-                        f"item {i}: the local model {self._name!r} does not take "
-                        f"{part.modality.value}; it takes "
-                        f"{', '.join(sorted(m.value for m in modalities))}. "
-                        "Set GEMINI_API_KEY to use Gemini for media"
+                        f"{getattr(part, 'name', '') if named else f'item {i}'}: the local model "
+                        f"{self._name!r} does not take {part.modality.value}; it takes "
+                        f"{', '.join(sorted(m.value for m in modalities))}. A Gemini index "
+                        "(GEMINI_API_KEY set, a new index directory) takes every modality"
                     )
                 flat.append(part.text if isinstance(part, Text) else self._pil(part))
                 owners.append(i)
