@@ -308,7 +308,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
             index.close()
     else:
         index = Index(args.index, embedder=embedder, batch_size=args.batch_size)
-        if existing and not args.json:
+        if existing and not (args.json or args.quiet):
             spec = index.info()["embedder"]
             _notice(f"index {args.index}: {spec['model']}, {spec['dimensions']} dimensions")
         bar = None if args.json or args.quiet or args.dry_run else _progress_bar()
