@@ -30,7 +30,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from mmembed._search_cli import SearchFailure
+from mmembed._search_cli import Outcome, SearchFailure
 from mmembed.content import Modality
 from mmembed.errors import (
     ConfigurationError,
@@ -552,10 +552,9 @@ def _media_file(arg: str) -> str | None:
     return None if modality in (None, Modality.TEXT) else modality.value
 
 
-def _search_by_helper(index_dir: str, request: dict[str, Any]) -> Any:
+def _search_by_helper(index_dir: str, request: dict[str, Any]) -> Outcome | None:
     """The outcome from the index's resident helper, or ``None`` to search in this process."""
     from mmembed import _daemon
-    from mmembed._search_cli import Outcome
 
     if not _daemon.enabled():
         return None

