@@ -15,7 +15,7 @@ process.
   the old socket, and two commands starting helpers at once start one.
 - A socket path that is a symlink, not a socket, or another user's is not used; the helper
   answers only peers of its own user (``SO_PEERCRED``).
-- A helper from another mmembed (version, install, Python, or edited source) or another
+- A helper from another mmembed (version, install, Python, or edited source files) or another
   environment (API key, endpoint, offline switches) answers "mismatch" and exits; the command
   searches itself.
 - An index changed by another writer: each search replays the catalog's change log, and the
@@ -72,12 +72,12 @@ def _idle_seconds() -> float:
 
 
 def identity() -> str:
-    """This mmembed: version, where it is installed, the Python running it, its source files."""
-    import mmembed
-
-    package = Path(mmembed.__file__).resolve().parent
-    newest = max((p.stat().st_mtime_ns for p in package.rglob("*.py")), default=0)
-    parts = [str(PROTOCOL), mmembed.__version__, str(package), sys.executable, str(newest)]
+    """This mmembed: where it is installed, the Python running it, and its source files (their
+    number, sizes and times: another version, or an edited checkout, differs in them)."""
+    package = Path(__file__).resolve().parent
+    stats = [p.stat() for p in package.rglob("*.py")]
+    files = f"{len(stats)}:{sum(s.st_size for s in stats)}:{max(s.st_mtime_ns for s in stats)}"
+    parts = [str(PROTOCOL), str(package), sys.executable, files]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -245,7 +245,7 @@ class _Warm:
         embedder = None
         if self.index is not None:
             embedder = self.index.embedder
-            self.index.close()
+            self.index.close()  # the catalog; the embedder stays warm for the reopened index
         self.index = open_for_search(self.dir, embedder=embedder)
         self.signature = signature
 

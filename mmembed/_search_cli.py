@@ -33,6 +33,7 @@ __all__ = [
     "SEARCH_RETRY",
     "Outcome",
     "SearchFailure",
+    "close",
     "gemini_hint",
     "key_is_set",
     "open_for_search",
@@ -125,6 +126,15 @@ def open_for_search(path: str | os.PathLike[str], *, embedder: Any = None) -> In
             options[name] = min(float(options.get(name, cap)), cap)
         return Index(path, embedder=build_embedder(options))
     return Index(path)
+
+
+def close(index: Index) -> None:
+    """Close the index and the embedder built for it (its connections, its model)."""
+    index.close()
+    embedder = getattr(index, "_embedder_obj", None)
+    closer = getattr(embedder, "close", None)
+    if callable(closer):
+        closer()
 
 
 def run(index: Index, request: Mapping[str, Any], *, index_dir: str) -> Outcome:

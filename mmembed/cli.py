@@ -120,9 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         "4 index unusable, 5 embedding service, 6 index busy, 130 interrupted.",
         parents=[common],
     )
-    parser.add_argument(
-        "--version", action="version", version=f"mmembed {_version()}", help="print the version"
-    )
+    parser.add_argument("--version", action=_Version, help="print the version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser(
@@ -182,14 +180,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
-    """The installed distribution's version (the package metadata is the one source)."""
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """``--version``: the package metadata is read only when asked (it costs 0.1 s)."""
 
-    try:
-        return version("mmembed")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "unknown (not installed)"
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from mmembed._version import __version__
+
+        shown = __version__ if __version__ != "0.0.0" else "unknown (not installed)"
+        print(f"mmembed {shown}")
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -530,7 +532,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         try:
             outcome = _search_cli.run(index, request, index_dir=args.index)
         finally:
-            index.close()
+            _search_cli.close(index)
     for notice in outcome.notices:
         _notice(notice)
     sys.stdout.write(outcome.stdout)
