@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="mmembed",
         description="Multimodal search over your files: text, images, audio, video and PDFs.",
         epilog="Exit codes: 0 ok, 1 some files failed, 2 usage, 3 setup (no embedder or extra), "
-        "4 index unusable, 5 embedding service, 6 index busy, 130 interrupted.",
+        "4 index unusable, 5 embedding service, 6 index busy, 130 interrupted, 141 output closed.",
         parents=[common],
     )
     parser.add_argument("--version", action=_Version, help="print the version")
@@ -129,8 +129,15 @@ def _parser() -> argparse.ArgumentParser:
         help="add files and folders to the index (only new or changed files are embedded)",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    p.add_argument("--model", help="embedding model for a new index")
-    p.add_argument("--dimensions", type=int, help="vector size for a new index (Gemini: 768)")
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="embedding model for a new index: a Gemini model, all-MiniLM-L6-v2, or "
+        "tokenlearn-static-model",
+    )
+    p.add_argument(
+        "--dimensions", type=int, metavar="N", help="vector size for a new index (Gemini: 768)"
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -153,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "query",
         nargs="*",
+        metavar="QUERY",
         help="what to look for; an image, audio, video or PDF file searches with that file",
     )
     for modality in ("image", "audio", "video", "pdf"):

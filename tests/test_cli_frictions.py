@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +50,13 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def text_index(tmp_path: Path, folder: Path) -> Iterator[str]:
+def text_index(tmp_path: Path, folder: Path) -> str:
     """An index whose model takes text only, like the offline model (images are skipped)."""
     ix = tmp_path / "ix"
     index = Index(ix, embedder=FakeEmbedder(32, model="text-model", modalities=TEXT_ONLY))
     index.add(folder)
     index.close()
-    yield str(ix)
+    return str(ix)
 
 
 @pytest.fixture
@@ -101,8 +100,10 @@ def test_an_image_query_on_a_text_index_names_the_file_and_how_to_get_gemini(
     photo = str(folder / "photo0.png")
     code, _, err = run(capsys, "search", "--image", photo, "--index", text_index)
     assert code == ExitCode.USAGE
-    assert photo in err and "item 0" not in err
-    assert "set GEMINI_API_KEY" not in err and "GEMINI_API_KEY is set" in err
+    assert photo in err
+    assert "item 0" not in err
+    assert "set GEMINI_API_KEY" not in err
+    assert "GEMINI_API_KEY is set" in err
 
 
 def test_dimensions_on_an_existing_index_says_it_keeps_its_model(
@@ -110,7 +111,8 @@ def test_dimensions_on_an_existing_index_says_it_keeps_its_model(
 ) -> None:
     code, _, err = run(capsys, "index", str(folder), "--index", text_index, "--dimensions", "768")
     assert code == ExitCode.INDEX
-    assert "keeps it" in err and "--index NEW_DIR --dimensions 768" in err
+    assert "keeps it" in err
+    assert "--index NEW_DIR --dimensions 768" in err
     assert "set GEMINI_API_KEY" not in err
 
 
@@ -125,7 +127,8 @@ def test_a_closed_pipe_is_quiet_and_not_a_setup_error(text_index: str, command: 
         stderr=subprocess.PIPE,
         env=env_without_keys(),
     )
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     proc.stdout.close()  # `| head -0`: the reader is gone before the first line
     err = proc.stderr.read().decode()
     proc.stderr.close()
@@ -141,11 +144,15 @@ def test_skipped_files_are_grouped_on_stderr_and_quiet_with_q(
 ) -> None:
     code, out, err = run(capsys, "index", str(folder), "--index", text_index)
     assert code == ExitCode.OK
-    assert out.count("\n") == 1 and "skipped 5" in out  # stdout: the summary alone
-    assert "skipped 5 files (" in err and "and 2 more" in err
+    assert out.count("\n") == 1
+    assert "skipped 5" in out
+    assert "skipped 5 files (" in err
+    assert "and 2 more" in err
     assert err.count("photo") == 3  # not one line per file
     code, out, err = run(capsys, "index", str(folder), "--index", text_index, "-q")
-    assert code == ExitCode.OK and err == "" and out.count("\n") == 1
+    assert code == ExitCode.OK
+    assert err == ""
+    assert out.count("\n") == 1
     code, out, _ = run(capsys, "index", str(folder), "--index", text_index, "--json")
     assert len(json.loads(out)["skipped"]) == 5  # JSON keeps every file
 
@@ -182,7 +189,9 @@ def test_a_damaged_file_fails_with_its_name_and_a_plain_reason(
     assert code == ExitCode.PARTIAL
     line = next(line for line in out.splitlines() if "failed: " in line)
     assert str(bad) in line or "broken.wav" in line
-    assert "Error" not in line and "Errno" not in line and " object at 0x" not in line
+    assert "Error" not in line
+    assert "Errno" not in line
+    assert " object at 0x" not in line
 
 
 @pytest.mark.parametrize(
@@ -200,7 +209,8 @@ def test_rifx_and_rf64_wav_read_like_any_wav(
     root.mkdir()
     (root / "tone.wav").write_bytes(data)
     part = load(root / "tone.wav")
-    assert isinstance(part, Audio) and part.mime_type == "audio/wav"
+    assert isinstance(part, Audio)
+    assert part.mime_type == "audio/wav"
     ix = str(tmp_path / "ix")
     Index(ix, embedder=FakeEmbedder(16)).close()
     code, out, err = run(capsys, "index", str(root), "--index", ix, "--json")
@@ -262,7 +272,8 @@ def test_modality_filter_on_an_index_without_it_says_why(
     )
     assert code == ExitCode.OK
     assert out.strip() == "no results"
-    assert "holds no image chunks" in err and "were skipped when indexing" in err
+    assert "holds no image chunks" in err
+    assert "were skipped when indexing" in err
 
 
 # -- 8: Ctrl-C and an overloaded service ---------------------------------------------------------
@@ -291,7 +302,7 @@ def test_ctrl_c_during_a_run_exits_130_with_the_resume_message(
         while not server.embed_requests and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED
     assert b"interrupted; finished files are kept" in err
     assert b"Traceback" not in err

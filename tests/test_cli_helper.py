@@ -146,7 +146,8 @@ def test_a_stale_socket_of_a_crashed_helper_is_replaced(ix: Path) -> None:
     assert code == 0, err
     assert top(out) == "krebs.md"
     new = helper_pid(ix)
-    assert new is not None and new != pid
+    assert new is not None
+    assert new != pid
 
 
 def test_a_socket_path_that_is_a_symlink_is_never_used(ix: Path, tmp_path: Path) -> None:
@@ -156,7 +157,8 @@ def test_a_socket_path_that_is_a_symlink_is_never_used(ix: Path, tmp_path: Path)
     assert code == 0
     assert top(out) == "krebs.md"
     assert "is a symlink; not used" in err
-    assert (ix / _daemon.SOCKET_NAME).is_symlink() and not elsewhere.exists()
+    assert (ix / _daemon.SOCKET_NAME).is_symlink()
+    assert not elsewhere.exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
@@ -164,7 +166,8 @@ def test_a_socket_owned_by_another_user_is_never_used(ix: Path) -> None:
     assert search(ix, "Krebs", env=helper_env())[0] == 0
     os.chown(ix / _daemon.SOCKET_NAME, 4242, -1, follow_symlinks=False)
     code, out, err = search(ix, "Krebs", env=helper_env())
-    assert code == 0 and top(out) == "krebs.md"
+    assert code == 0
+    assert top(out) == "krebs.md"
     assert "belongs to another user" in err
 
 
@@ -179,7 +182,8 @@ def test_an_index_changed_by_another_writer_is_never_answered_stale(ix: Path, no
     code, out, _ = search(ix, "Etna is an active volcano on Sicily.", env=helper_env())
     assert code == 0
     hits = [Path(h["source"]).name for h in json.loads(out)]
-    assert hits[0] == "etna.md" and "krebs.md" not in hits
+    assert hits[0] == "etna.md"
+    assert "krebs.md" not in hits
     assert helper_pid(ix) == pid  # the same helper, reopened
 
 
@@ -239,7 +243,8 @@ def test_a_helper_of_another_mmembed_or_environment_steps_aside(ix: Path) -> Non
     assert wait_gone(pid)  # it exits; the next command starts a helper of its own
     # a command in another environment (another key or endpoint) searches by itself
     code, out, _ = search(ix, "Krebs", env=helper_env(GEMINI_API_KEY="another-key"))
-    assert code == 0 and top(out) == "krebs.md"
+    assert code == 0
+    assert top(out) == "krebs.md"
 
 
 def test_an_idle_helper_exits_and_removes_its_socket(ix: Path) -> None:

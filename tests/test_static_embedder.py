@@ -1,4 +1,4 @@
-"""The light static model (extra ``light``): the embedder contract, its spec, and the CLI's choice."""
+"""The light static model (extra ``light``): the contract, its spec, the CLI picking it."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def test_spec_round_trip_through_the_registry() -> None:
     spec = to_spec(StaticEmbedder())
     assert spec == {"kind": "static", "model": "tokenlearn-static-model"}
     rebuilt = build_embedder(spec)
-    assert isinstance(rebuilt, StaticEmbedder) and rebuilt.dimensions == 64
+    assert isinstance(rebuilt, StaticEmbedder)
+    assert rebuilt.dimensions == 64
 
 
 def test_media_are_refused_with_the_file_name_and_the_gemini_way() -> None:
@@ -55,7 +56,8 @@ def test_the_cli_makes_a_light_index_by_name_and_searches_it(
 ) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", "set")  # a named static model wins over the key
     embedder, note = choose_embedder(model="tokenlearn-static-model")
-    assert isinstance(embedder, StaticEmbedder) and "light static model" in note
+    assert isinstance(embedder, StaticEmbedder)
+    assert "light static model" in note
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "krebs.md").write_text("The Krebs cycle runs in the mitochondria of the cell.")
@@ -66,4 +68,5 @@ def test_the_cli_makes_a_light_index_by_name_and_searches_it(
     capsys.readouterr()
     code = main(["search", "Krebs cycle mitochondria", "--index", ix, "--json", "-k", "1"])
     hits = json.loads(capsys.readouterr().out)
-    assert code == ExitCode.OK and hits[0]["source"].endswith("krebs.md")
+    assert code == ExitCode.OK
+    assert hits[0]["source"].endswith("krebs.md")
