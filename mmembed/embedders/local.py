@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from mmembed._optional import import_optional
 from mmembed.content import Embeddable, Image, Modality, Task, Text, as_content
+from mmembed.embedders._parts import pool
 from mmembed.errors import ConfigurationError, EmbeddingError, UnsupportedMediaError
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "SentenceTransformerEmbedder", "local_model_available"]
@@ -224,12 +225,7 @@ class SentenceTransformerEmbedder:
                     )
                 flat.append(part.text if isinstance(part, Text) else self._pil(part))
                 owners.append(i)
-        vectors = self._encode(flat, task)
-        out = np.zeros((len(items), width), dtype=np.float32)
-        np.add.at(out, np.asarray(owners), vectors)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
-        return out
+        return pool(self._encode(flat, task), owners, len(items))
 
     async def aembed(
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT

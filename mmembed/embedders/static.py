@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from mmembed._optional import import_optional
 from mmembed.content import Embeddable, Modality, Task, Text, as_content
+from mmembed.embedders._parts import pool
 from mmembed.errors import ConfigurationError, EmbeddingError, UnsupportedMediaError
 
 __all__ = ["STATIC_MODELS", "StaticEmbedder", "static_model_available"]
@@ -109,9 +110,8 @@ class StaticEmbedder:
                     )
                 texts.append(part.text)
                 owners.append(i)
-        out = np.zeros((len(items), self._width), dtype=np.float32)
         if not texts:
-            return out
+            return np.zeros((len(items), self._width), dtype=np.float32)
         try:
             rows = np.asarray(self._load().get_embeddings(texts), dtype=np.float32)
         except (TypeError, ValueError, RuntimeError, OSError) as exc:
@@ -121,10 +121,7 @@ class StaticEmbedder:
                 f"the static model {self._name} returned shape {rows.shape} for {len(texts)} "
                 f"texts; expected ({len(texts)}, {self._width})"
             )
-        np.add.at(out, np.asarray(owners), rows)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
-        return out
+        return pool(rows, owners, len(items))
 
     async def aembed(
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
