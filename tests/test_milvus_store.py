@@ -408,3 +408,26 @@ def test_the_terms_field_is_what_filters_read(store: MilvusStore) -> None:
     assert sorted(row[TERMS_FIELD]["any"]) == sorted(
         {term_token("k", "v"), term_token("l", 1), term_token("l", True)}
     )
+
+
+def test_an_index_on_milvus_reopens_from_its_spec(tmp_path: Path) -> None:
+    from mmembed import Index
+    from mmembed.testing import FakeEmbedder
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "cells.md").write_text("The mitochondria is the powerhouse of the cell.\n")
+    (docs / "stars.md").write_text("Stars fuse hydrogen into helium in their cores.\n")
+    where = str(tmp_path / "vectors.db")
+    index = Index(tmp_path / "ix", embedder=FakeEmbedder(32), store=MilvusStore(32, where))
+    report = index.add(docs)
+    assert (len(report.added), report.failed) == (2, ())
+    hits = index.search("Stars fuse hydrogen into helium in their cores.", k=1)
+    assert hits[0].source.endswith("stars.md")
+    index.close()
+    again = Index(tmp_path / "ix")  # the store is rebuilt from the spec index.json keeps
+    assert again.info()["store"]["spec"]["kind"] == "milvus"
+    assert again.search("The mitochondria is the powerhouse of the cell.", k=1)[0].source.endswith(
+        "cells.md"
+    )
+    again.close()
