@@ -243,3 +243,11 @@ def test_cli_help_names_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--include GLOB", "--exclude GLOB", "--no-ignore", ".mmembedignore"):
         assert flag in out
+
+
+def test_the_docs_example_runs() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "index-and-cli.md"
+    section = doc.read_text(encoding="utf-8").split("### Which files", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "report.ignored == 2" in code
+    exec(compile(code, str(doc), "exec"), {})
