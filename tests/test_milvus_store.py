@@ -215,19 +215,6 @@ def test_metadata_round_trips_as_milvus_json(store: MilvusStore) -> None:
 # -- search ---------------------------------------------------------------------------------------
 
 
-def test_scores_are_cosine_as_numpy_computes_them(store: MilvusStore) -> None:
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((50, 8)).astype(np.float32) * 3  # not unit length
-    ids = [f"doc-{i}" for i in range(50)]
-    store.add(ids, vectors)
-    query = rng.standard_normal(8).astype(np.float32) * 0.1
-    hits = store.search(query, k=5)
-    cos = (vectors @ query) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
-    order = np.argsort(-cos)[:5]
-    assert [h.id for h in hits] == [ids[i] for i in order]
-    np.testing.assert_allclose([h.score for h in hits], cos[order], atol=1e-5)
-
-
 def test_k_beyond_milvus_limit(store: MilvusStore) -> None:
     store.add(["a", "b"], np.eye(8)[:2])
     # more than the store holds: every hit, as in the other stores

@@ -33,7 +33,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType, ModuleType, TracebackType
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
@@ -43,7 +43,7 @@ from mmembed._optional import import_optional
 from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreError
 from mmembed.matryoshka import _unit_rows
 from mmembed.protocols import Hit
-from mmembed.stores._api import StoreMethods
+from mmembed.stores._collection import CollectionStore, clamp_score
 from mmembed.stores._table import Record
 from mmembed.stores._validate import (
     Scalar,
@@ -169,7 +169,7 @@ def _check_ints(value: Any, where: str) -> None:
             _check_ints(item, where)
 
 
-class MilvusStore(StoreMethods):
+class MilvusStore(CollectionStore):
     """Vectors in a Milvus collection, searched by cosine similarity.
 
     Args:
@@ -342,16 +342,6 @@ class MilvusStore(StoreMethods):
         self._call("create", create)
 
     # -- protocol -------------------------------------------------------------------------------
-
-    @property
-    def dimensions(self) -> int:
-        """The width of every stored vector."""
-        return self._dimensions
-
-    @property
-    def collection(self) -> str:
-        """The Milvus collection name."""
-        return self._collection
 
     @property
     def client(self) -> MilvusClient:
@@ -645,17 +635,6 @@ class MilvusStore(StoreMethods):
 
         server_manager_instance.release_server(path)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         # the token is deliberately left out: reprs end up in notebooks and logs
         return (
@@ -708,10 +687,8 @@ def _record(row: Mapping[str, Any]) -> Record:
 
 def _hit(hit: Mapping[str, Any]) -> Hit:
     entity = hit.get("entity") or {}
-    # float32 cosine can stray just past 1; the other stores clamp it the same way
-    score = min(1.0, max(-1.0, float(hit["distance"])))
     return Hit(
         id=str(hit["id"]),
-        score=score,
+        score=clamp_score(hit["distance"]),
         metadata=MappingProxyType(dict(entity.get("metadata") or {})),
     )
