@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,14 +74,21 @@ def du(path: Path) -> int:
 
 
 def measure(kind: str, n: int, d: int, queries: int) -> dict[str, Any]:
-    """Build one store and measure it (runs in a process of its own)."""
+    """Build one store and measure it (runs in a process of its own), in a folder removed after."""
+    work = Path(tempfile.mkdtemp(prefix=f"stores-{kind}-"))
+    try:
+        return _measure(kind, n, d, queries, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(kind: str, n: int, d: int, queries: int, work: Path) -> dict[str, Any]:
     import psutil
 
     vectors = unit_rows(n, d, seed=1)
     qs = unit_rows(queries, d, seed=2)
     ids = [f"doc-{i}" for i in range(n)]
     exact = np.argmax(qs @ vectors.T, axis=1)
-    work = Path(tempfile.mkdtemp(prefix=f"stores-{kind}-"))
     from mmembed.stores import FaissStore, MilvusStore, QdrantStore
 
     me = psutil.Process()
