@@ -25,8 +25,6 @@ break, and stop with an engine error on a list of values of mixed types.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 import time
@@ -44,9 +42,18 @@ from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreErro
 from mmembed.matryoshka import _unit_rows
 from mmembed.protocols import Hit
 from mmembed.stores._collection import CollectionStore, clamp_score
+from mmembed.stores._milvus_expr import (
+    TERMS_FIELD,
+    check_ints,
+    expression_string,
+    id_expression,
+    spellable,
+    term_token,
+    tokens,
+    where_expression,
+)
 from mmembed.stores._table import Record
 from mmembed.stores._validate import (
-    Scalar,
     Terms,
     check_dimensions,
     check_ids,
@@ -77,8 +84,6 @@ MAX_ID_BYTES = 65_535
 MAX_VECTOR_DIMENSIONS = 32_768
 #: The most hits Milvus returns for one query.
 MAX_K = 16_384
-#: The JSON field holding the tokens ``where`` filters match.
-TERMS_FIELD = "mmembed_terms"
 
 _FIELDS = ("id", "vector", "metadata", TERMS_FIELD)
 # rows per insert request: well under a server's default 64 MB message at 32k dimensions
@@ -90,7 +95,6 @@ _PAGE = 1000
 # ids per lookup expression, and their bytes
 _LOOKUP_IDS = 1024
 _LOOKUP_BYTES = 1 << 20
-_INT_RANGE = (-(2**63), 2**64 - 1)  # what pymilvus's JSON encoder takes
 # Milvus Lite runs one server process per file: shared by the stores on that file in this
 # process, stopped when the last one closes
 _lite_users: dict[str, int] = {}
@@ -99,74 +103,6 @@ _lite_lock = threading.Lock()
 
 def _pymilvus() -> ModuleType:
     return import_optional("pymilvus", extra="milvus", purpose="MilvusStore")
-
-
-def expression_string(text: str) -> str:
-    """``text`` as a double-quoted Milvus expression string literal.
-
-    Milvus's parser reads ``\\"`` and ``\\\\`` and takes every other character as it stands
-    (its ``\\n`` or ``\\u00e9`` escapes do not give the character back), so only those two are
-    escaped; a line break, which no literal can hold, is refused.
-    """
-    if not _spellable(text):
-        raise ConfigurationError(
-            f"{text[:40]!r} holds a line break or a NUL character, which a Milvus expression "
-            "cannot spell"
-        )
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _spellable(text: str) -> bool:
-    """Whether an id can be written into a Milvus expression (and stored: Milvus fails on a
-    primary key holding NUL)."""
-    return "\n" not in text and "\r" not in text and "\x00" not in text
-
-
-def term_token(key: str, value: Scalar) -> str:
-    """The token :data:`TERMS_FIELD` holds for metadata ``key`` having the scalar ``value``.
-
-    Values equal as the local stores compare them give the same token: numbers by value
-    (``1`` and ``1.0`` alike, exactly, however large), booleans, strings and ``None`` apart.
-    """
-    if value is None:
-        tag = "null"
-    elif isinstance(value, bool):
-        tag = f"bool:{value}"
-    elif isinstance(value, int):
-        tag = f"num:{value}"
-    elif isinstance(value, float):
-        tag = f"num:{int(value)}" if value.is_integer() else f"num:{value!r}"
-    else:
-        tag = f"str:{value}"
-    # ASCII JSON: unambiguous, and any text (even a lone surrogate in a where) encodes
-    raw = json.dumps([key, tag]).encode("ascii")
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
-
-
-def _tokens(metadata: Mapping[str, Any]) -> list[str]:
-    """The tokens of every top-level scalar (and scalar list item) of ``metadata``."""
-    out: dict[str, None] = {}
-    for key, value in metadata.items():
-        for item in value if isinstance(value, list) else (value,):
-            if item is None or isinstance(item, (str, int, float)):
-                out[term_token(key, item)] = None
-    return list(out)
-
-
-def _check_ints(value: Any, where: str) -> None:
-    """Refuse integers pymilvus cannot write into a JSON field."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-            raise ConfigurationError(
-                f"metadata {where} is an integer beyond 64 bits, which Milvus's JSON fields "
-                "cannot hold; store it as a string"
-            )
-    elif isinstance(value, list):
-        for item in value:
-            _check_ints(item, where)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _check_ints(item, where)
 
 
 class MilvusStore(CollectionStore):
@@ -423,7 +359,7 @@ class MilvusStore(CollectionStore):
         for id_ in new_ids:
             self._check_id(id_)
         for id_, meta in zip(new_ids, cleaned, strict=True):
-            _check_ints(meta, f"of {id_!r}")
+            check_ints(meta, f"of {id_!r}")
         unit = _unit_rows(matrix, out=np.empty(matrix.shape, dtype=np.float32), norms=norms)
         # Milvus would keep an arbitrary one of two rows with the same primary key in a batch
         latest = {id_: i for i, id_ in enumerate(new_ids)}
@@ -432,7 +368,7 @@ class MilvusStore(CollectionStore):
                 "id": id_,
                 "vector": unit[i].tolist(),
                 "metadata": cleaned[i],
-                TERMS_FIELD: {"any": _tokens(cleaned[i])},
+                TERMS_FIELD: {"any": tokens(cleaned[i])},
             }
             for id_, i in latest.items()
         ]
@@ -448,7 +384,7 @@ class MilvusStore(CollectionStore):
                 f"ids of at most {self._max_id_bytes:,} bytes (its VARCHAR primary key): shorten "
                 "it, e.g. to a hash of it"
             )
-        if not _spellable(id_):
+        if not spellable(id_):
             raise ConfigurationError(
                 f"id {id_[:40]!r} holds a line break or a NUL character, which Milvus cannot "
                 "look up (its filter expressions cannot spell a line break; it fails on a key "
@@ -461,7 +397,7 @@ class MilvusStore(CollectionStore):
         """Search with checked arguments, :data:`_QUERIES` query rows per request."""
         if matrix.shape[0] == 0:
             return []
-        expression = _expression(terms)
+        expression = where_expression(terms)
         if expression is None:
             return [[] for _ in range(matrix.shape[0])]
         if k > MAX_K:
@@ -499,7 +435,7 @@ class MilvusStore(CollectionStore):
                 ),
             )
             if found:
-                present = _id_expression([row["id"] for row in found])
+                present = id_expression([row["id"] for row in found])
                 self._call(
                     "delete",
                     lambda e=present: self._client.delete(self._collection, filter=e),
@@ -529,15 +465,15 @@ class MilvusStore(CollectionStore):
         batch: list[str] = []
         size = 0
         for id_ in dict.fromkeys(ids):
-            if not _spellable(id_):
+            if not spellable(id_):
                 continue
             batch.append(id_)
             size += len(id_)
             if len(batch) >= _LOOKUP_IDS or size >= _LOOKUP_BYTES:
-                yield _id_expression(batch)
+                yield id_expression(batch)
                 batch, size = [], 0
         if batch:
-            yield _id_expression(batch)
+            yield id_expression(batch)
 
     def __len__(self) -> int:
         rows = self._call(
@@ -547,7 +483,15 @@ class MilvusStore(CollectionStore):
         return int(rows[0]["count(*)"])
 
     def __contains__(self, id: object) -> bool:
-        return isinstance(id, str) and bool(self.get([id]))
+        if not isinstance(id, str):
+            return False
+        return any(
+            self._call(
+                "lookup",
+                lambda e=e: self._client.query(self._collection, filter=e, output_fields=["id"]),
+            )
+            for e in self._lookups([id])
+        )
 
     def __iter__(self) -> Iterator[str]:
         """Every stored id, page by page."""
@@ -656,25 +600,6 @@ class MilvusStore(CollectionStore):
                 f"Milvus {what} failed on collection {self._collection!r} at {self._where!r}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-
-
-def _id_expression(ids: Sequence[str]) -> str:
-    return f"id in [{', '.join(expression_string(i) for i in ids)}]"
-
-
-def _expression(terms: Terms | None) -> str | None:
-    """The filter expression for checked ``where`` terms: ``""`` for none, ``None`` for a
-    filter no row can match. Only hex tokens go into it, never user text."""
-    if terms is None:
-        return ""
-    parts = []
-    for key, values in terms:
-        if not values:
-            return None  # "any of nothing" matches no row
-        # deduplicated by token: as dict keys, 1, 1.0 and True would be one value
-        tokens = ", ".join(f'"{t}"' for t in dict.fromkeys(term_token(key, v) for v in values))
-        parts.append(f'json_contains_any({TERMS_FIELD}["any"], [{tokens}])')
-    return " and ".join(parts)
 
 
 def _record(row: Mapping[str, Any]) -> Record:
