@@ -37,9 +37,10 @@ class Found:
 
 @dataclass(frozen=True, slots=True)
 class _Rules:
-    """The patterns of one ignore file (or of --exclude) and the folder they are relative to."""
+    """The patterns of one ignore file and the folder they are relative to (absolute, without a
+    trailing separator: ``""`` for the file system's root)."""
 
-    base: str  # absolute; the patterns match paths relative to it
+    base: str
     spec: GitIgnoreSpec
 
     def verdict(self, path: str, is_dir: bool) -> bool | None:
@@ -144,7 +145,7 @@ def _read_rules(directory: str) -> list[_Rules]:
         except OSError:
             continue
         try:
-            rules.append(_Rules(directory, GitIgnoreSpec.from_lines(lines)))
+            rules.append(_Rules(directory.rstrip(os.sep), GitIgnoreSpec.from_lines(lines)))
         except (ValueError, TypeError):
             continue  # git passes over a pattern it cannot read; so does the walk
     return rules
