@@ -21,7 +21,7 @@ from mmembed._catalog import Catalog, ChunkRecord, FileRecord
 from mmembed._checks import check_rows
 from mmembed._files import sha256_file
 from mmembed._index_config import Chunkers
-from mmembed._walk import display_path, is_under, walk
+from mmembed._walk import Selection, display_path, is_under, walk
 from mmembed.content import (
     Content,
     Embeddable,
@@ -76,6 +76,8 @@ class IndexReport:
         failed: files that could not be indexed, each with its reason.
         skipped: paths that are not indexed by design (unsupported type, modality the embedder
             does not take, FIFO, link out of the folder), each with its reason.
+        ignored: files and folders that include/exclude patterns or ignore files leave out of
+            the folders walked (a folder left out counts once; its files are not looked at).
         chunks: chunks embedded (in a dry run: chunks that would be embedded).
         calls: embedding API calls made, when the embedder counts them (dry run: estimated).
         tokens: tokens used, when the embedder counts them (dry run: estimated).
@@ -90,6 +92,7 @@ class IndexReport:
     removed: tuple[str, ...] = ()
     failed: tuple[FileProblem, ...] = ()
     skipped: tuple[FileProblem, ...] = ()
+    ignored: int = 0
     chunks: int = 0
     calls: int | None = None
     tokens: int | None = None
@@ -112,6 +115,7 @@ class IndexReport:
             "removed": list(self.removed),
             "failed": [{"path": p.path, "reason": p.reason} for p in self.failed],
             "skipped": [{"path": p.path, "reason": p.reason} for p in self.skipped],
+            "ignored": self.ignored,
             "chunks": self.chunks,
             "calls": self.calls,
             "tokens": self.tokens,
@@ -125,6 +129,7 @@ class IndexReport:
             f"{verb} {len(self.added)}, {'would replace' if self.dry_run else 'replaced'} "
             f"{len(self.replaced)}, unchanged {len(self.unchanged)}, removed "
             f"{len(self.removed)}, failed {len(self.failed)}, skipped {len(self.skipped)}"
+            + (f", ignored {self.ignored}" if self.ignored else "")
         )
         noun = "chunk" if self.chunks == 1 else "chunks"
         tail = [f"{self.chunks} {noun}{' to embed' if self.dry_run else ' embedded'}"]
@@ -221,6 +226,7 @@ class Ingest:
         self.removed: list[str] = []
         self.failed: list[FileProblem] = []
         self.skipped: list[FileProblem] = []
+        self.ignored = 0
         self.chunks = 0
         self.est_by: dict[Modality, int] = {}
         self.done = 0
@@ -232,7 +238,11 @@ class Ingest:
 
     # -- walking ----------------------------------------------------------------------------
 
-    def walk(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+    def walk(
+        self, paths: Iterable[str | os.PathLike[str]], select: Selection | None = None
+    ) -> None:
+        """Find the files to index. Files the catalog holds below a walked folder that the walk
+        no longer yields (deleted, or now left out by ``select``) are removed."""
         exclude = (str(self.ctx.root),)
         for p in paths:
             top = os.path.abspath(p)
@@ -244,8 +254,10 @@ class Ingest:
                 continue
             if os.path.isdir(top):
                 self.walked_dirs.append(top)
-            for found in walk(top, exclude=exclude):
-                if found.skipped:
+            for found in walk(top, exclude=exclude, select=select):
+                if found.ignored:
+                    self.ignored += 1
+                elif found.skipped:
                     self.skipped.append(FileProblem(path=_show(found.path), reason=found.skipped))
                 elif found.stat is not None:
                     self.targets.setdefault(found.path, found.stat)
@@ -548,6 +560,7 @@ class Ingest:
             removed=tuple(self.removed),
             failed=tuple(self.failed),
             skipped=tuple(self.skipped),
+            ignored=self.ignored,
             chunks=self.chunks,
             calls=calls,
             tokens=tokens,

@@ -1,26 +1,183 @@
-"""Walk the paths given to an index: regular files only, never out of the root, never in a loop."""
+"""Walk the paths given to an index: regular files only, never out of the root, never in a loop,
+and only the files a :class:`Selection` (include/exclude globs, ignore files) lets through."""
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["Found", "walk"]
+from mmembed.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
+
+__all__ = ["IGNORE_FILES", "Found", "Selection", "walk"]
+
+#: The files whose patterns leave files out of a folder walk, for their own folder and below;
+#: at the same level ``.mmembedignore`` comes second, so its patterns win.
+IGNORE_FILES = (".gitignore", ".mmembedignore")
+# an ignore file larger than this is not a list of patterns anyone wrote
+_MAX_IGNORE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """A path met while walking: a file to index, or something skipped and why."""
+    """A path met while walking: a file to index, or something skipped and why, or something
+    the selection leaves out (``ignored``: a file, or a folder not entered)."""
 
     path: str
     stat: os.stat_result | None
     skipped: str = ""
+    ignored: bool = False
 
 
-def walk(root: str | os.PathLike[str], *, exclude: tuple[str, ...] = ()) -> Iterator[Found]:
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """The patterns of one ignore file and the folder they are relative to (absolute, without a
+    trailing separator: ``""`` for the file system's root)."""
+
+    base: str
+    spec: GitIgnoreSpec
+
+    def verdict(self, path: str, is_dir: bool) -> bool | None:
+        """True: ignored, False: re-included by a ``!`` pattern, None: no pattern matched."""
+        rel = path[len(self.base) + 1 :].replace(os.sep, "/") + ("/" if is_dir else "")
+        return self.spec.check_file(rel).include
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which files a folder walk keeps: gitignore-style globs, and the folders' ignore files.
+
+    Patterns use ``.gitignore`` syntax and match paths relative to the folder being walked:
+    ``*.md`` matches at any depth, ``/notes`` only at the top, ``drafts/`` folders only,
+    ``docs/**/*.pdf`` below ``docs``, ``!keep.md`` re-includes.
+
+    Attributes:
+        include: when given, only files matching one of these are kept (folders are still
+            entered).
+        exclude: files and folders matching one of these are left out (a folder is not entered).
+        respect_ignore: read ``.gitignore`` and ``.mmembedignore`` files: in the walked folder and
+            every folder below (each applies to its own folder and below; a deeper file's
+            patterns win, as in git), and, when the walked folder is inside a git repository,
+            in the folders from the repository's top down to it.
+    """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    respect_ignore: bool = True
+    _include: GitIgnoreSpec | None = field(default=None, init=False, repr=False, compare=False)
+    _exclude: GitIgnoreSpec | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.respect_ignore, bool):
+            raise ConfigurationError(
+                f"respect_ignore must be True or False, got {self.respect_ignore!r}"
+            )
+        object.__setattr__(self, "include", _patterns(self.include, "include"))
+        object.__setattr__(self, "exclude", _patterns(self.exclude, "exclude"))
+        object.__setattr__(self, "_include", _spec(self.include, "include"))
+        object.__setattr__(self, "_exclude", _spec(self.exclude, "exclude"))
+
+    @classmethod
+    def build(
+        cls,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        *,
+        respect_ignore: bool = True,
+    ) -> Selection:
+        """A checked selection (a single pattern may be given as a string).
+
+        Raises:
+            ConfigurationError: a pattern is not a non-empty string or not a valid glob.
+        """
+        return cls(_patterns(include, "include"), _patterns(exclude, "exclude"), respect_ignore)
+
+    def keeps_file(self, rel: str) -> bool:
+        """Whether include/exclude keep a file at ``rel`` (``/``-separated, relative)."""
+        if self._exclude is not None and self._exclude.match_file(rel):
+            return False
+        return self._include is None or bool(self._include.match_file(rel))
+
+
+def _patterns(value: object, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Iterable):
+        raise ConfigurationError(f"{what} takes glob patterns, got {type(value).__name__}")
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigurationError(f"{what} takes non-empty glob patterns, got {item!r}")
+        out.append(item)
+    return tuple(out)
+
+
+def _spec(patterns: tuple[str, ...], what: str) -> GitIgnoreSpec | None:
+    if not patterns:
+        return None
+    from pathspec import GitIgnoreSpec
+
+    try:
+        return GitIgnoreSpec.from_lines(patterns)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"bad {what} pattern: {exc}") from None
+
+
+def _read_rules(directory: str) -> list[_Rules]:
+    """The rules of the ignore files in ``directory`` (unreadable ones are passed over)."""
+    from pathspec import GitIgnoreSpec
+
+    rules = []
+    for name in IGNORE_FILES:
+        path = os.path.join(directory, name)
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode) or os.path.getsize(path) > _MAX_IGNORE_BYTES:
+                continue
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            continue
+        try:
+            rules.append(_Rules(directory.rstrip(os.sep), GitIgnoreSpec.from_lines(lines)))
+        except (ValueError, TypeError):
+            continue  # git passes over a pattern it cannot read; so does the walk
+    return rules
+
+
+def _repository_rules(top: str) -> list[_Rules]:
+    """The ignore files from the top of the git repository holding ``top`` down to its parent."""
+    chain: list[str] = []
+    directory = top
+    while not os.path.exists(os.path.join(directory, ".git")):
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return []  # not inside a repository: only the walked folder's own files count
+        directory = parent
+        chain.append(directory)
+    return [rule for d in reversed(chain) for rule in _read_rules(d)]
+
+
+def _ignored(rules: list[_Rules], path: str, is_dir: bool) -> bool:
+    for rule in reversed(rules):  # the deepest file, and its last matching pattern, decides
+        verdict = rule.verdict(path, is_dir)
+        if verdict is not None:
+            return verdict
+    return False
+
+
+def walk(
+    root: str | os.PathLike[str],
+    *,
+    exclude: tuple[str, ...] = (),
+    select: Selection | None = None,
+) -> Iterator[Found]:
     """Yield the regular files under ``root`` (or ``root`` itself when it is a file).
 
     Hidden entries (names starting with a dot) are not entered; symbolic links are followed only
@@ -31,6 +188,8 @@ def walk(root: str | os.PathLike[str], *, exclude: tuple[str, ...] = ()) -> Iter
     Args:
         root: a file or a directory.
         exclude: absolute directories never to enter (the index directory itself).
+        select: which files to keep. A file named as ``root`` is matched by its name alone and
+            ignore files do not apply to it (naming a file is asking for it).
     """
     top = os.path.abspath(root)
     try:
@@ -39,14 +198,20 @@ def walk(root: str | os.PathLike[str], *, exclude: tuple[str, ...] = ()) -> Iter
         yield Found(top, None, f"cannot read: {exc.strerror or exc}")
         return
     if not stat.S_ISDIR(st.st_mode):
+        if select is not None and not select.keeps_file(os.path.basename(top)):
+            yield Found(top, None, ignored=True)
+            return
         yield _classify(top, st)
         return
     real_root = os.path.realpath(top)
     excluded = {os.path.realpath(e) for e in exclude}
     seen: set[tuple[int, int]] = set()
-    stack = [top]
+    respect = select is not None and select.respect_ignore
+    inherited = _repository_rules(top) if respect else []
+    # each folder still to walk, with the ignore rules of the folders above it
+    stack: list[tuple[str, list[_Rules]]] = [(top, inherited)]
     while stack:
-        directory = stack.pop()
+        directory, rules = stack.pop()
         try:
             dst = os.stat(directory)
         except OSError as exc:
@@ -61,11 +226,16 @@ def walk(root: str | os.PathLike[str], *, exclude: tuple[str, ...] = ()) -> Iter
         except OSError as exc:
             yield Found(directory, None, f"cannot list: {exc.strerror or exc}")
             continue
+        if respect:
+            rules = rules + _read_rules(directory)
         subdirs: list[str] = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             path = entry.path
+            if select is not None and _left_out(select, rules, top, entry):
+                yield Found(path, None, ignored=True)
+                continue
             if entry.is_symlink():
                 target = os.path.realpath(path)
                 if not _inside(target, real_root):
@@ -81,7 +251,22 @@ def walk(root: str | os.PathLike[str], *, exclude: tuple[str, ...] = ()) -> Iter
             else:
                 yield _classify(path, est)
         # reversed so the stack pops them in name order
-        stack.extend(reversed(subdirs))
+        stack.extend((d, rules) for d in reversed(subdirs))
+
+
+def _left_out(select: Selection, rules: list[_Rules], top: str, entry: os.DirEntry[str]) -> bool:
+    """Whether the selection leaves out a folder entry (a folder: never entered)."""
+    try:
+        is_dir = entry.is_dir()
+    except OSError:
+        is_dir = False
+    path = entry.path
+    if rules and _ignored(rules, path, is_dir):
+        return True
+    rel = path[len(top) + 1 :].replace(os.sep, "/")
+    if is_dir:
+        return select._exclude is not None and bool(select._exclude.match_file(rel + "/"))
+    return not select.keeps_file(rel)
 
 
 def _classify(path: str, st: os.stat_result) -> Found:

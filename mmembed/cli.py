@@ -127,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
         "index",
         parents=[common],
         help="add files and folders to the index (only new or changed files are embedded)",
+        description="Add files and folders to the index; only new or changed files are embedded. "
+        "Folders are walked without their hidden files, and without what .gitignore and "
+        ".mmembedignore files (and --include/--exclude) leave out; a file indexed before and "
+        "left out now is removed from the index, as a deleted file is.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     p.add_argument(
@@ -149,6 +153,25 @@ def _parser() -> argparse.ArgumentParser:
         default=256,
         metavar="N",
         help="chunks embedded per round; finished files are committed after each round (256)",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        metavar="GLOB",
+        help="index only files matching GLOB (.gitignore syntax, relative to each folder, e.g. "
+        "'*.md' or 'papers/**/*.pdf'); repeatable",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="GLOB",
+        help="leave out files and folders matching GLOB (e.g. 'drafts/'); repeatable",
+    )
+    p.add_argument(
+        "--no-ignore",
+        action="store_true",
+        help="index what .gitignore and .mmembedignore files would leave out (they are respected "
+        "by default)",
     )
     p.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no list of skipped files"
@@ -314,7 +337,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         # a dry run leaves no index behind
         with tempfile.TemporaryDirectory(prefix="mmembed-dry-") as tmp:
             index = Index(Path(tmp) / "index", embedder=embedder, batch_size=args.batch_size)
-            report = index.add(*args.paths, dry_run=True)
+            report = index.add(*args.paths, dry_run=True, **_selection(args))
             index.close()
     else:
         index = Index(args.index, embedder=embedder, batch_size=args.batch_size)
@@ -323,7 +346,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
             _notice(f"index {args.index}: {spec['model']}, {spec['dimensions']} dimensions")
         bar = None if args.json or args.quiet or args.dry_run else _progress_bar()
         try:
-            report = index.add(*args.paths, dry_run=args.dry_run, progress=bar)
+            report = index.add(*args.paths, dry_run=args.dry_run, progress=bar, **_selection(args))
         finally:
             if bar is not None:
                 bar.close()
@@ -415,6 +438,15 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
 
         _notice(gemini_hint(args.index))
     _notice("-q hides this list; --json lists every skipped file with its reason")
+
+
+def _selection(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Index.add`` options for --include, --exclude and --no-ignore."""
+    return {
+        "include": args.include,
+        "exclude": args.exclude,
+        "respect_ignore": not args.no_ignore,
+    }
 
 
 def _chosen(model: str | None, dimensions: int | None, choose: Any) -> tuple[Any, str]:

@@ -46,7 +46,7 @@ from mmembed._index_config import (
 )
 from mmembed._ingest import FileProblem, IndexProgress, IndexReport, Ingest, IngestContext
 from mmembed._lock import WriterLock
-from mmembed._walk import display_path
+from mmembed._walk import Selection, display_path
 from mmembed.content import Content, Embeddable, Modality, Task, Text
 from mmembed.errors import (
     ConfigurationError,
@@ -468,6 +468,9 @@ class Index(Closeable):
         *paths: str | os.PathLike[str],
         dry_run: bool = False,
         progress: Callable[[IndexProgress], None] | None = None,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        respect_ignore: bool = True,
     ) -> IndexReport:
         """Index files and folders; reindex what changed; drop what disappeared from a folder.
 
@@ -481,20 +484,32 @@ class Index(Closeable):
             paths: files and directories.
             dry_run: only count what would be embedded: chunks, API calls and an estimated cost.
             progress: called after each file with an :class:`IndexProgress`.
+            include: glob patterns (``.gitignore`` syntax, relative to each folder given):
+                when set, only matching files are indexed, e.g. ``["*.md", "papers/**/*.pdf"]``.
+            exclude: glob patterns of files and folders to leave out, e.g. ``["drafts/"]``.
+            respect_ignore: leave out what ``.gitignore`` and ``.mmembedignore`` files in the
+                folders (and above them, up to the top of a git repository) say, as git does.
+
+        Files left out by ``include``, ``exclude`` or ignore files are not read, not reported as
+        failed or skipped (only counted in :attr:`IndexReport.ignored`), and, when indexed
+        before, removed from the index, as files deleted from the folder are. Hidden files and
+        folders (names starting with a dot) are never indexed.
 
         Raises:
+            ConfigurationError: a path does not exist, or a pattern is not a valid glob.
             IndexLockedError: another process is writing to this index.
             AuthenticationError: the API key was refused (nothing more can be embedded).
             RateLimitError: the quota was still exhausted after retries.
         """
         if not paths:
             raise ConfigurationError("add() needs at least one file or folder")
+        select = Selection.build(include, exclude, respect_ignore=respect_ignore)
         started = time.perf_counter()
         with self._lock:
             self._replay(self._store)
             run = Ingest(self._ingest_context(), dry_run=dry_run, progress=progress)
             try:
-                run.walk(paths)
+                run.walk(paths, select)
                 run.process()
             finally:
                 if not dry_run:

@@ -101,6 +101,7 @@ _BUILTIN: dict[Group, dict[str, _Entry]] = {
         "memory": _Entry("mmembed.stores.memory:InMemoryStore", None),
         "faiss": _Entry("mmembed.stores.faiss:FaissStore", None),
         "qdrant": _Entry("mmembed.stores.qdrant:QdrantStore", "qdrant"),
+        "milvus": _Entry("mmembed.stores.milvus:MilvusStore", "milvus"),
     },
 }
 _registry: dict[Group, dict[str, _Entry]] = {g: dict(e) for g, e in _BUILTIN.items()}

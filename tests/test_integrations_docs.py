@@ -9,7 +9,12 @@ import pytest
 
 DOC = Path(__file__).parents[1] / "docs" / "integrations.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
-NEEDS = {"langchain": "langchain_core", "llama_index": "llama_index.core", "chromadb": "chromadb"}
+NEEDS = {
+    "langchain": "langchain_core",
+    "llama_index": "llama_index.core",
+    "chromadb": "chromadb",
+    "mmembed.stores.milvus": "pymilvus",
+}
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
@@ -29,4 +34,4 @@ def test_example_runs(code: str) -> None:
 
 
 def test_every_block_was_found() -> None:
-    assert len(BLOCKS) == 4
+    assert len(BLOCKS) == 5

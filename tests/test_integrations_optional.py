@@ -22,6 +22,16 @@ ROOT = Path(__file__).parents[1]
             "qdrant",
         ),
         (
+            "pymilvus",
+            "from mmembed.stores.milvus import MilvusStore; MilvusStore(4, 'http://127.0.0.1:9')",
+            "milvus",
+        ),
+        (  # pymilvus there, Milvus Lite not
+            "milvus_lite",
+            "from mmembed.stores.milvus import MilvusStore; MilvusStore(4, 'vectors.db')",
+            "milvus",
+        ),
+        (
             "chromadb",
             "from mmembed.integrations.chroma import register_with_chroma; register_with_chroma()",
             "chroma",
@@ -54,4 +64,9 @@ def test_importing_the_stores_does_not_import_qdrant_client() -> None:
         "import sys; from mmembed.stores import QdrantStore; "
         "sys.exit('qdrant_client' in sys.modules)"
     )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_importing_the_stores_does_not_import_pymilvus() -> None:
+    code = "import sys; from mmembed.stores import MilvusStore; sys.exit('pymilvus' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

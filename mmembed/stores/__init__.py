@@ -10,6 +10,8 @@ FAISS is imported only when a :class:`FaissStore` is created or loaded.
 
 - :class:`QdrantStore` (extra ``qdrant``): Qdrant in memory, in a local directory or on a
   server; Qdrant persists by itself. ``qdrant-client`` is imported only when one is created.
+- :class:`MilvusStore` (extra ``milvus``): Milvus Lite in a local file, or a Milvus server or
+  cluster; Milvus persists by itself. ``pymilvus`` is imported only when one is created.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from mmembed.stores._base import Record
 from mmembed.stores.faiss import FaissStore
 from mmembed.stores.memory import InMemoryStore
+from mmembed.stores.milvus import MilvusStore
 from mmembed.stores.qdrant import QdrantStore
 
-__all__ = ["FaissStore", "InMemoryStore", "QdrantStore", "Record"]
+__all__ = ["FaissStore", "InMemoryStore", "MilvusStore", "QdrantStore", "Record"]

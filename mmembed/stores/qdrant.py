@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mmembed._bases import Closeable
 from mmembed._lock import RWLock
 from mmembed._optional import import_optional
 from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreError
 from mmembed.matryoshka import _unit_rows
 from mmembed.protocols import Hit
-from mmembed.stores._api import StoreMethods
+from mmembed.stores._collection import CollectionStore, clamp_score
 from mmembed.stores._table import Record
 from mmembed.stores._validate import (
     RESERVED_KEY,
@@ -68,7 +67,7 @@ def _qdrant() -> tuple[ModuleType, ModuleType]:
     return client, models
 
 
-class QdrantStore(StoreMethods, Closeable):
+class QdrantStore(CollectionStore):
     """Vectors in a Qdrant collection, searched by cosine similarity.
 
     Args:
@@ -198,16 +197,6 @@ class QdrantStore(StoreMethods, Closeable):
             )
 
     # -- protocol -------------------------------------------------------------------------------
-
-    @property
-    def dimensions(self) -> int:
-        """The width of every stored vector."""
-        return self._dimensions
-
-    @property
-    def collection(self) -> str:
-        """The Qdrant collection name."""
-        return self._collection
 
     @property
     def client(self) -> QdrantClient:
@@ -528,6 +517,5 @@ def _split(payload: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
 
 def _hit(point: qmodels.ScoredPoint) -> Hit:
     id_, metadata = _split(point.payload)
-    # Qdrant's float32 cosine can stray just past 1; the local stores clamp it the same way
-    score = min(1.0, max(-1.0, float(point.score)))
+    score = clamp_score(point.score)
     return Hit(id=id_, score=score, metadata=MappingProxyType(metadata))
