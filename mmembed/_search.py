@@ -2,8 +2,9 @@
 
 - **vector**: cosine similarity between the query's vector and the chunks' (the store).
 - **keyword**: BM25 over the chunks' text, file names and titles (the catalog's FTS5 table).
-- **hybrid**: both rankings, fused by weighted reciprocal rank (:func:`fuse`). The weights were
-  chosen by measurement (``benchmarks/search.py``; the numbers are in ``docs/search.md``).
+- **hybrid**: both rankings, fused by a weighted sum of their scores scaled to 0..1 (:func:`fuse`).
+  The weight was chosen by measurement (``benchmarks/search.py``; the numbers are in
+  ``docs/search.md``).
 
 A chunk may have more than one vector, each with its own span (a PDF part and its pages): the
 hits whose spans nest inside each other in one file are one result, shown at the best-matching
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -27,9 +30,8 @@ from mmembed.results import Result, Signal
 
 __all__ = [
     "CANDIDATES",
-    "KEYWORD_WEIGHT",
-    "RRF_K",
     "VECTOR_WEIGHT",
+    "KeywordReader",
     "SearchMode",
     "choose_mode",
     "fuse",
@@ -40,11 +42,11 @@ __all__ = [
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
 
-#: Weighted reciprocal rank fusion: a chunk scores sum(weight / (RRF_K + rank)) over the rankings
-#: that found it.
-VECTOR_WEIGHT = 1.0
-KEYWORD_WEIGHT = 1.0
-RRF_K = 60
+#: Hybrid search scores a chunk VECTOR_WEIGHT * v + (1 - VECTOR_WEIGHT) * k, where v and k are
+#: its cosine and BM25 scaled to 0..1 over each ranking's candidates for the query (min-max;
+#: 0 where a ranking did not find it). Chosen on the evaluation's dev questions
+#: (``benchmarks/search.py --tune``; docs/search.md has the numbers).
+VECTOR_WEIGHT = 0.45
 #: How many candidates each ranking hands to the fusion (at least; more for a big ``k``).
 CANDIDATES = 50
 # Filters that leave at most this many chunks are scored exactly from the catalog's vectors.
@@ -168,24 +170,26 @@ def fuse(
     keyword: Sequence[tuple[str, float]],
     *,
     vector_weight: float = VECTOR_WEIGHT,
-    keyword_weight: float = KEYWORD_WEIGHT,
-    rrf_k: float = RRF_K,
 ) -> list[Candidate]:
-    """Fuse two rankings (best first) by weighted reciprocal rank; best first.
-
-    A ranking that is empty leaves the other's order as it is.
-    """
-    scores: dict[str, float] = {}
+    """Fuse two rankings (best first) into one, best first: a weighted sum of their scores,
+    each scaled to 0..1 over its own candidates (see :data:`VECTOR_WEIGHT`)."""
+    fused: dict[str, float] = {}
     signals: dict[str, list[Signal]] = {}
     for name, ranking, weight in (
         ("vector", vector, vector_weight),
-        ("keyword", keyword, keyword_weight),
+        ("keyword", keyword, 1.0 - vector_weight),
     ):
+        if not ranking:
+            continue
+        top, bottom = ranking[0][1], ranking[-1][1]
+        spread = top - bottom
         for rank, (chunk_id, score) in enumerate(ranking, 1):
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (rrf_k + rank)
+            scaled = (score - bottom) / spread if spread > 0 else 1.0
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight * scaled
             signals.setdefault(chunk_id, []).append(Signal(name=name, rank=rank, score=score))
-    order = sorted(scores, key=lambda i: (-scores[i], min(s.rank for s in signals[i])))
-    return [Candidate(i, scores[i], tuple(signals[i])) for i in order]
+    # ties (say, the last of both lists) go to the chunk some ranking put higher
+    order = sorted(fused, key=lambda i: (-fused[i], min(s.rank for s in signals[i])))
+    return [Candidate(i, fused[i], tuple(signals[i])) for i in order]
 
 
 def single(ranking: Sequence[tuple[str, float]], name: str) -> list[Candidate]:
@@ -194,6 +198,41 @@ def single(ranking: Sequence[tuple[str, float]], name: str) -> list[Candidate]:
         Candidate(i, score, (Signal(name=name, rank=rank, score=score),))
         for rank, (i, score) in enumerate(ranking, 1)
     ]
+
+
+class KeywordReader:
+    """Keyword queries on a catalog connection and a thread of their own, so that a hybrid
+    search runs its keyword side while the query is embedded and the vectors are searched
+    (SQLite, the model and BLAS all let go of the GIL while they work)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pool: ThreadPoolExecutor | None = None
+        self._catalog: Catalog | None = None
+
+    def submit(
+        self, match: str, k: int, within: tuple[str, list[Any]] | None
+    ) -> Future[list[tuple[str, float]]]:
+        """Start a keyword query; its future gives (chunk id, BM25 score), best first."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="mmembed-keywords")
+        return self._pool.submit(self._hits, match, k, within)
+
+    def _hits(
+        self, match: str, k: int, within: tuple[str, list[Any]] | None
+    ) -> list[tuple[str, float]]:
+        if self._catalog is None:  # made in the worker thread, the only one that uses it
+            self._catalog = Catalog(self._path)
+        return self._catalog.keyword_hits(match, k, within=within)
+
+    def close(self) -> None:
+        if self._pool is None:
+            return
+        catalog, self._catalog = self._catalog, None
+        if catalog is not None:
+            self._pool.submit(catalog.close).result()
+        self._pool.shutdown()
+        self._pool = None
 
 
 def vector_candidates(
@@ -244,14 +283,16 @@ def merge_nested(results: Sequence[Result]) -> list[Result]:
     rank among its members.
     """
     groups: list[list[Result]] = []
+    by_source: dict[str, list[list[Result]]] = {}
     for result in results:
-        for group in groups:
-            head = group[0]
-            if head.source == result.source and any(_nest(m.span, result.span) for m in group):
+        mine = by_source.setdefault(result.source, [])
+        for group in mine:
+            if any(_nest(m.span, result.span) for m in group):
                 group.append(result)
                 break
         else:
-            groups.append([result])
+            mine.append([result])
+            groups.append(mine[-1])
     return [_merged(g) if len(g) > 1 else g[0] for g in groups]
 
 

@@ -43,12 +43,14 @@ from mmembed._index_config import (
     read_json,
     rebuild_embedder,
     store_entry,
+    token_budget,
 )
 from mmembed._ingest import FileProblem, IndexProgress, IndexReport, Ingest, IngestContext
 from mmembed._lock import WriterLock
 from mmembed._search import (
     CANDIDATES,
     Candidate,
+    KeywordReader,
     SearchMode,
     choose_mode,
     fuse,
@@ -218,7 +220,7 @@ class Index:
             chunking.get("options", {}) if not given else (chunk_options or {}),
             limits=self._limits,
             custom=chunker,
-            text_tokens=lambda: getattr(self.embedder, "max_tokens", None),
+            budget=lambda: token_budget(self.embedder),
         )
         if given:
             chunking["options"] = self._chunkers.options
@@ -229,6 +231,7 @@ class Index:
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = WriterLock(self.path / "lock")
         self._catalog = Catalog(self.path / "catalog.sqlite")
+        self._keywords = KeywordReader(self.path / "catalog.sqlite")
         if config is None:
             self._config: dict[str, Any] = {
                 "version": CONFIG_VERSION,
@@ -560,25 +563,29 @@ class Index:
         text = _is_text(query)
         chosen = choose_mode(mode, text_query=text, has_text=self._has_text)
         filt = resolve_where(where, self._catalog)
-        # more candidates than asked for: nested hits merge, groups gather several chunks
-        depth = max(CANDIDATES, k * (5 if group else 3))
+        # more results than asked for: nested hits merge, groups gather several chunks; and
+        # more candidates than that from each ranking, for the fusion
+        wanted = k * (5 if group else 3)
+        depth = max(CANDIDATES, wanted)
         vector_hits: list[tuple[str, float]] = []
         keyword_hits: list[tuple[str, float]] = []
+        match = keyword_match(_query_text(query)) if chosen != "vector" else None
+        within = filt.sql if filt is not None else None
+        if chosen == "keyword" and match is not None:
+            keyword_hits = self._catalog.keyword_hits(match, depth, within=within)
         if chosen != "keyword":
+            # the keyword side runs while the query is embedded and the vectors searched
+            pending = self._keywords.submit(match, depth, within) if match is not None else None
             self._replay(self._store)
             task = Task.QUERY if text else Task.DOCUMENT
             vector = self._embed_with.embed([query], task=task)[0]
             vector_hits = vector_candidates(self._store, self._catalog, vector, depth, filt)
-        if chosen != "vector":
-            match = keyword_match(_query_text(query))
-            if match is not None:
-                within = filt.sql if filt is not None else None
-                keyword_hits = self._catalog.keyword_hits(match, depth, within=within)
+            keyword_hits = pending.result() if pending is not None else []
         if chosen == "hybrid":
             candidates = fuse(vector_hits, keyword_hits)
         else:
             candidates = single(vector_hits or keyword_hits, chosen)
-        results = merge_nested(self._results(candidates))
+        results = merge_nested(self._results(candidates[:wanted]))
         if group:
             results = _group(results)
         return Results(results[:k], query=query if isinstance(query, str) else repr(query))
@@ -618,6 +625,7 @@ class Index:
 
     def close(self) -> None:
         """Close the catalog (the index stays usable on disk)."""
+        self._keywords.close()
         self._catalog.close()
 
     def __enter__(self) -> Index:
