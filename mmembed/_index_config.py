@@ -153,16 +153,20 @@ def token_budget(embedder: object) -> TokenBudget | None:
     """What an embedder says it reads: its ``max_input_tokens`` counted by its
     ``count_tokens``, else its limits' ``max_tokens`` (estimated); wrappers are looked through.
     ``None`` for an embedder that says nothing."""
+    chain: list[object] = []
     found: object = embedder
-    while found is not None:
-        most = getattr(found, "max_input_tokens", None)
+    while found is not None and len(chain) < 32:
+        chain.append(found)
+        found = getattr(found, "embedder", None)
+    for member in chain:
+        most = getattr(member, "max_input_tokens", None)
         if isinstance(most, int) and not isinstance(most, bool) and most > 0:
-            count = getattr(found, "count_tokens", None)
+            count = getattr(member, "count_tokens", None)
             return TokenBudget(most, count if callable(count) else estimate_tokens)
-        limits = getattr(found, "limits", None)
+    for member in chain:
+        limits = getattr(member, "limits", None)
         if isinstance(limits, ModelLimits):
             return TokenBudget(limits.max_tokens, estimate_tokens)
-        found = getattr(found, "embedder", None)
     return None
 
 
