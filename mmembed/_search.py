@@ -23,7 +23,9 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from mmembed._catalog import Catalog
+from mmembed._walk import display_path
 from mmembed._where import Filter
+from mmembed.content import Content, Embeddable, Modality, Text
 from mmembed.errors import ConfigurationError
 from mmembed.protocols import PageSpan, Span, TextSpan, TimeSpan, VectorStore
 from mmembed.results import Result, Signal
@@ -337,3 +339,49 @@ def _width(span: Span | None) -> float:
         return float("inf")
     lo, hi = _bounds(span)
     return hi - lo
+
+
+# -- queries and results ---------------------------------------------------------------------
+
+
+def is_text(query: Embeddable) -> bool:
+    """Whether a query is text only (a string, a Text, or a Content of Text parts)."""
+    if isinstance(query, (str, Text)):
+        return True
+    return isinstance(query, Content) and all(isinstance(p, Text) for p in query.parts)
+
+
+def query_text(query: Embeddable) -> str:
+    """The words of a text query, for the keyword side."""
+    if isinstance(query, str):
+        return query
+    parts = query.parts if isinstance(query, Content) else (query,)
+    return " ".join(p.text for p in parts if isinstance(p, Text))
+
+
+def results_of(catalog: Catalog, candidates: Sequence[Candidate]) -> list[Result]:
+    """The results for ranked candidates, from their catalog records (gone ones left out)."""
+    records = catalog.chunks([c.id for c in candidates])
+    metadata = catalog.file_metadata({r.path for r in records.values()})
+    cwd = Path.cwd()
+    results = []
+    for candidate in candidates:
+        rec = records.get(candidate.id)
+        if rec is None:
+            continue  # removed between the store snapshot and now
+        source = display_path(rec.path, cwd=cwd)
+        uri = source if rec.span is None else f"{source}#{rec.span.fragment}"
+        results.append(
+            Result(
+                score=candidate.score,
+                source=source,
+                modality=Modality(rec.modality),
+                span=rec.span,
+                uri=uri,
+                preview=rec.preview,
+                chunk_id=rec.id,
+                signals=candidate.signals,
+                metadata=metadata.get(rec.path, {}),
+            )
+        )
+    return results

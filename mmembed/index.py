@@ -49,19 +49,20 @@ from mmembed._ingest import FileProblem, IndexProgress, IndexReport, Ingest, Ing
 from mmembed._lock import WriterLock
 from mmembed._search import (
     CANDIDATES,
-    Candidate,
     KeywordReader,
     SearchMode,
     choose_mode,
     fuse,
+    is_text,
     keyword_match,
     merge_nested,
+    query_text,
+    results_of,
     single,
     vector_candidates,
 )
-from mmembed._walk import display_path
 from mmembed._where import check_add_metadata, resolve_where
-from mmembed.content import Content, Embeddable, Modality, Task, Text
+from mmembed.content import Embeddable, Task
 from mmembed.errors import (
     ConfigurationError,
     CorruptStoreError,
@@ -560,7 +561,7 @@ class Index:
             raise ConfigurationError(f"k must be >= 1, got {k}")
         if isinstance(query, str) and not query.strip():
             raise ConfigurationError("the query is empty; pass some text, or a file with --image")
-        text = _is_text(query)
+        text = is_text(query)
         chosen = choose_mode(mode, text_query=text, has_text=self._has_text)
         filt = resolve_where(where, self._catalog)
         # more results than asked for: nested hits merge, groups gather several chunks; and
@@ -569,7 +570,7 @@ class Index:
         depth = max(CANDIDATES, wanted)
         vector_hits: list[tuple[str, float]] = []
         keyword_hits: list[tuple[str, float]] = []
-        match = keyword_match(_query_text(query)) if chosen != "vector" else None
+        match = keyword_match(query_text(query)) if chosen != "vector" else None
         within = filt.sql if filt is not None else None
         if chosen == "keyword" and match is not None:
             keyword_hits = self._catalog.keyword_hits(match, depth, within=within)
@@ -585,36 +586,10 @@ class Index:
             candidates = fuse(vector_hits, keyword_hits)
         else:
             candidates = single(vector_hits or keyword_hits, chosen)
-        results = merge_nested(self._results(candidates[:wanted]))
+        results = merge_nested(results_of(self._catalog, candidates[:wanted]))
         if group:
             results = _group(results)
         return Results(results[:k], query=query if isinstance(query, str) else repr(query))
-
-    def _results(self, candidates: Sequence[Candidate]) -> list[Result]:
-        records = self._catalog.chunks([c.id for c in candidates])
-        metadata = self._catalog.file_metadata({r.path for r in records.values()})
-        cwd = Path.cwd()
-        results = []
-        for candidate in candidates:
-            rec = records.get(candidate.id)
-            if rec is None:
-                continue  # removed between the store snapshot and now
-            source = display_path(rec.path, cwd=cwd)
-            uri = source if rec.span is None else f"{source}#{rec.span.fragment}"
-            results.append(
-                Result(
-                    score=candidate.score,
-                    source=source,
-                    modality=Modality(rec.modality),
-                    span=rec.span,
-                    uri=uri,
-                    preview=rec.preview,
-                    chunk_id=rec.id,
-                    signals=candidate.signals,
-                    metadata=metadata.get(rec.path, {}),
-                )
-            )
-        return results
 
     def _has_text(self) -> bool:
         """Whether the keyword index holds text (asked again only after the catalog changed)."""
@@ -639,19 +614,6 @@ class Index:
         return (
             f"Index({str(self.path)!r}, model={spec['model']!r}, dimensions={spec['dimensions']})"
         )
-
-
-def _is_text(query: Embeddable) -> bool:
-    if isinstance(query, (str, Text)):
-        return True
-    return isinstance(query, Content) and all(isinstance(p, Text) for p in query.parts)
-
-
-def _query_text(query: Embeddable) -> str:
-    if isinstance(query, str):
-        return query
-    parts = query.parts if isinstance(query, Content) else (query,)
-    return " ".join(p.text for p in parts if isinstance(p, Text))
 
 
 def _group(results: list[Result]) -> list[Result]:
