@@ -8,10 +8,9 @@ Heavy dependencies (google-genai, FAISS, PyAV) load on first use, so ``import mm
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mmembed._optional import lazy_attributes
 from mmembed.content import (
     Audio,
     Content,
@@ -42,33 +41,42 @@ from mmembed.errors import (
     StoreError,
     UnsupportedMediaError,
 )
-from mmembed.matryoshka import Matryoshka, truncate
-from mmembed.protocols import (
-    Chunk,
-    Chunker,
-    Embedder,
-    Hit,
-    PageSpan,
-    TextSpan,
-    TimeSpan,
-    VectorStore,
-)
 
 if TYPE_CHECKING:
+    from mmembed._version import __version__
     from mmembed.cache import CachedEmbedder, EmbeddingCache
     from mmembed.chunkers import chunk
     from mmembed.embedders.gemini import GeminiEmbedder
     from mmembed.index import Index, IndexReport
+    from mmembed.matryoshka import Matryoshka, truncate
+    from mmembed.protocols import (
+        Chunk,
+        Chunker,
+        Embedder,
+        Hit,
+        PageSpan,
+        TextSpan,
+        TimeSpan,
+        VectorStore,
+    )
     from mmembed.results import Result, Results
     from mmembed.stores import FaissStore, InMemoryStore, QdrantStore
 
-try:
-    __version__ = version("mmembed")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
-
 # name -> module that defines it; imported on first access to keep `import mmembed` light
+# (numpy, behind the protocols and Matryoshka, and the package metadata take a third of a
+# second: a command that only asks a resident helper needs neither)
 _LAZY: dict[str, str] = {
+    "__version__": "mmembed._version",
+    "Matryoshka": "mmembed.matryoshka",
+    "truncate": "mmembed.matryoshka",
+    "Chunk": "mmembed.protocols",
+    "Chunker": "mmembed.protocols",
+    "Embedder": "mmembed.protocols",
+    "Hit": "mmembed.protocols",
+    "PageSpan": "mmembed.protocols",
+    "TextSpan": "mmembed.protocols",
+    "TimeSpan": "mmembed.protocols",
+    "VectorStore": "mmembed.protocols",
     "CachedEmbedder": "mmembed.cache",
     "EmbeddingCache": "mmembed.cache",
     "FaissStore": "mmembed.stores",
@@ -134,14 +142,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmembed' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("mmembed", _LAZY, globals())

@@ -334,8 +334,7 @@ class Ingest:
             self._skip(
                 path,
                 f"{self.ctx.model} does not embed {modality.value} (it takes "
-                f"{', '.join(sorted(m.value for m in accepted))}); set GEMINI_API_KEY and use "
-                "a Gemini index to include it",
+                f"{', '.join(sorted(m.value for m in accepted))})",
                 st=st,
                 sha=sha,
             )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any
 
 from mmembed.errors import MissingDependencyError
 
-__all__ = ["import_optional"]
+__all__ = ["import_optional", "lazy_attributes"]
 
 
 def import_optional(module: str, *, extra: str, purpose: str) -> ModuleType:
@@ -28,3 +30,28 @@ def import_optional(module: str, *, extra: str, purpose: str) -> ModuleType:
         )
         err.name = root
         raise err from exc
+
+
+def lazy_attributes(
+    module: str, lazy: Mapping[str, str], namespace: dict[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module's ``__getattr__`` and ``__dir__`` (PEP 562) for names imported on first use.
+
+    Args:
+        module: the module's name, for the error on an unknown attribute.
+        lazy: each lazy name and the module it is imported from.
+        namespace: the module's ``globals()``, where each name is kept once imported.
+    """
+
+    def __getattr__(name: str) -> Any:
+        source = lazy.get(name)
+        if source is None:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(source), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(lazy))
+
+    return __getattr__, __dir__

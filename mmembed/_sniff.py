@@ -60,6 +60,17 @@ _FTYP_BRANDS = {
 }
 
 
+# WAV in a big-endian RIFX container, or in RF64/BW64 (files over 4 GB): filetype knows only the
+# RIFF spelling; libsndfile, which reads our audio, takes all of them
+_WAV_CONTAINERS = (b"RIFF", b"RIFX", b"RF64", b"BW64")
+
+
+def _wav(head: bytes) -> str | None:
+    if head[:4] in _WAV_CONTAINERS and head[8:12] == b"WAVE":
+        return "audio/wav"
+    return None
+
+
 def _ftyp(head: bytes) -> str | None:
     if len(head) >= 12 and head[4:8] == b"ftyp":
         return _FTYP_BRANDS.get(head[8:12])
@@ -85,7 +96,7 @@ def sniff(head: bytes) -> str | None:
 
     Plain UTF-8 text (no NUL bytes) is ``text/plain``.
     """
-    mime = _ftyp(head)
+    mime = _ftyp(head) or _wav(head)
     if mime is None:
         try:
             kind = filetype.guess(head)

@@ -31,12 +31,16 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mmembed.content import Modality
 from mmembed.errors import ConfigurationError
-from mmembed.stores._filters import matches
-from mmembed.stores._validate import Scalar, check_where, clean_metadata
+
+if TYPE_CHECKING:
+    from mmembed.stores._validate import Scalar
+
+# The stores' checks are imported when a filter is read, not with this module: the command line
+# reads FIELDS in a process that must stay light (it may hand the search to a helper).
 
 __all__ = ["FIELDS", "Filter", "check_add_metadata", "resolve_where"]
 
@@ -71,6 +75,8 @@ class Filter:
 
 def check_add_metadata(metadata: object) -> dict[str, Any]:
     """The metadata given to ``Index.add``, checked: JSON values under keys no field uses."""
+    from mmembed.stores._validate import clean_metadata
+
     if not isinstance(metadata, Mapping):
         raise ConfigurationError(
             f"metadata takes a dict, like {{'course': 'biology'}}; got {type(metadata).__name__}"
@@ -88,6 +94,9 @@ def resolve_where(
     where: Mapping[str, Any] | None, catalog: _Catalog, *, cwd: str | None = None
 ) -> Filter | None:
     """Check ``where`` and translate it; ``None`` when it filters nothing."""
+    from mmembed.stores._filters import matches
+    from mmembed.stores._validate import check_where
+
     if where is None:
         return None
     if not isinstance(where, Mapping):

@@ -23,16 +23,15 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._bases import Closeable, WrapsEmbedder
 from mmembed._checks import check_rows
-from mmembed.content import Embeddable, Modality, Task, content_hash
+from mmembed.content import Embeddable, Task, content_hash
 from mmembed.errors import CorruptStoreError, StoreError
-from mmembed.limits import ModelLimits
 from mmembed.protocols import Embedder
 
 __all__ = ["CachedEmbedder", "EmbeddingCache"]
@@ -46,7 +45,7 @@ _SELECT = (
 )
 
 
-class EmbeddingCache:
+class EmbeddingCache(Closeable):
     """Vectors by (content hash, model, dimensions, task) in a SQLite file.
 
     Safe to share between threads (one connection behind a lock) and between processes (WAL
@@ -164,17 +163,6 @@ class EmbeddingCache:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> EmbeddingCache:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
         if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
             return CorruptStoreError(
@@ -266,7 +254,7 @@ def _assemble(
     return out, len(hashes) - len(todo_hashes)
 
 
-class CachedEmbedder:
+class CachedEmbedder(WrapsEmbedder):
     """Any :class:`~mmembed.protocols.Embedder` behind an :class:`EmbeddingCache`.
 
     Only items missing from the cache reach the wrapped embedder, each distinct one once; their
@@ -289,35 +277,14 @@ class CachedEmbedder:
         self.misses = 0
 
     @property
-    def embedder(self) -> Embedder:
-        """The wrapped embedder."""
-        return self._embedder
-
-    @property
     def cache(self) -> EmbeddingCache:
         """The cache in front of it."""
         return self._cache
 
     @property
-    def model(self) -> str:
-        """The wrapped embedder's model id."""
-        return self._embedder.model
-
-    @property
     def dimensions(self) -> int:
         """The wrapped embedder's width."""
         return self._embedder.dimensions
-
-    @property
-    def modalities(self) -> frozenset[Modality]:
-        """The wrapped embedder's modalities."""
-        return self._embedder.modalities
-
-    @property
-    def limits(self) -> ModelLimits | None:
-        """The wrapped embedder's model limits, when it knows them (chunkers size from these)."""
-        limits = getattr(self._embedder, "limits", None)
-        return limits if isinstance(limits, ModelLimits) else None
 
     def embed(
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT

@@ -12,14 +12,18 @@
 Exit codes (see :class:`ExitCode`): 0 done; 1 done, but some files failed (or nothing matched
 ``remove``); 2 bad usage; 3 no embedder or a missing extra; 4 no index, or an index that cannot
 be used with these settings; 5 the embedding service failed (key, quota, outage); 6 another
-process is writing to the index; 130 interrupted.
+process is writing to the index; 130 interrupted; 141 the reader of the output went away
+(``mmembed info | head -1``), quietly, as for any Unix command.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +31,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from mmembed.content import Modality, Part, load
+from mmembed._search_cli import Outcome, SearchFailure
+from mmembed.content import Modality
 from mmembed.errors import (
     ConfigurationError,
     CorruptStoreError,
@@ -60,6 +65,8 @@ class ExitCode(IntEnum):
     LOCKED = 6
     #: stopped with Ctrl-C; committed files are kept, run the command again to resume
     INTERRUPTED = 130
+    #: the reader of the output went away (``| head -1``); nothing is printed about it
+    BROKEN_PIPE = 141
 
 
 _DEFAULT_INDEX = ".mmembed"
@@ -75,6 +82,22 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # an unknown option is reported by the subcommand it was given to, with its usage
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(parsed, "command", None)
+            owner = self._subcommands.get(command, self) if command else self
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+    @property
+    def _subcommands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,12 +118,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="mmembed",
         description="Multimodal search over your files: text, images, audio, video and PDFs.",
         epilog="Exit codes: 0 ok, 1 some files failed, 2 usage, 3 setup (no embedder or extra), "
-        "4 index unusable, 5 embedding service, 6 index busy, 130 interrupted.",
+        "4 index unusable, 5 embedding service, 6 index busy, 130 interrupted, 141 output closed.",
         parents=[common],
     )
-    parser.add_argument(
-        "--version", action="version", version=f"mmembed {_version()}", help="print the version"
-    )
+    parser.add_argument("--version", action=_Version, help="print the version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser(
@@ -109,8 +130,15 @@ def _parser() -> argparse.ArgumentParser:
         help="add files and folders to the index (only new or changed files are embedded)",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    p.add_argument("--model", help="embedding model for a new index")
-    p.add_argument("--dimensions", type=int, help="vector size for a new index (Gemini: 768)")
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="embedding model for a new index: a Gemini model, all-MiniLM-L6-v2, or "
+        "tokenlearn-static-model",
+    )
+    p.add_argument(
+        "--dimensions", type=int, metavar="N", help="vector size for a new index (Gemini: 768)"
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -123,12 +151,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="chunks embedded per round; finished files are committed after each round (256)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no list of skipped files"
+    )
 
     s = sub.add_parser(
         "search", parents=[common], help="search the index with text, or with a file"
     )
-    s.add_argument("query", nargs="*", help="what to look for")
+    s.add_argument(
+        "query",
+        nargs="*",
+        metavar="QUERY",
+        help="what to look for; an image, audio, video or PDF file searches with that file",
+    )
     for modality in ("image", "audio", "video", "pdf"):
         s.add_argument(f"--{modality}", metavar="FILE", help=f"search with {modality} FILE")
     s.add_argument("-k", type=int, default=10, metavar="N", help="number of results (10)")
@@ -165,18 +200,27 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "remove", parents=[common], help="drop files or folders from the index (not from disk)"
     )
-    r.add_argument("paths", nargs="+", metavar="PATH")
+    r.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="indexed files, or folders to drop all under",
+    )
     return parser
 
 
-def _version() -> str:
-    """The installed distribution's version (the package metadata is the one source)."""
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """``--version``: the package metadata is read only when asked (it costs 0.1 s)."""
 
-    try:
-        return version("mmembed")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "unknown (not installed)"
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from mmembed._version import __version__
+
+        shown = __version__ if __version__ != "0.0.0" else "unknown (not installed)"
+        print(f"mmembed {shown}")
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,7 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return handler(args)
+    except BrokenPipeError:
+        return _broken_pipe()
     except _Fail as exc:
+        _error(str(exc))
+        return exc.code
+    except SearchFailure as exc:
         _error(str(exc))
         return exc.code
     except KeyboardInterrupt:
@@ -208,6 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         _error(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
         return ExitCode.SETUP
+
+
+def _broken_pipe() -> int:
+    """The reader went away: say nothing, and keep the interpreter from saying it at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return ExitCode.BROKEN_PIPE
 
 
 def _code_for(exc: MMEmbedError) -> ExitCode:
@@ -262,10 +320,15 @@ def _cmd_index(args: argparse.Namespace) -> int:
     existing = _exists(args.index)
     embedder = None
     if existing:
-        if args.model or args.dimensions:
-            # checked against the index's own settings: a mismatch is an IncompatibleIndexError
-            embedder, _ = _chosen(args.model, args.dimensions, choose_embedder)
+        _check_settings(args)
     else:
+        missing = [p for p in args.paths if not os.path.lexists(p)]
+        if missing:
+            # checked before anything is created: a typo leaves no empty index behind
+            raise _Fail(
+                f"{missing[0]}: no such file or folder; nothing was indexed (check the path)",
+                ExitCode.USAGE,
+            )
         embedder, note = _chosen(args.model, args.dimensions, choose_embedder)
         _notice(note)
     if args.dry_run and not existing:
@@ -276,7 +339,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
             index.close()
     else:
         index = Index(args.index, embedder=embedder, batch_size=args.batch_size)
-        if existing and not args.json:
+        if existing and not (args.json or args.quiet):
             spec = index.info()["embedder"]
             _notice(f"index {args.index}: {spec['model']}, {spec['dimensions']} dimensions")
         bar = None if args.json or args.quiet or args.dry_run else _progress_bar()
@@ -289,8 +352,90 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report.to_dict())
     else:
-        print(report)
+        _print_report(report, args)
     return ExitCode.PARTIAL if report.failed else ExitCode.OK
+
+
+def _check_settings(args: argparse.Namespace) -> None:
+    """``--model``/``--dimensions`` on an existing index: fine when they are its own."""
+    if not (args.model or args.dimensions):
+        return
+    from mmembed._index_config import read_json
+
+    spec = (read_json(Path(args.index) / "config.json") or {}).get("embedder") or {}
+    model, dims = spec.get("model"), spec.get("dimensions")
+    if args.model in (None, model) and args.dimensions in (None, dims):
+        return
+    given = " ".join(
+        f"--{k} {v}" for k, v in (("model", args.model), ("dimensions", args.dimensions)) if v
+    )
+    raise _Fail(
+        f"the index {args.index} was made with {model} ({dims} dimensions) and keeps it; "
+        f"{given} applies to a new index: mmembed index FOLDER --index NEW_DIR {given}",
+        ExitCode.INDEX,
+    )
+
+
+# "(AttributeError: 'NoneType' object has no attribute 'x')", "[Errno 1094995529] ": what a
+# decoder said, in Python's words; the report keeps it (--json), the terminal gets the sentence
+_PY_DETAIL = re.compile(
+    r" ?\((?:[A-Za-z_.]*(?:Error|Exception|Warning)): ([^()]*(?:\([^()]*\)[^()]*)*)\)"
+)
+_ERRNO = re.compile(r"\[Errno -?\d+\] ")
+_PY_WORDS = re.compile(
+    r"NoneType|object has no attribute|object is not|not subscriptable|positional argument|"
+    r"keyword argument|index out of range|not iterable|<[\w.]+ object at 0x[0-9a-f]+>"
+)
+
+
+def plain_reason(reason: str) -> str:
+    """A failure reason without Python internals: no exception class names, no errno numbers,
+    no object reprs; a decoder's own words are kept when they mean something to a person."""
+
+    def detail(match: re.Match[str]) -> str:
+        said = _ERRNO.sub("", match.group(1)).strip()
+        return "" if not said or _PY_WORDS.search(said) else f" ({said})"
+
+    return _ERRNO.sub("", _PY_DETAIL.sub(detail, reason))
+
+
+# how many skipped files of one kind are named before the rest are counted
+_SHOWN_SKIPS = 3
+_OLD_HINT = "; set GEMINI_API_KEY and use a Gemini index to include it"
+
+
+def _print_report(report: Any, args: argparse.Namespace) -> None:
+    """The summary and the failures on stdout; skipped files, grouped by why, on stderr."""
+    head = str(report).splitlines()[0]
+    print(
+        "\n".join([head, *(f"  failed: {p.path}: {plain_reason(p.reason)}" for p in report.failed)])
+    )
+    if args.quiet or not report.skipped:
+        return
+    groups: dict[str, list[str]] = {}
+    kinds: dict[str, list[str]] = {}  # modalities a model does not embed, per group
+    for problem in report.skipped:
+        reason = problem.reason.removesuffix(_OLD_HINT)
+        model, cut, rest = reason.partition(" does not embed ")
+        if cut:  # "m does not embed image (it takes text)": one line for every modality
+            modality, _, takes = rest.partition(" ")
+            key = f"{model} does not embed {{}} {takes}"
+            if modality not in kinds.setdefault(key, []):
+                kinds[key].append(modality)
+        else:  # the same cause for different bytes ("unknown binary data (first bytes: …)")
+            key = re.sub(r" *\([^)]*\)", "", reason)
+        groups.setdefault(key, []).append(problem.path)
+    for key, paths in groups.items():
+        shown = ", ".join(paths[:_SHOWN_SKIPS])
+        more = f" and {len(paths) - _SHOWN_SKIPS} more" if len(paths) > _SHOWN_SKIPS else ""
+        noun = "file" if len(paths) == 1 else "files"
+        reason = key.format(", ".join(kinds[key])) if key in kinds else key
+        _notice(f"skipped {len(paths)} {noun} ({shown}{more}): {reason}")
+    if kinds:
+        from mmembed._search_cli import gemini_hint
+
+        _notice(gemini_hint(args.index))
+    _notice("-q hides this list; --json lists every skipped file with its reason")
 
 
 def _chosen(model: str | None, dimensions: int | None, choose: Any) -> tuple[Any, str]:
@@ -393,21 +538,33 @@ def _cmd_search(args: argparse.Namespace) -> int:
         )
     if not given and not text:
         raise _Fail('nothing to search for: mmembed search "your question"', ExitCode.USAGE)
-    query: str | Part = text
+    request: dict[str, Any] = {"text": text, "index_dir": args.index, "json": args.json}
     if given:
-        modality, file = given[0]
-        query = _load_query(modality, file)
-    where = _where(args)
-    index = _open_existing(args)
-    try:
-        results = index.search(query, k=args.k, where=where, group=args.group, mode=args.mode)
-    finally:
-        index.close()
-    if args.json:
-        _print_json(results.to_dicts())
-    else:
-        print(results.table())
-    return ExitCode.OK
+        request["modality"], request["file"] = given[0]
+    elif len(args.query) == 1 and (found := _media_file(text)) is not None:
+        # `mmembed search photo.png`: the file, not its name (said on stderr)
+        request.update(modality=found, file=text, inferred=True)
+    request["width"] = 0 if args.json else shutil.get_terminal_size((120, 20)).columns
+    # what Index.search takes, as plain JSON (the helper runs the same request)
+    request["search"] = {"k": args.k, "where": _where(args), "group": args.group}
+    if args.mode:
+        request["search"]["mode"] = args.mode
+    if not _exists(args.index):
+        _open_existing(args)  # says there is no index, and how to make one
+    outcome = _search_by_helper(args.index, request)
+    if outcome is None:
+        from mmembed import _search_cli
+
+        index = _search_cli.open_for_search(args.index)
+        try:
+            outcome = _search_cli.run(index, request, index_dir=args.index)
+        finally:
+            _search_cli.close(index)
+    for notice in outcome.notices:
+        _notice(notice)
+    sys.stdout.write(outcome.stdout)
+    sys.stdout.flush()
+    return outcome.code
 
 
 def _where(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -445,18 +602,36 @@ def _scalar(text: str) -> Any:
     return value if isinstance(value, (int, float, bool)) or value is None else text
 
 
-def _load_query(modality: str, file: str) -> Part:
+def _media_file(arg: str) -> str | None:
+    """The modality of ``arg`` when it names an existing file that is not text."""
+    from mmembed.content import sniff_file
+
+    path = Path(arg)
     try:
-        part = load(file)
-    except ConfigurationError as exc:
-        raise _Fail(f"--{modality} {file}: no such file", ExitCode.USAGE) from exc
-    found = part.modality.value
-    if found != modality:
-        hint = f"; use --{found} {file}" if found != "text" else "; pass text as the query"
-        raise _Fail(
-            f"--{modality} {file}: the file is {found}, not {modality}{hint}", ExitCode.USAGE
-        )
-    return part
+        if not path.is_file():
+            return None
+        _, _, modality = sniff_file(path)
+    except OSError:
+        return None
+    return None if modality in (None, Modality.TEXT) else modality.value
+
+
+def _search_by_helper(index_dir: str, request: dict[str, Any]) -> Outcome | None:
+    """The outcome from the index's resident helper, or ``None`` to search in this process."""
+    from mmembed import _daemon
+
+    if not _daemon.enabled():
+        return None
+    try:
+        reply = _daemon.ask(index_dir, request)
+    except _daemon.Unsafe as exc:
+        _notice(f"{exc}; searching without the helper")
+        return None
+    if reply is None:
+        return None
+    if "error" in reply:
+        raise _Fail(str(reply["error"]), ExitCode(int(reply["code"])))
+    return Outcome.from_dict(reply["ok"])
 
 
 # -- info and remove ----------------------------------------------------------------------------

@@ -342,8 +342,7 @@ def load(source: str | os.PathLike[str] | bytes) -> Part:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         head = data[:HEAD_BYTES]
-        mime = sniff(head)
-        modality = modality_of(mime) if mime else None
+        mime, modality = _sniff_head(head)
         if modality is Modality.TEXT:
             return Text(_decode_text(data, "<bytes>"))
         if modality is None:
@@ -354,10 +353,7 @@ def load(source: str | os.PathLike[str] | bytes) -> Part:
     path = Path(source)
     if not path.is_file():
         raise ConfigurationError(f"{path} does not exist or is not a regular file")
-    with path.open("rb") as f:
-        head = f.read(HEAD_BYTES)
-    mime = sniff(head)
-    modality = modality_of(mime) if mime else None
+    head, mime, modality = sniff_file(path)
     if modality is Modality.TEXT:
         return Text(_decode_text(path.read_bytes(), str(path)))
     if modality is None:
@@ -366,6 +362,20 @@ def load(source: str | os.PathLike[str] | bytes) -> Part:
             "video and PDFs"
         )
     return _PART_TYPES[modality](path, mime or "")
+
+
+def sniff_file(path: Path) -> tuple[bytes, str | None, Modality | None]:
+    """The first bytes of the file at ``path``, the MIME type they show, and its modality
+    (``None`` for a type or a modality mmembed does not take)."""
+    with path.open("rb") as f:
+        head = f.read(HEAD_BYTES)
+    mime, modality = _sniff_head(head)
+    return head, mime, modality
+
+
+def _sniff_head(head: bytes) -> tuple[str | None, Modality | None]:
+    mime = sniff(head)
+    return mime, modality_of(mime) if mime else None
 
 
 def _decode_text(data: bytes, name: str) -> str:

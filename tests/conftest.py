@@ -17,6 +17,10 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+# `mmembed search` leaves a resident helper behind by default; tests that want one ask for it
+# (tests/test_cli_helper.py), the others search in their own process
+os.environ["MMEMBED_HELPER"] = "off"
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 

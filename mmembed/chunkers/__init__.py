@@ -17,18 +17,18 @@ blow-up fails one file with a :class:`~mmembed.errors.ChunkingError`, not the ca
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmembed._sniff import HEAD_BYTES, describe, sniff
+from mmembed._optional import lazy_attributes
+from mmembed._sniff import describe
 from mmembed.chunkers.image import ImageChunker
 from mmembed.chunkers.pdf import PdfChunker
 from mmembed.chunkers.text import TextChunker
-from mmembed.content import Content, Media, Modality, Part, Text, modality_of
+from mmembed.content import Content, Media, Modality, Part, Text, sniff_file
 from mmembed.errors import ConfigurationError, UnsupportedMediaError
 from mmembed.limits import GEMINI_EMBEDDING_2, ModelLimits
 from mmembed.protocols import Chunk, Chunker
@@ -62,17 +62,7 @@ _BY_MODALITY: dict[Modality, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmembed.chunkers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("mmembed.chunkers", _LAZY, globals())
 
 
 def _chunker_class(modality: Modality) -> type[Any]:
@@ -201,10 +191,7 @@ def _sniff_path(source: str | os.PathLike[str]) -> Modality:
     path = Path(source)
     if not path.is_file():
         raise ConfigurationError(f"{os.fspath(source)}: no such file (or not a regular file)")
-    with path.open("rb") as f:
-        head = f.read(HEAD_BYTES)
-    mime = sniff(head)
-    modality = modality_of(mime) if mime else None
+    head, _, modality = sniff_file(path)
     if modality is None:
         raise UnsupportedMediaError(
             f"{os.fspath(source)}: cannot chunk {describe(head)}; mmembed takes text, images, "

@@ -1,14 +1,18 @@
-"""Helpers every chunker shares: turning a source into a part, and naming it."""
+"""Helpers every chunker shares: turning a source into a part, naming it, and running the
+decoding of media in the sandbox."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from mmembed.content import Content, Media, Modality, Part, Text, load
 from mmembed.errors import ConfigurationError, UnsupportedMediaError
+from mmembed.protocols import Chunk
 
-__all__ = ["resolve_source", "source_name"]
+__all__ = ["SandboxedChunker", "resolve_source", "source_name"]
 
 _ARTICLE = {
     Modality.TEXT: "text",
@@ -65,3 +69,32 @@ def resolve_source(
             f"{_ARTICLE[part.modality]}; use mmembed.chunk() to pick the chunker by type"
         )
     return part, name
+
+
+class SandboxedChunker:
+    """A media chunker whose decoding runs through
+    :func:`~mmembed.chunkers._sandbox.isolated` with its own ``isolate``, ``timeout`` and
+    ``memory_mb``."""
+
+    isolate: bool
+    timeout: float
+    memory_mb: int | None
+
+    def _isolated(
+        self,
+        decode: Callable[..., Iterator[Chunk]],
+        *args: Any,
+        name: str,
+        preload: Sequence[str],
+    ) -> Iterator[Chunk]:
+        from mmembed.chunkers._sandbox import isolated
+
+        return isolated(
+            decode,
+            *args,
+            timeout=self.timeout,
+            memory_mb=self.memory_mb,
+            name=name,
+            isolate=self.isolate,
+            preload=preload,
+        )

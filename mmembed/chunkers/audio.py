@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._optional import import_optional
+from mmembed.chunkers._common import SandboxedChunker
 from mmembed.chunkers._plan import iter_windows
 from mmembed.chunkers._source import media_source
 from mmembed.content import Audio, Part, Video
@@ -65,7 +66,7 @@ class _Job:
     quality: str
 
 
-class AudioChunker:
+class AudioChunker(SandboxedChunker):
     """Cut audio (or a video's audio track) into windows that each fit one embedding.
 
     Args:
@@ -172,8 +173,6 @@ class AudioChunker:
             ChunkingError: the audio cannot be decoded (corrupt, hostile, too slow).
         """
         import_optional("soxr", extra="audio", purpose="AudioChunker")
-        from mmembed.chunkers._sandbox import isolated
-
         data, name = media_source(source, accept=(Audio, Video), chunker="AudioChunker")
         job = _Job(
             name=name,
@@ -184,15 +183,8 @@ class AudioChunker:
             mono=self.mono,
             quality=self.quality,
         )
-        yield from isolated(
-            _audio_chunks,
-            data,
-            job,
-            timeout=self.timeout,
-            memory_mb=self.memory_mb,
-            name=name,
-            isolate=self.isolate,
-            preload=("numpy", "soundfile", "soxr"),
+        yield from self._isolated(
+            _audio_chunks, data, job, name=name, preload=("numpy", "soundfile", "soxr")
         )
 
 

@@ -23,8 +23,7 @@ from types import MappingProxyType
 from typing import Any, BinaryIO, Literal
 
 from mmembed._optional import import_optional
-from mmembed.chunkers._common import resolve_source
-from mmembed.chunkers._sandbox import isolated
+from mmembed.chunkers._common import SandboxedChunker, resolve_source
 from mmembed.content import Image, Modality, Part
 from mmembed.errors import ChunkingError, ConfigurationError, UnsupportedMediaError
 from mmembed.limits import GEMINI_EMBEDDING_2, ModelLimits
@@ -243,7 +242,7 @@ def image_chunks(data: bytes | Path, options: _Options) -> Iterator[Chunk]:
         ) from exc
 
 
-class ImageChunker:
+class ImageChunker(SandboxedChunker):
     """One chunk per image, upright, at most ``max_side`` pixels on its longest side.
 
     PNG and JPEG images that need no change are passed on byte for byte. Others are converted:
@@ -325,13 +324,10 @@ class ImageChunker:
             # Without fork there is no worker, and the caller's Pillow settings stay untouched.
             in_worker=self.isolate and hasattr(os, "fork"),
         )
-        yield from isolated(
+        yield from self._isolated(
             image_chunks,
             part.data,
             options,
-            timeout=self.timeout,
-            memory_mb=self.memory_mb,
             name=name,
-            isolate=self.isolate,
             preload=("PIL.Image", "PIL.ImageOps", *_PLUGINS),
         )

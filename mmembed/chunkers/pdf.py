@@ -22,8 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from mmembed._optional import import_optional
-from mmembed.chunkers._common import resolve_source
-from mmembed.chunkers._sandbox import isolated
+from mmembed.chunkers._common import SandboxedChunker, resolve_source
 from mmembed.chunkers.text import text_windows
 from mmembed.content import Image, Modality, Part, Pdf, Text
 from mmembed.errors import ChunkingError, ConfigurationError
@@ -250,7 +249,7 @@ def _text_chunks(doc: Any, n: int, options: _Options, base: dict[str, Any]) -> I
         i = max(i + 1, last + 1 - options.overlap)
 
 
-class PdfChunker:
+class PdfChunker(SandboxedChunker):
     """Standalone PDFs of at most ``pages`` pages, each with its :class:`~mmembed.PageSpan`.
 
     Args:
@@ -358,13 +357,6 @@ class PdfChunker:
             max_tokens=self.limits.max_tokens,
             page_vectors=self.page_vectors,
         )
-        yield from isolated(
-            pdf_chunks,
-            part.data,
-            options,
-            timeout=self.timeout,
-            memory_mb=self.memory_mb,
-            name=name,
-            isolate=self.isolate,
-            preload=("pypdf", "pypdfium2"),
+        yield from self._isolated(
+            pdf_chunks, part.data, options, name=name, preload=("pypdf", "pypdfium2")
         )

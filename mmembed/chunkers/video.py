@@ -29,6 +29,7 @@ from types import MappingProxyType, ModuleType
 from typing import Any, Literal
 
 from mmembed._optional import import_optional
+from mmembed.chunkers._common import SandboxedChunker
 from mmembed.chunkers._plan import plan_frames, plan_keyframes
 from mmembed.chunkers._source import media_source
 from mmembed.content import Image, Part, Video
@@ -69,7 +70,7 @@ class _Job:
     audio: bool
 
 
-class VideoChunker:
+class VideoChunker(SandboxedChunker):
     """Cut a video into segments that each fit one embedding.
 
     Args:
@@ -183,8 +184,6 @@ class VideoChunker:
             ChunkingError: the video cannot be decoded or cut (corrupt, hostile, too slow).
         """
         import_optional("av", extra="video", purpose="VideoChunker")
-        from mmembed.chunkers._sandbox import isolated
-
         data, name = media_source(source, accept=(Video,), chunker="VideoChunker")
         job = _Job(
             name=name,
@@ -199,16 +198,7 @@ class VideoChunker:
             preset=self.preset,
             audio=self.audio,
         )
-        yield from isolated(
-            _video_chunks,
-            data,
-            job,
-            timeout=self.timeout,
-            memory_mb=self.memory_mb,
-            name=name,
-            isolate=self.isolate,
-            preload=("av",),
-        )
+        yield from self._isolated(_video_chunks, data, job, name=name, preload=("av",))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from mmembed._optional import import_optional
 from mmembed.content import Embeddable, Image, Modality, Task, Text, as_content
+from mmembed.embedders._parts import pool
 from mmembed.errors import ConfigurationError, EmbeddingError, UnsupportedMediaError
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "SentenceTransformerEmbedder", "local_model_available"]
@@ -237,20 +238,16 @@ class SentenceTransformerEmbedder:
         for i, item in enumerate(items):
             for part in as_content(item).parts:
                 if part.modality not in modalities:
+                    named = getattr(part, "path", None) is not None or len(items) == 1
                     raise UnsupportedMediaError(
-                        f"item {i}: the local model {self._name!r} does not take "
-                        f"{part.modality.value}; it takes "
-                        f"{', '.join(sorted(m.value for m in modalities))}. "
-                        "Set GEMINI_API_KEY to use Gemini for media"
+                        f"{getattr(part, 'name', '') if named else f'item {i}'}: the local model "
+                        f"{self._name!r} does not take {part.modality.value}; it takes "
+                        f"{', '.join(sorted(m.value for m in modalities))}. A Gemini index "
+                        "(GEMINI_API_KEY set, a new index directory) takes every modality"
                     )
                 flat.append(part.text if isinstance(part, Text) else self._pil(part))
                 owners.append(i)
-        vectors = self._encode(flat, task)
-        out = np.zeros((len(items), width), dtype=np.float32)
-        np.add.at(out, np.asarray(owners), vectors)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
-        return out
+        return pool(self._encode(flat, task), owners, len(items))
 
     async def aembed(
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,8 +16,13 @@ from mmembed.content import Task
 from mmembed.errors import ConfigurationError, EmbeddingError
 from mmembed.protocols import Embedder
 
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
 __all__ = [
+    "ClosesOwnEmbedder",
     "aclose_embedder",
+    "api_key_or_env",
     "build_gemini",
     "check_embedder",
     "close_embedder",
@@ -27,6 +33,8 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "gemini-embedding-2"
+# The SDK's own precedence: GOOGLE_API_KEY wins when both are set.
+_KEY_VARIABLES = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
 
 
 def check_embedder(embedder: object, *, who: str) -> Embedder:
@@ -42,8 +50,22 @@ def check_embedder(embedder: object, *, who: str) -> Embedder:
     return embedder  # type: ignore[return-value]
 
 
+def api_key_or_env(api_key: str | SecretStr | None) -> SecretStr | None:
+    """``api_key`` as a ``SecretStr``; when it is ``None``, the first of ``GOOGLE_API_KEY`` and
+    ``GEMINI_API_KEY`` that is set (``None`` when neither is)."""
+    from pydantic import SecretStr
+
+    if api_key is None:
+        api_key = next((os.environ[v] for v in _KEY_VARIABLES if os.environ.get(v)), None)
+    return SecretStr(api_key) if isinstance(api_key, str) else api_key
+
+
 def build_gemini(
-    *, model: str | None, dimensions: int | None, api_key: str | None, options: dict[str, Any]
+    *,
+    model: str | None,
+    dimensions: int | None,
+    api_key: str | SecretStr | None,
+    options: dict[str, Any],
 ) -> Embedder:
     """A ``GeminiEmbedder`` from model parameters (imported only now: it pulls in google-genai)."""
     from mmembed.embedders.gemini import GeminiEmbedder
@@ -52,7 +74,7 @@ def build_gemini(
     if dimensions is not None:
         kwargs["dimensions"] = dimensions
     if api_key is not None:
-        kwargs["api_key"] = api_key
+        kwargs["api_key"] = api_key if isinstance(api_key, str) else api_key.get_secret_value()
     embedder: Embedder = GeminiEmbedder(model or DEFAULT_MODEL, **kwargs)
     return embedder
 
@@ -71,6 +93,26 @@ async def aclose_embedder(embedder: object) -> None:
         await aclose()
     else:
         close_embedder(embedder)
+
+
+class ClosesOwnEmbedder:
+    """``close()`` and ``aclose()`` for an adapter that may have built its embedder itself
+    (``_owns_embedder``): only that one is closed, one passed in is left to its owner."""
+
+    if TYPE_CHECKING:
+        _embedder: Embedder | None
+        _owns_embedder: bool
+
+    def close(self) -> None:
+        """Close the embedder this object built from Gemini parameters (one passed in is left
+        to its owner)."""
+        if self._owns_embedder and self._embedder is not None:
+            close_embedder(self._embedder)
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`: call it from the event loop that ran the async methods."""
+        if self._owns_embedder and self._embedder is not None:
+            await aclose_embedder(self._embedder)
 
 
 def rows_as_floats(matrix: NDArray[np.float32], expected: int, *, model: str) -> list[list[float]]:

@@ -40,10 +40,10 @@ from mmembed.content import Embeddable, Image, Task, load  # noqa: E402
 from mmembed.errors import ConfigurationError  # noqa: E402
 from mmembed.integrations._common import (  # noqa: E402
     DEFAULT_MODEL,
-    aclose_embedder,
+    ClosesOwnEmbedder,
+    api_key_or_env,
     build_gemini,
     check_embedder,
-    close_embedder,
     gemini_option_names,
     refuse_parameters_with_embedder,
     refuse_unknown_arguments,
@@ -55,11 +55,8 @@ from mmembed.protocols import VectorStore as MMVectorStore  # noqa: E402
 
 __all__ = ["LangChainEmbeddings", "LangChainVectorStore"]
 
-# The SDK's own precedence: GOOGLE_API_KEY wins when both are set.
-_KEY_VARIABLES = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
 
-
-class LangChainEmbeddings(Embeddings):
+class LangChainEmbeddings(ClosesOwnEmbedder, Embeddings):
     """A LangChain ``Embeddings`` backed by any mmembed :class:`~mmembed.protocols.Embedder`.
 
     Build it from an embedder (``LangChainEmbeddings(FakeEmbedder(64))``) or from Gemini model
@@ -133,12 +130,7 @@ class LangChainEmbeddings(Embeddings):
             self.api_key: SecretStr | None = None
         else:
             self._embedder = None
-            if isinstance(api_key, str):
-                api_key = SecretStr(api_key)
-            if api_key is None:
-                found = next((os.environ[v] for v in _KEY_VARIABLES if os.environ.get(v)), None)
-                api_key = SecretStr(found) if found else None
-            self.api_key = api_key
+            self.api_key = api_key_or_env(api_key)
         self._owns_embedder = embedder is None
         self.model = embedder.model if embedder is not None else (model or DEFAULT_MODEL)
         self._dimensions = dimensions
@@ -150,11 +142,10 @@ class LangChainEmbeddings(Embeddings):
     def embedder(self) -> Embedder:
         """The mmembed embedder (for Gemini parameters, created on first use)."""
         if self._embedder is None:
-            key = self.api_key.get_secret_value() if self.api_key is not None else None
             self._embedder = build_gemini(
                 model=self.model,
                 dimensions=self._dimensions,
-                api_key=key,
+                api_key=self.api_key,
                 options=self._gemini_options,
             )
         return self._embedder
@@ -187,17 +178,6 @@ class LangChainEmbeddings(Embeddings):
         """Async twin of :meth:`embed_query` (native, not a thread)."""
         matrix = await self.embedder.aembed([text], task=self.query_task)
         return rows_as_floats(matrix, 1, model=self.model)[0]
-
-    def close(self) -> None:
-        """Close the embedder this object built from Gemini parameters (one passed in is left
-        to its owner)."""
-        if self._owns_embedder and self._embedder is not None:
-            close_embedder(self._embedder)
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`: call it from the event loop that ran the async methods."""
-        if self._owns_embedder and self._embedder is not None:
-            await aclose_embedder(self._embedder)
 
     def embed_image(self, uris: Sequence[str | os.PathLike[str]]) -> list[list[float]]:
         """One document vector per image file (the method LangChain's multimodal stores call)."""

@@ -42,10 +42,10 @@ from mmembed.content import Embeddable, Image, Part, Task, load  # noqa: E402
 from mmembed.errors import ConfigurationError, UnsupportedMediaError  # noqa: E402
 from mmembed.integrations._common import (  # noqa: E402
     DEFAULT_MODEL,
-    aclose_embedder,
+    ClosesOwnEmbedder,
+    api_key_or_env,
     build_gemini,
     check_embedder,
-    close_embedder,
     gemini_option_names,
     refuse_parameters_with_embedder,
     refuse_unknown_arguments,
@@ -55,7 +55,6 @@ from mmembed.protocols import Embedder  # noqa: E402
 
 __all__ = ["LlamaIndexEmbedding"]
 
-_KEY_VARIABLES = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
 # the explicit parameters, so that a misspelt one is matched against them too
 _ACCEPTED = frozenset(
     {
@@ -82,7 +81,7 @@ _HINTS = {
 ImageInput = str | os.PathLike[str] | io.BytesIO | bytes | Image
 
 
-class LlamaIndexEmbedding(MultiModalEmbedding):
+class LlamaIndexEmbedding(ClosesOwnEmbedder, MultiModalEmbedding):
     """A LlamaIndex ``MultiModalEmbedding`` backed by any mmembed embedder.
 
     Query embeddings use ``query_task``; text and image embeddings use ``document_task``.
@@ -165,10 +164,7 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
         else:
             checked = None
             model_name = model or DEFAULT_MODEL
-            if api_key is None:
-                api_key = next((os.environ[v] for v in _KEY_VARIABLES if os.environ.get(v)), None)
-        if isinstance(api_key, str):
-            api_key = SecretStr(api_key)
+            api_key = api_key_or_env(api_key)
         # our own fields go through a dict: mypy sees only the base class's __init__
         fields: dict[str, Any] = {
             "dimensions": dimensions,
@@ -192,11 +188,10 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
     def embedder(self) -> Embedder:
         """The mmembed embedder (for Gemini parameters, created on first use)."""
         if self._embedder is None:
-            key = self.api_key.get_secret_value() if self.api_key is not None else None
             self._embedder = build_gemini(
                 model=self.model_name,
                 dimensions=self.dimensions,
-                api_key=key,
+                api_key=self.api_key,
                 options=self._gemini_options,
             )
         return self._embedder
@@ -243,17 +238,6 @@ class LlamaIndexEmbedding(MultiModalEmbedding):
     ) -> list[Embedding]:
         # one call for the batch keeps the order (gathering single calls need not)
         return await self._aembed([_image(p) for p in img_file_paths], self.document_task)
-
-    def close(self) -> None:
-        """Close the embedder this object built from Gemini parameters (one passed in is left
-        to its owner)."""
-        if self._owns_embedder and self._embedder is not None:
-            close_embedder(self._embedder)
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`: call it from the event loop that ran the async methods."""
-        if self._owns_embedder and self._embedder is not None:
-            await aclose_embedder(self._embedder)
 
     def get_embedding_for(self, item: Embeddable, *, task: Task | None = None) -> Embedding:
         """One vector for any mmembed item (audio, video, PDF, :class:`Content`...).

@@ -15,12 +15,13 @@ import math
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from types import MappingProxyType, ModuleType, TracebackType
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from mmembed._bases import Closeable
 from mmembed._lock import RWLock
 from mmembed._optional import import_optional
 from mmembed.errors import ConfigurationError, DimensionMismatchError, StoreError
@@ -67,7 +68,7 @@ def _qdrant() -> tuple[ModuleType, ModuleType]:
     return client, models
 
 
-class QdrantStore(StoreMethods):
+class QdrantStore(StoreMethods, Closeable):
     """Vectors in a Qdrant collection, searched by cosine similarity.
 
     Args:
@@ -459,17 +460,6 @@ class QdrantStore(StoreMethods):
         """Release the client (for a path: the directory lock). A passed-in client stays open."""
         if self._owns_client:
             self._client.close()
-
-    def __enter__(self) -> QdrantStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         # the API key is deliberately left out: reprs end up in notebooks and logs

@@ -17,12 +17,13 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from functools import partial
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._bases import Closeable
 from mmembed.cache import EmbeddingCache, aembed_through_cache, embed_through_cache
 from mmembed.content import Embeddable, Modality, Task
 from mmembed.embedders.gemini._errors import Failure, Redactor, from_exception, name_item
@@ -60,7 +61,7 @@ _SPEC_OPTIONS = (
 )
 
 
-class GeminiEmbedder:
+class GeminiEmbedder(Closeable):
     """An :class:`~mmembed.protocols.Embedder` for Google's Gemini embedding models.
 
     Args:
@@ -368,17 +369,6 @@ class GeminiEmbedder:
     async def aclose(self) -> None:
         """Close the async HTTP client if this embedder created it."""
         await self._transport.aclose()
-
-    def __enter__(self) -> GeminiEmbedder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         backend = "vertexai" if self._vertex else "gemini-api"
