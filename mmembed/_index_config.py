@@ -304,7 +304,7 @@ class _Fitted:
 def fit_chunk(chunk: Chunk, budget: TokenBudget) -> Iterator[Chunk]:
     """``chunk`` if the embedder reads all of it; a text chunk over the budget as windows that
     fit, each keeping its place in the file; any other chunk over it is a ChunkingError."""
-    from mmembed.chunkers.text import text_windows
+    from mmembed.chunkers.text import text_windows, trimmed
 
     content = chunk.content
     texts = [p.text for p in getattr(content, "parts", (content,)) if isinstance(p, Text)]
@@ -327,11 +327,7 @@ def fit_chunk(chunk: Chunk, budget: TokenBudget) -> Iterator[Chunk]:
     for window in text_windows(
         text, size=budget.max_tokens, tokenizer=budget.count, max_tokens=budget.max_tokens
     ):
-        start, end = window.start, window.end
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
+        start, end = trimmed(text, window)
         if start == end:
             continue
         span = chunk.span
