@@ -3,8 +3,13 @@
 The catalog is the index's source of truth. The vector store is a fast copy of the vectors that
 is saved now and then; every change to the chunks is also appended to a change log, so a store
 snapshot older than the catalog (a run killed before it saved the store) is brought up to date by
-replaying the log. A file's chunks, its vectors, its row in ``files`` and the log entries commit in
-one transaction: a killed run leaves each file either fully indexed or not at all.
+replaying the log. A file's chunks, its vectors, its row in ``files``, its chunks' rows in the
+keyword index (``chunk_text``, SQLite FTS5) and the log entries commit in one transaction: a killed
+run leaves each file either fully indexed or not at all, in both indexes.
+
+The schema carries a version (``meta.schema_version``). A catalog written by an older mmembed is
+brought up to date when it is opened, one step per version (:data:`_MIGRATIONS`), each step in
+its own transaction; a catalog from a newer mmembed is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +26,33 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from mmembed.errors import CorruptStoreError, StoreError
+from mmembed.errors import CorruptStoreError, MMEmbedError, StoreError
 from mmembed.protocols import PageSpan, Span, TextSpan, TimeSpan
 
-__all__ = ["Catalog", "ChunkRecord", "FileRecord", "span_from_row", "span_to_row"]
+__all__ = [
+    "NAME_WEIGHT",
+    "Catalog",
+    "ChunkRecord",
+    "FileRecord",
+    "keyword_name",
+    "span_from_row",
+    "span_to_row",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SELECT_CHUNK = (
     "SELECT id, path, ord, modality, span_kind, span_a, span_b, preview, content_hash, metadata"
 )
+#: How much a match in a chunk's name (its file's name, a title) counts against one in its body.
+NAME_WEIGHT = 2.0
+_SELECT_FILE = (
+    "SELECT path, size, mtime_ns, sha256, modality, status, reason, chunks, metadata FROM files"
+)
+# the chunks and their files, as a condition from mmembed._where names them (c and f)
+_CHUNKS_AND_FILES = "SELECT c.id FROM chunks AS c JOIN files AS f ON f.path = c.path WHERE "
 
-_SCHEMA = """
+# Version 1: the tables every later version starts from.
+_SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -63,6 +84,15 @@ CREATE TABLE IF NOT EXISTS changes (
     chunk_id TEXT NOT NULL
 );
 """
+# Version 2: user metadata per file, and the keyword index. chunks.text_rowid names the chunk's
+# row in chunk_text (an explicit key: VACUUM may renumber implicit rowids).
+_SCHEMA_2 = """
+ALTER TABLE files ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE chunks ADD COLUMN text_rowid INTEGER;
+CREATE VIRTUAL TABLE chunk_text USING fts5(
+    chunk_id UNINDEXED, name, body, tokenize = 'porter unicode61 remove_diacritics 2'
+);
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,11 +107,18 @@ class FileRecord:
     status: str
     reason: str = ""
     chunks: int = 0
+    #: The metadata the user gave ``Index.add`` for this file; ``None`` when writing keeps what
+    #: the file had (nothing, for a new file).
+    metadata: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChunkRecord:
-    """One stored chunk: where it came from and what it looked like."""
+    """One stored chunk: where it came from and what it looked like.
+
+    ``text`` is the chunk's whole text (its own text, a PDF's page text, a transcript) for the
+    keyword index; it is written there, not kept in ``chunks``, so records read back have ``""``.
+    """
 
     id: str
     path: str
@@ -91,6 +128,7 @@ class ChunkRecord:
     preview: str
     content_hash: str
     metadata: Mapping[str, Any]
+    text: str = ""
 
 
 def span_to_row(span: Span | None) -> tuple[str | None, float | None, float | None]:
@@ -120,7 +158,7 @@ def span_from_row(kind: str | None, a: float | None, b: float | None) -> Span | 
 class Catalog:
     """The SQLite catalog of one index directory (one connection, used from one thread)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -128,21 +166,32 @@ class Catalog:
             # FULL: a committed file survives power loss, not only a killed process
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            if not readonly:
-                self._db.executescript(_SCHEMA)
-            version = self.get_meta("schema_version")
-            if version is None and not readonly:
-                self.set_meta("schema_version", str(SCHEMA_VERSION))
-            elif version is not None and version != str(SCHEMA_VERSION):
-                raise CorruptStoreError(
-                    f"{self.path} has catalog schema {version}, this mmembed reads "
-                    f"{SCHEMA_VERSION}; rebuild the index with this version"
-                )
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise CorruptStoreError(
                 f"{self.path} is not a readable mmembed catalog ({exc}); delete the index "
                 "directory and index again"
             ) from exc
+
+    def _migrate(self) -> None:
+        """Create the tables of a new catalog, or bring an older one up to this version."""
+        self._db.executescript(_SCHEMA_1)  # IF NOT EXISTS: a no-op on an existing catalog
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", "1")
+            version = "1"
+        if not version.isdigit() or int(version) > SCHEMA_VERSION:
+            raise CorruptStoreError(
+                f"{self.path} has catalog schema {version}, this mmembed reads up to "
+                f"{SCHEMA_VERSION}; upgrade mmembed, or rebuild the index with this version"
+            )
+        for target in range(int(version) + 1, SCHEMA_VERSION + 1):
+            with self._transaction():
+                # another process may have taken this step while we waited for the lock
+                if int(self.get_meta("schema_version") or 0) >= target:
+                    continue
+                _MIGRATIONS[target](self)
+                self.set_meta("schema_version", str(target))
 
     # -- meta --------------------------------------------------------------------------------
 
@@ -156,17 +205,12 @@ class Catalog:
     # -- files -------------------------------------------------------------------------------
 
     def file(self, path: str) -> FileRecord | None:
-        row = self._q(
-            "SELECT path, size, mtime_ns, sha256, modality, status, reason, chunks "
-            "FROM files WHERE path = ?",
-            (path,),
-        ).fetchone()
+        row = self._q(_SELECT_FILE + " WHERE path = ?", (path,)).fetchone()
         return None if row is None else _file(row)
 
     def files(self, *, under: str | None = None) -> list[FileRecord]:
         """Every file, or those at or below the directory ``under``."""
-        sql = "SELECT path, size, mtime_ns, sha256, modality, status, reason, chunks FROM files"
-        rows = self._q(sql + " ORDER BY path").fetchall()
+        rows = self._q(_SELECT_FILE + " ORDER BY path").fetchall()
         out = [_file(r) for r in rows]
         if under is None:
             return out
@@ -176,6 +220,35 @@ class Catalog:
     def touch(self, path: str, *, size: int, mtime_ns: int) -> None:
         """Record a new stat for a file whose content did not change."""
         self._q("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
+
+    def set_file_metadata(self, path: str, metadata: Mapping[str, Any]) -> None:
+        """Replace the user metadata of an indexed file (its chunks stay as they are)."""
+        self._q("UPDATE files SET metadata = ? WHERE path = ?", (_json(metadata), path))
+
+    def metadata_keys(self) -> set[str]:
+        """Every key of the user metadata given for some file."""
+        rows = self._q(
+            "SELECT DISTINCT j.key FROM files, json_each(files.metadata) AS j "
+            "WHERE files.metadata != '{}'"
+        )
+        return {str(r[0]) for r in rows}
+
+    def file_metadata(self, paths: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The user metadata of the given files (those without any are left out)."""
+        rows = self._q(
+            "SELECT path, metadata FROM files WHERE metadata != '{}' AND path IN "
+            "(SELECT value FROM json_each(?))",
+            (json.dumps(sorted(paths)),),
+        )
+        return {str(p): json.loads(m) for p, m in rows}
+
+    def files_with_metadata(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(path, metadata) of every indexed file that has user metadata."""
+        rows = self._q(
+            "SELECT path, metadata FROM files WHERE metadata != '{}' AND status = 'indexed'"
+        )
+        for path, metadata in rows:
+            yield str(path), json.loads(metadata)
 
     def counts(self) -> dict[str, int]:
         """Files indexed, files failed, chunks, and chunks per modality."""
@@ -214,12 +287,16 @@ class Catalog:
                         b,
                         chunk.preview,
                         chunk.content_hash,
-                        json.dumps(dict(chunk.metadata), sort_keys=True, default=str),
+                        _json(chunk.metadata),
                         np.ascontiguousarray(vector, dtype="<f4").tobytes(),
+                        self._add_text(chunk.id, record.path, chunk.metadata, chunk.text),
                     )
                 )
             self._db.executemany(
-                "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
+                "INSERT OR REPLACE INTO chunks(id, path, ord, modality, span_kind, span_a, "
+                "span_b, preview, content_hash, metadata, vector, text_rowid) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
             )
             self._db.executemany(
                 "INSERT INTO changes(chunk_id) VALUES (?)", [(c.id,) for c in chunks]
@@ -243,16 +320,39 @@ class Catalog:
             return n
 
     def _drop_chunks(self, path: str) -> int:
-        ids = [r[0] for r in self._q("SELECT id FROM chunks WHERE path = ?", (path,))]
-        if ids:
+        rows = self._q("SELECT id, text_rowid FROM chunks WHERE path = ?", (path,)).fetchall()
+        if rows:
             self._q("DELETE FROM chunks WHERE path = ?", (path,))
-            self._db.executemany("INSERT INTO changes(chunk_id) VALUES (?)", [(i,) for i in ids])
-        return len(ids)
+            self._db.executemany(
+                "DELETE FROM chunk_text WHERE rowid = ?",
+                [(r[1],) for r in rows if r[1] is not None],
+            )
+            self._db.executemany(
+                "INSERT INTO changes(chunk_id) VALUES (?)", [(r[0],) for r in rows]
+            )
+        return len(rows)
+
+    def _add_text(self, chunk_id: str, path: str, metadata: Mapping[str, Any], text: str) -> int:
+        """Add a chunk's row to the keyword index; returns its rowid there."""
+        cursor = self._q(
+            "INSERT INTO chunk_text(chunk_id, name, body) VALUES (?, ?, ?)",
+            (chunk_id, keyword_name(path, metadata), text),
+        )
+        rowid = cursor.lastrowid
+        assert rowid is not None
+        return rowid
 
     def _put_file(self, r: FileRecord) -> None:
+        metadata = (
+            _json(r.metadata)
+            if r.metadata is not None
+            else (
+                self._q("SELECT metadata FROM files WHERE path = ?", (r.path,)).fetchone() or ["{}"]
+            )[0]
+        )
         self._q(
             "INSERT OR REPLACE INTO files(path, size, mtime_ns, sha256, modality, status, reason, "
-            "chunks, indexed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            "chunks, indexed_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 r.path,
                 r.size,
@@ -263,8 +363,62 @@ class Catalog:
                 r.reason,
                 r.chunks,
                 time.time(),
+                metadata,
             ),
         )
+
+    # -- the keyword index -------------------------------------------------------------------
+
+    def keyword_hits(
+        self,
+        match: str,
+        k: int,
+        *,
+        within: tuple[str, Sequence[Any]] | None = None,
+        name_weight: float = NAME_WEIGHT,
+    ) -> list[tuple[str, float]]:
+        """The ``k`` best chunks for an FTS5 ``match`` expression: (chunk id, BM25 score).
+
+        Scores are FTS5's BM25 with the sign turned (higher is better), the file name and
+        title weighted ``name_weight`` against the body. ``within`` is a SQL condition on ``c``
+        (chunks) and ``f`` (files) with its parameters, as :mod:`mmembed._where` builds.
+        """
+        sql = (
+            "SELECT t.chunk_id, bm25(chunk_text, 0.0, ?, 1.0) AS score "
+            "FROM chunk_text AS t WHERE chunk_text MATCH ?"
+        )
+        params: list[Any] = [float(name_weight), match]
+        if within is not None:
+            sql += " AND t.chunk_id IN (" + _CHUNKS_AND_FILES + within[0] + ")"
+            params += within[1]
+        sql += " ORDER BY score LIMIT ?"
+        params.append(int(k))
+        try:
+            rows = self._db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"index catalog {self.path}: keyword search failed: {exc}") from exc
+        return [(str(r[0]), -float(r[1])) for r in rows]
+
+    def has_text(self) -> bool:
+        """Whether some chunk has text in the keyword index (beyond its file's name)."""
+        row = self._q("SELECT 1 FROM chunk_text WHERE body != '' LIMIT 1").fetchone()
+        return row is not None
+
+    def chunk_ids_where(self, within: tuple[str, Sequence[Any]]) -> list[str]:
+        """The ids of the chunks that meet a condition on ``c`` (chunks) and ``f`` (files)."""
+        return [str(r[0]) for r in self._q(_CHUNKS_AND_FILES + within[0], within[1])]
+
+    def text_consistency(self) -> tuple[int, int]:
+        """(chunks without a keyword row, keyword rows without a chunk): both 0 when in step."""
+        missing = self._q(
+            "SELECT COUNT(*) FROM chunks AS c LEFT JOIN chunk_text AS t ON t.rowid = c.text_rowid "
+            "AND t.chunk_id = c.id WHERE t.rowid IS NULL"
+        ).fetchone()[0]
+        stray = self._q(
+            "SELECT COUNT(*) FROM chunk_text AS t LEFT JOIN chunks AS c ON c.text_rowid = t.rowid "
+            "WHERE c.id IS NULL"
+        ).fetchone()[0]
+        return int(missing), int(stray)
 
     # -- chunks and the change log --------------------------------------------------------------
 
@@ -386,7 +540,66 @@ def _file(row: Sequence[Any]) -> FileRecord:
         status=row[5],
         reason=row[6],
         chunks=int(row[7]),
+        metadata=json.loads(row[8]),
     )
+
+
+def _json(data: Mapping[str, Any]) -> str:
+    return json.dumps(dict(data), sort_keys=True, default=str)
+
+
+def keyword_name(path: str, metadata: Mapping[str, Any]) -> str:
+    """What the keyword index holds as a chunk's name: its file's name and the title, if any."""
+    title = metadata.get("title")
+    name = os.path.basename(path)
+    return f"{name}\n{title}" if isinstance(title, str) and title.strip() else name
+
+
+# -- migrations -------------------------------------------------------------------------------
+
+
+def _to_2(catalog: Catalog) -> None:
+    """Add file metadata and the keyword index, filled from what the catalog holds.
+
+    A text chunk gets its exact text back from its file when the file is unchanged; any other
+    chunk gets its preview (the first characters of its text) until its file is indexed again.
+    """
+    for statement in _SCHEMA_2.split(";"):
+        if statement.strip():
+            catalog._db.execute(statement)
+    texts: dict[str, str | None] = {}
+    rows = catalog._db.execute(
+        "SELECT c.id, c.path, c.span_kind, c.span_a, c.span_b, c.preview, c.metadata, f.sha256 "
+        "FROM chunks AS c LEFT JOIN files AS f ON f.path = c.path ORDER BY c.rowid"
+    ).fetchall()
+    for chunk_id, path, kind, a, b, preview, metadata, sha in rows:
+        body = preview
+        if kind == "text" and sha:
+            if path not in texts:
+                texts[path] = _unchanged_text(path, sha)
+            whole = texts[path]
+            if whole is not None and a is not None and b is not None:
+                body = whole[int(a) : int(b)]
+        rowid = catalog._add_text(chunk_id, path, json.loads(metadata), body)
+        catalog._db.execute("UPDATE chunks SET text_rowid = ? WHERE id = ?", (rowid, chunk_id))
+
+
+def _unchanged_text(path: str, sha256: str) -> str | None:
+    """The text of a text file, if it still has the content the catalog indexed."""
+    from mmembed._files import sha256_file
+    from mmembed.content import Text, load
+
+    try:
+        if sha256_file(path)[0] != sha256:
+            return None
+        part = load(path)
+    except (MMEmbedError, OSError):
+        return None
+    return part.text if isinstance(part, Text) else None
+
+
+#: The step that brings a catalog to each version from the one before (version 1 is the base).
+_MIGRATIONS: dict[int, Callable[[Catalog], None]] = {2: _to_2}
 
 
 def _chunk(row: Sequence[Any]) -> ChunkRecord:

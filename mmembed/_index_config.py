@@ -9,24 +9,28 @@ snapshot on disk and the catalog position it holds.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mmembed.content import Modality
+from mmembed.content import Modality, Part, Text
 from mmembed.errors import (
+    ChunkingError,
     ConfigurationError,
     CorruptStoreError,
     IncompatibleIndexError,
     UnsupportedMediaError,
 )
-from mmembed.limits import ModelLimits
-from mmembed.protocols import Chunker, Embedder, VectorStore
+from mmembed.limits import ModelLimits, estimate_tokens
+from mmembed.protocols import Chunk, Chunker, Embedder, TextSpan, VectorStore
 from mmembed.registry import build_embedder, build_store, kind_of_target, store_class, to_spec
 
 __all__ = [
     "CONFIG_VERSION",
     "Chunkers",
+    "TokenBudget",
     "check_chunking",
     "check_embedder",
     "embedder_entry",
@@ -34,6 +38,7 @@ __all__ = [
     "rebuild_embedder",
     "store_entry",
     "store_kind",
+    "token_budget",
 ]
 
 CONFIG_VERSION = 1
@@ -136,16 +141,51 @@ def check_chunking(path: Path, stored: Mapping[str, Any], given: Mapping[str, An
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TokenBudget:
+    """How much of one item an embedder reads: ``max_tokens`` tokens, as ``count`` counts them."""
+
+    max_tokens: int
+    count: Callable[[str], int]
+
+
+def token_budget(embedder: object) -> TokenBudget | None:
+    """What an embedder says it reads: its ``max_input_tokens`` counted by its
+    ``count_tokens``, else its limits' ``max_tokens`` (estimated); wrappers are looked through.
+    ``None`` for an embedder that says nothing."""
+    chain: list[object] = []
+    found: object = embedder
+    while found is not None and len(chain) < 32:
+        chain.append(found)
+        found = getattr(found, "embedder", None)
+    for member in chain:
+        most = getattr(member, "max_input_tokens", None)
+        if isinstance(most, int) and not isinstance(most, bool) and most > 0:
+            count = getattr(member, "count_tokens", None)
+            return TokenBudget(most, count if callable(count) else estimate_tokens)
+    for member in chain:
+        limits = getattr(member, "limits", None)
+        if isinstance(limits, ModelLimits):
+            return TokenBudget(limits.max_tokens, estimate_tokens)
+    return None
+
+
 class Chunkers:
     """The chunker for each modality, each built (so every option checked) up front.
+
+    Every chunk is fitted to what the embedder reads (:class:`TokenBudget`): a text chunk over
+    it is cut into windows that fit, each keeping its place (a part of the text span, the same
+    page or time); any other chunk over it fails its file with the reason, so nothing is cut
+    off silently by the model.
 
     Args:
         options: per-modality chunker options, ``{"text": {"size": 512}, ...}``.
         limits: the model's limits (``None`` for a model that publishes none, such as a local
-            one: chunkers then use Gemini Embedding 2's, and text is sized by ``text_tokens``).
+            one: chunkers then use Gemini Embedding 2's, and text sizes are counted in the
+            model's own tokens, by default as many as it reads: see ``budget``).
         custom: one chunker to use for every file instead.
-        text_tokens: how many tokens the embedder reads (asked only when a text file comes and
-            no size was set: for a local model this loads the model).
+        budget: what the embedder reads (asked when the first file is chunked: for a local
+            model this loads the model).
 
     Raises:
         ConfigurationError: an option a chunker does not take, or a bad value.
@@ -157,7 +197,7 @@ class Chunkers:
         *,
         limits: ModelLimits | None,
         custom: Chunker | None = None,
-        text_tokens: Callable[[], int | None] = lambda: None,
+        budget: Callable[[], TokenBudget | None] = lambda: None,
     ) -> None:
         unknown = sorted(set(options) - {m.value for m in Modality})
         if unknown:
@@ -174,14 +214,16 @@ class Chunkers:
         self._options = {k: dict(v) for k, v in options.items()}
         self._limits = limits
         self._custom = custom
-        self._text_tokens = text_tokens
+        self._ask_budget = budget
+        self._budget: TokenBudget | None = None
+        self._asked = False
         self._built: dict[tuple[Modality, bool], Chunker | None] = {}
         if custom is None:
             for modality in Modality:
                 self._built[(modality, False)] = self._make(modality, pdf_as_text=False)
             self._built[(Modality.PDF, True)] = self._make(Modality.PDF, pdf_as_text=True)
-            if self._sized_by_model:
-                # checked above with the default size; sized for the model on first use
+            if self._counted_by_model:
+                # checked above; built again to count with the model's tokenizer on first use
                 del self._built[(Modality.TEXT, False)]
 
     @property
@@ -190,13 +232,21 @@ class Chunkers:
         return {k: dict(self._options[k]) for k in sorted(self._options)}
 
     @property
-    def _sized_by_model(self) -> bool:
-        return self._limits is None and "size" not in self._options.get("text", {})
+    def _counted_by_model(self) -> bool:
+        """Text sizes are counted in the embedder's own tokens (a model without limits)."""
+        return self._limits is None and self._options.get("text", {}).get("unit") != "chars"
+
+    def budget(self) -> TokenBudget | None:
+        """What the embedder reads (asked once)."""
+        if not self._asked:
+            self._budget = self._ask_budget()
+            self._asked = True
+        return self._budget
 
     def for_part(self, modality: Modality, *, pdf_as_text: bool = False) -> Chunker:
         """The chunker for a part of ``modality`` (a PDF read as text for a text-only model)."""
         if self._custom is not None:
-            return self._custom
+            return _Fitted(self._custom, self.budget)
         key = (modality, pdf_as_text and modality is Modality.PDF)
         if key not in self._built:
             self._built[key] = self._make(modality, pdf_as_text=key[1], sized=True)
@@ -206,7 +256,7 @@ class Chunkers:
                 f"{self._limits.model if self._limits else 'the model'} does not take "
                 f"{modality.value}"
             )
-        return chunker
+        return _Fitted(chunker, self.budget)
 
     def _make(
         self, modality: Modality, *, pdf_as_text: bool, sized: bool = False
@@ -214,24 +264,77 @@ class Chunkers:
         from mmembed.chunkers import chunker_for
 
         options = dict(self._options.get(modality.value, {}))
-        if modality is Modality.TEXT and sized and self._sized_by_model:
-            # a local model reads at most this many word pieces: keep chunks within that
-            max_tokens = self._text_tokens()
-            if isinstance(max_tokens, int) and max_tokens > 0:
-                options.setdefault("size", min(max_tokens, 1024))
-                options.setdefault("overlap", options["size"] // 8)
+        if modality is Modality.TEXT and sized and self._counted_by_model:
+            # windows counted with the model's own tokenizer, by default as long as it reads
+            budget = self.budget()
+            if budget is not None:
+                options.setdefault("size", budget.max_tokens)
+                options.setdefault("tokenizer", budget.count)
         if modality is Modality.PDF:
             options.setdefault("page_text", True)
             if pdf_as_text:
                 # one page a chunk: a text model reads little, and page hits stay precise
                 options.setdefault("mode", "text")
                 options.setdefault("pages", 1)
+                options.pop("page_vectors", None)  # text chunks hold one page already
         try:
             return chunker_for(modality, limits=self._limits, **{modality.value: options})
         except UnsupportedMediaError:
             # the model takes no such files (they are skipped); still check the options
             chunker_for(modality, limits=None, **{modality.value: options})
             return None
+
+
+class _Fitted:
+    """A chunker whose chunks are fitted to what the embedder reads (see :class:`Chunkers`)."""
+
+    def __init__(self, chunker: Chunker, budget: Callable[[], TokenBudget | None]) -> None:
+        self._chunker = chunker
+        self._budget = budget
+
+    def chunk(self, source: Part | str | os.PathLike[str]) -> Iterator[Chunk]:
+        budget = self._budget()
+        for chunk in self._chunker.chunk(source):
+            if budget is None:
+                yield chunk
+            else:
+                yield from fit_chunk(chunk, budget)
+
+
+def fit_chunk(chunk: Chunk, budget: TokenBudget) -> Iterator[Chunk]:
+    """``chunk`` if the embedder reads all of it; a text chunk over the budget as windows that
+    fit, each keeping its place in the file; any other chunk over it is a ChunkingError."""
+    from mmembed.chunkers.text import text_windows, trimmed
+
+    content = chunk.content
+    texts = [p.text for p in getattr(content, "parts", (content,)) if isinstance(p, Text)]
+    if not texts:
+        yield chunk
+        return
+    if isinstance(content, Text):
+        tokens = budget.count(content.text)
+    else:
+        tokens = sum(budget.count(t) for t in texts)
+    if tokens <= budget.max_tokens:
+        yield chunk
+        return
+    if not isinstance(content, Text):
+        raise ChunkingError(
+            f"{chunk.source}: a chunk's text is {tokens} tokens and the model reads "
+            f"{budget.max_tokens}; it would be cut off, so choose smaller chunks (chunk_options)"
+        )
+    text = content.text
+    for window in text_windows(
+        text, size=budget.max_tokens, tokenizer=budget.count, max_tokens=budget.max_tokens
+    ):
+        start, end = trimmed(text, window)
+        if start == end:
+            continue
+        span = chunk.span
+        if isinstance(span, TextSpan):
+            span = TextSpan(span.start + start, span.start + end)
+        piece = Text(text[start:end], title=content.title)
+        yield replace(chunk, content=piece, span=span, uri="")
 
 
 # -- the store -------------------------------------------------------------------------------

@@ -191,6 +191,7 @@ class IngestContext:
         dimensions: the width every vector must have.
         batch_size: chunks per embedding round.
         limits: the model's limits, when it publishes them.
+        metadata: the user metadata for every file of the run (``None``: files keep theirs).
     """
 
     root: Path
@@ -202,6 +203,7 @@ class IngestContext:
     dimensions: int
     batch_size: int
     limits: ModelLimits | None
+    metadata: Mapping[str, Any] | None = None
 
 
 class Ingest:
@@ -316,9 +318,8 @@ class Ingest:
             self.skipped.append(FileProblem(path=_show(path), reason=old.reason))
             self.done += 1
             return
-        if indexed and same_stat:
-            self.unchanged.append(_show(path))
-            self.done += 1
+        if old is not None and indexed and same_stat:
+            self._keep(old)
             return
         try:
             sha, _ = sha256_file(path)
@@ -328,8 +329,7 @@ class Ingest:
         if old is not None and indexed and old.sha256 == sha:
             if not self.dry_run:
                 self.catalog.touch(path, size=st.st_size, mtime_ns=st.st_mtime_ns)
-            self.unchanged.append(_show(path))
-            self.done += 1
+            self._keep(old)
             return
         try:
             part = load(path)
@@ -377,12 +377,20 @@ class Ingest:
             return
         self.open_files.append(pending)
 
+    def _keep(self, old: FileRecord) -> None:
+        """An unchanged file: nothing to embed; only new user metadata is recorded."""
+        wanted = self.ctx.metadata
+        if wanted is not None and not self.dry_run and dict(wanted) != dict(old.metadata or {}):
+            self.catalog.set_file_metadata(old.path, wanted)
+        self.unchanged.append(_show(old.path))
+        self.done += 1
+
     def _chunks(self, part: Part, path: str, *, pdf_as_text: bool) -> Iterator[Chunk]:
         yield from self.ctx.chunkers.for_part(part.modality, pdf_as_text=pdf_as_text).chunk(part)
 
     def _queue(self, pending: _Pending, ord_: int, chunk: Chunk) -> None:
         content = chunk.content
-        preview = _preview(chunk)
+        text = chunk_text(chunk)
         path_key = hashlib.sha256(pending.path.encode()).hexdigest()[:16]
         chunk_id = f"{path_key}-{pending.sha256[:12]}-{ord_:05d}"
         record = ChunkRecord(
@@ -394,9 +402,10 @@ class Ingest:
             if pending.modality is Modality.PDF
             else chunk.modality.value,
             span=chunk.span,
-            preview=preview,
+            preview=" ".join(text.split())[:_PREVIEW_CHARS],
             content_hash=content_hash(content) if not self.dry_run else "",
             metadata=_plain_metadata(chunk.metadata),
+            text=text,
         )
         pending.records.append(record)
         pending.vectors.append(None)
@@ -476,6 +485,7 @@ class Ingest:
             modality=pending.modality.value,
             status="indexed",
             chunks=len(pending.records),
+            metadata=self.ctx.metadata,
         )
         self.catalog.replace_file(record, pending.records, vectors)
         self._record_outcome(pending)
@@ -583,7 +593,8 @@ def _reason(exc: BaseException, path: str) -> str:
     return text
 
 
-def _preview(chunk: Chunk) -> str:
+def chunk_text(chunk: Chunk) -> str:
+    """A chunk's whole text: its text parts, else the page text, transcript or caption."""
     content = chunk.content
     texts: list[str] = []
     parts = content.parts if isinstance(content, Content) else (content,)
@@ -598,8 +609,7 @@ def _preview(chunk: Chunk) -> str:
             if isinstance(value, str) and value.strip():
                 texts.append(value)
                 break
-    flat = " ".join(" ".join(texts).split())
-    return flat[:_PREVIEW_CHARS]
+    return "\n\n".join(texts)
 
 
 def _plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 
     mmembed index examples/                 # walk, chunk, embed, store (incremental)
     mmembed search "the Krebs cycle"        # best chunks, with files, pages and timestamps
+    mmembed search "mitochondria" --path "lectures/*" --where type=pdf
     mmembed search --image diagram.png -k 3
     mmembed info
     mmembed remove examples/old-notes.md
@@ -194,6 +195,26 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         choices=[m.value for m in Modality],
         help="only results of this modality (repeatable)",
+    )
+    s.add_argument(
+        "--path",
+        action="append",
+        metavar="GLOB",
+        help='only results from these files: a file, a folder or a glob ("lectures/*"); repeatable',
+    )
+    s.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only results whose KEY is VALUE: type=pdf, page=12, page=3-5, time=1:00-2:00, "
+        "modified_after=2024-05-01, or a key of the metadata given at indexing; repeatable (the "
+        "same key twice means either value)",
+    )
+    s.add_argument(
+        "--mode",
+        choices=["hybrid", "vector", "keyword"],
+        help="hybrid: keywords and vectors together (the default for text when the index has "
+        "text); vector: similar meaning only; keyword: the words only (no model is loaded)",
     )
     s.add_argument("--group", action="store_true", help="one result per file")
 
@@ -557,11 +578,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         request.update(modality=found, file=text, inferred=True)
     request["width"] = 0 if args.json else shutil.get_terminal_size((120, 20)).columns
     # what Index.search takes, as plain JSON (the helper runs the same request)
-    request["search"] = {
-        "k": args.k,
-        "where": {"modality": args.modality} if args.modality else None,
-        "group": args.group,
-    }
+    request["search"] = {"k": args.k, "where": _where(args), "group": args.group}
+    if args.mode:
+        request["search"]["mode"] = args.mode
     if not _exists(args.index):
         _open_existing(args)  # says there is no index, and how to make one
     outcome = _search_by_helper(args.index, request)
@@ -578,6 +597,41 @@ def _cmd_search(args: argparse.Namespace) -> int:
     sys.stdout.write(outcome.stdout)
     sys.stdout.flush()
     return outcome.code
+
+
+def _where(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The filter the options ask for: --modality, --path and each --where KEY=VALUE."""
+    from mmembed._where import FIELDS
+
+    where: dict[str, list[Any]] = {}
+    if args.modality:
+        where["modality"] = list(args.modality)
+    if args.path:
+        where["source"] = list(args.path)
+    for item in args.where or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _Fail(
+                f"--where takes KEY=VALUE (like --where page=12), got {item!r}", ExitCode.USAGE
+            )
+        values = where.setdefault(key, [])
+        if key in FIELDS:
+            values.append(value)  # the fields read their values from text themselves
+        else:
+            # metadata given at indexing: a number or true/false as typed, or the text
+            for typed in (_scalar(value), value):
+                if not any(type(v) is type(typed) and v == typed for v in values):
+                    values.append(typed)
+    return dict(where) or None
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (int, float, bool)) or value is None else text
 
 
 def _media_file(arg: str) -> str | None:

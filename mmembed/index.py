@@ -20,6 +20,7 @@ An index is a directory:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,11 +44,27 @@ from mmembed._index_config import (
     read_json,
     rebuild_embedder,
     store_entry,
+    token_budget,
 )
 from mmembed._ingest import FileProblem, IndexProgress, IndexReport, Ingest, IngestContext
 from mmembed._lock import WriterLock
-from mmembed._walk import Selection, display_path
-from mmembed.content import Content, Embeddable, Modality, Task, Text
+from mmembed._search import (
+    CANDIDATES,
+    KeywordReader,
+    SearchMode,
+    choose_mode,
+    fuse,
+    is_text,
+    keyword_match,
+    merge_nested,
+    query_text,
+    results_of,
+    single,
+    vector_candidates,
+)
+from mmembed._walk import Selection
+from mmembed._where import check_add_metadata, resolve_where
+from mmembed.content import Embeddable, Task
 from mmembed.errors import (
     ConfigurationError,
     CorruptStoreError,
@@ -229,7 +246,7 @@ class Index(Closeable):
             chunking.get("options", {}) if not given else (chunk_options or {}),
             limits=self._limits,
             custom=chunker,
-            text_tokens=lambda: getattr(self.embedder, "max_tokens", None),
+            budget=lambda: token_budget(self.embedder),
         )
         if given:
             chunking["options"] = self._chunkers.options
@@ -240,6 +257,7 @@ class Index(Closeable):
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = WriterLock(self.path / "lock")
         self._catalog = Catalog(self.path / "catalog.sqlite")
+        self._keywords = KeywordReader(self.path / "catalog.sqlite")
         if config is None:
             self._config: dict[str, Any] = {
                 "version": CONFIG_VERSION,
@@ -253,6 +271,7 @@ class Index(Closeable):
 
         # -- store ----------------------------------------------------------------------------
         self._seq = 0
+        self._text_known: tuple[int, bool] | None = None
         # the catalog position of the snapshot on disk (None: no usable snapshot yet)
         self._saved_seq: int | None = None
         self._store = self._open_store(store)
@@ -471,6 +490,7 @@ class Index(Closeable):
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         respect_ignore: bool = True,
+        metadata: Mapping[str, Any] | None = None,
     ) -> IndexReport:
         """Index files and folders; reindex what changed; drop what disappeared from a folder.
 
@@ -484,6 +504,11 @@ class Index(Closeable):
             paths: files and directories.
             dry_run: only count what would be embedded: chunks, API calls and an estimated cost.
             progress: called after each file with an :class:`IndexProgress`.
+            metadata: your own fields for every file of this call (``{"course": "biology"}``:
+                JSON values), shown in :attr:`Result.metadata` and filtered on with
+                ``search(..., where={"course": "biology"})``. Given again with other values, it
+                replaces a file's metadata without embedding anything; left out, files keep
+                theirs.
             include: glob patterns (``.gitignore`` syntax, relative to each folder given):
                 when set, only matching files are indexed, e.g. ``["*.md", "papers/**/*.pdf"]``.
             exclude: glob patterns of files and folders to leave out, e.g. ``["drafts/"]``.
@@ -504,10 +529,12 @@ class Index(Closeable):
         if not paths:
             raise ConfigurationError("add() needs at least one file or folder")
         select = Selection.build(include, exclude, respect_ignore=respect_ignore)
+        checked = check_add_metadata(metadata) if metadata is not None else None
         started = time.perf_counter()
         with self._lock:
             self._replay(self._store)
-            run = Ingest(self._ingest_context(), dry_run=dry_run, progress=progress)
+            context = dataclasses.replace(self._ingest_context(), metadata=checked)
+            run = Ingest(context, dry_run=dry_run, progress=progress)
             try:
                 run.walk(paths, select)
                 run.process()
@@ -544,56 +571,76 @@ class Index(Closeable):
         *,
         where: Mapping[str, Any] | None = None,
         group: bool = False,
+        mode: SearchMode | None = None,
     ) -> Results:
-        """The ``k`` chunks most similar to ``query`` (text, any part, or a :class:`Content`).
+        """The ``k`` chunks that best match ``query`` (text, any part, or a :class:`Content`).
 
         Text queries are embedded as queries (:attr:`Task.QUERY`); media queries the way the
-        stored chunks were (:attr:`Task.DOCUMENT`), so an image finds the same image.
+        stored chunks were (:attr:`Task.DOCUMENT`), so an image finds the same image. Hits of
+        one file whose spans nest (a PDF part and one of its pages) are one result, shown at
+        the best-matching page.
 
         Args:
             query: a string, :class:`Text`, :class:`Image`, ... or :class:`Content`.
             k: how many results (how many sources when ``group`` is true).
-            where: metadata filter: ``{"modality": "video"}``, ``{"source": "notes/a.md"}``;
-                a list value matches any of its items.
+            where: a filter on the fields of the results and the metadata given to
+                :meth:`add`: ``{"modality": "pdf", "page": 3}``, ``{"source": "notes/*.md"}``,
+                ``{"time": (60, 120)}``, ``{"course": "biology"}``; a list value matches any
+                of its items. An unknown key is an error that lists the known ones.
             group: one result per source, its best chunk first, all its matching chunks in
                 :attr:`Result.matches`.
+            mode: ``"vector"`` (similar vectors), ``"keyword"`` (BM25 over the chunks' text,
+                file names and titles; the model is not loaded) or ``"hybrid"`` (both, fused).
+                The default is hybrid for a text query when the index holds text, vector for
+                anything else. Each result's :attr:`Result.signals` says which found it.
+
+        Raises:
+            ConfigurationError: a bad ``k``, ``where`` or ``mode``, or an empty query.
         """
         if k < 1:
             raise ConfigurationError(f"k must be >= 1, got {k}")
-        self._replay(self._store)
         if isinstance(query, str) and not query.strip():
             raise ConfigurationError("the query is empty; pass some text, or a file with --image")
-        task = Task.QUERY if _is_text(query) else Task.DOCUMENT
-        vector = self._embed_with.embed([query], task=task)[0]
-        filt = _translate_where(where)
-        fetch = k * 5 if group else k
-        hits = self._store.search(vector, fetch, where=filt)
-        records = self._catalog.chunks([h.id for h in hits])
-        cwd = Path.cwd()
-        results = []
-        for hit in hits:
-            rec = records.get(hit.id)
-            if rec is None:
-                continue  # removed between the store snapshot and now
-            source = display_path(rec.path, cwd=cwd)
-            uri = source if rec.span is None else f"{source}#{rec.span.fragment}"
-            results.append(
-                Result(
-                    score=float(hit.score),
-                    source=source,
-                    modality=Modality(rec.modality),
-                    span=rec.span,
-                    uri=uri,
-                    preview=rec.preview,
-                    chunk_id=rec.id,
-                )
-            )
+        text = is_text(query)
+        chosen = choose_mode(mode, text_query=text, has_text=self._has_text)
+        filt = resolve_where(where, self._catalog)
+        # more results than asked for: nested hits merge, groups gather several chunks; and
+        # more candidates than that from each ranking, for the fusion
+        wanted = k * (5 if group else 3)
+        depth = max(CANDIDATES, wanted)
+        vector_hits: list[tuple[str, float]] = []
+        keyword_hits: list[tuple[str, float]] = []
+        match = keyword_match(query_text(query)) if chosen != "vector" else None
+        within = filt.sql if filt is not None else None
+        if chosen == "keyword" and match is not None:
+            keyword_hits = self._catalog.keyword_hits(match, depth, within=within)
+        if chosen != "keyword":
+            # the keyword side runs while the query is embedded and the vectors searched
+            pending = self._keywords.submit(match, depth, within) if match is not None else None
+            self._replay(self._store)
+            task = Task.QUERY if text else Task.DOCUMENT
+            vector = self._embed_with.embed([query], task=task)[0]
+            vector_hits = vector_candidates(self._store, self._catalog, vector, depth, filt)
+            keyword_hits = pending.result() if pending is not None else []
+        if chosen == "hybrid":
+            candidates = fuse(vector_hits, keyword_hits)
+        else:
+            candidates = single(vector_hits or keyword_hits, chosen)
+        results = merge_nested(results_of(self._catalog, candidates[:wanted]))
         if group:
             results = _group(results)
         return Results(results[:k], query=query if isinstance(query, str) else repr(query))
 
+    def _has_text(self) -> bool:
+        """Whether the keyword index holds text (asked again only after the catalog changed)."""
+        seq = self._catalog.last_seq()
+        if self._text_known is None or self._text_known[0] != seq:
+            self._text_known = (seq, self._catalog.has_text())
+        return self._text_known[1]
+
     def close(self) -> None:
         """Close the catalog (the index stays usable on disk)."""
+        self._keywords.close()
         self._catalog.close()
 
     def __repr__(self) -> str:
@@ -601,27 +648,6 @@ class Index(Closeable):
         return (
             f"Index({str(self.path)!r}, model={spec['model']!r}, dimensions={spec['dimensions']})"
         )
-
-
-def _is_text(query: Embeddable) -> bool:
-    if isinstance(query, (str, Text)):
-        return True
-    return isinstance(query, Content) and all(isinstance(p, Text) for p in query.parts)
-
-
-def _translate_where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Accept sources as the user sees them (relative paths) and modalities as enums."""
-    if not where:
-        return None
-    out: dict[str, Any] = {}
-    for key, value in where.items():
-        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        if key == "source":
-            values = [os.path.abspath(v) for v in values]
-        elif key == "modality":
-            values = [Modality(v).value for v in values]
-        out[key] = values if len(values) != 1 else values[0]
-    return out
 
 
 def _group(results: list[Result]) -> list[Result]:

@@ -15,7 +15,7 @@ import base64
 import html
 import io
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -23,9 +23,27 @@ from typing import Any, overload
 from mmembed.content import Modality
 from mmembed.protocols import PageSpan, Span, TextSpan, TimeSpan
 
-__all__ = ["Result", "Results"]
+__all__ = ["Result", "Results", "Signal"]
 
 _THUMB_PX = 120
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signal:
+    """How one ranking found a result.
+
+    Attributes:
+        name: ``"vector"`` (similarity of the vectors) or ``"keyword"`` (BM25 over the text).
+        rank: the result's place in that ranking, 1 for the first.
+        score: its score there: cosine similarity, or BM25 (higher is better for both).
+    """
+
+    name: str
+    rank: int
+    score: float
+
+    def __str__(self) -> str:
+        return f"{self.name[0]}{self.rank}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,7 +51,9 @@ class Result:
     """One search result.
 
     Attributes:
-        score: cosine similarity to the query (higher is better).
+        score: how well it matches (higher is better): the cosine similarity in a vector search,
+            BM25 in a keyword search, the fused score of both in a hybrid search (see
+            :attr:`signals` for each ranking's own rank and score).
         source: the file, relative to the working directory when it lies below it.
         modality: what kind of chunk matched.
         span: where in the file (seconds, pages or characters); ``None`` for a whole file.
@@ -42,6 +62,9 @@ class Result:
         chunk_id: the id of the chunk in the index.
         matches: when results are grouped by source, every matching chunk of this source, best
             first (this result is the first); otherwise empty.
+        signals: the rankings that found it, each with its rank and score there (one for a
+            vector or keyword search, one or two for a hybrid one).
+        metadata: the metadata given to :meth:`Index.add` for its file.
     """
 
     score: float
@@ -52,6 +75,13 @@ class Result:
     preview: str = ""
     chunk_id: str = ""
     matches: tuple[Result, ...] = field(default=(), repr=False)
+    signals: tuple[Signal, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
+
+    @property
+    def found_by(self) -> str:
+        """The rankings that found it and its rank in each, short: ``v1 k3``."""
+        return " ".join(str(s) for s in self.signals)
 
     @property
     def location(self) -> str:
@@ -68,6 +98,8 @@ class Result:
             "uri": self.uri,
             "preview": self.preview,
             "chunk_id": self.chunk_id,
+            "signals": {s.name: {"rank": s.rank, "score": round(s.score, 6)} for s in self.signals},
+            "metadata": dict(self.metadata),
         }
         if self.matches:
             out["matches"] = [m.to_dict() for m in self.matches]
@@ -146,28 +178,35 @@ class Results(Sequence[Result]):
         return self.table()
 
     def table(self, width: int | None = None) -> str:
-        """A plain-text table: rank, score, source, location, modality, preview; one row each."""
+        """A plain-text table, one row each: rank, score, source, location, modality, the rank in
+        each ranking that found it (``v1 k3``: first by vector, third by keyword), preview."""
         if not self._items:
             return "no results"
         width = width or shutil.get_terminal_size((120, 20)).columns
         rows = []
         for i, r in enumerate(self._items, 1):
             rows.append(
-                (str(i), f"{r.score:.3f}", r.source, r.location, r.modality.value, r.preview)
+                (
+                    str(i),
+                    f"{r.score:.3f}",
+                    r.source,
+                    r.location,
+                    r.modality.value,
+                    r.found_by,
+                    r.preview,
+                )
             )
-        head = ("#", "score", "source", "location", "modality", "preview")
-        fixed = [max(len(row[c]) for row in [*rows, head]) for c in range(5)]
+        head = ("#", "score", "source", "location", "modality", "found", "preview")
+        fixed = [max(len(row[c]) for row in [*rows, head]) for c in range(6)]
         # paths stay whole (they are what people copy); the preview takes what is left
-        room = max(24, width - sum(fixed) - 2 * 5)
+        room = max(24, width - sum(fixed) - 2 * 6)
         lines = []
         for row in [head, *rows]:
             cells = [
                 row[0].rjust(fixed[0]),
                 row[1].rjust(fixed[1]),
-                row[2].ljust(fixed[2]),
-                row[3].ljust(fixed[3]),
-                row[4].ljust(fixed[4]),
-                _clip(row[5], room),
+                *(row[c].ljust(fixed[c]) for c in range(2, 6)),
+                _clip(row[6], room),
             ]
             lines.append("  ".join(cells).rstrip())
         return "\n".join(lines)

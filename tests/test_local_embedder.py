@@ -170,3 +170,23 @@ def test_a_clip_style_model_embeds_images_and_text(tiny_clip: Path) -> None:
     np.testing.assert_allclose(embedder.embed([image])[0], out[1], atol=1e-5)
     mean = out[0] + out[1]
     np.testing.assert_allclose(out[2], mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def test_it_counts_with_its_own_tokenizer_and_no_chunk_is_cut_off(tmp_path: Path) -> None:
+    from mmembed.testing.media import make_text
+
+    embedder = shared()
+    assert embedder.max_input_tokens == 256
+    tokenizer = embedder._load().tokenizer
+    text = "The Krebs cycle runs in the mitochondria."
+    assert embedder.count_tokens(text) == len(tokenizer(text)["input_ids"])  # with [CLS], [SEP]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "long.txt").write_text(make_text(3000, seed=5))
+    with Index(tmp_path / "ix", embedder=embedder) as index:
+        index.add(notes)
+        hits = index.search("anything", k=1000, mode="vector")
+    whole = (notes / "long.txt").read_text()
+    counts = [embedder.count_tokens(whole[h.span.start : h.span.end]) for h in hits]  # type: ignore[union-attr]
+    assert max(counts) <= 256
+    assert sum(counts) / len(counts) > 0.6 * 256  # chunks as long as the model reads

@@ -49,6 +49,7 @@ class _Options:
     render: bool
     render_dpi: float
     max_tokens: int
+    page_vectors: bool = False
 
 
 def _page_groups(n: int, pages: int, overlap: int) -> Iterator[tuple[int, int]]:
@@ -149,35 +150,64 @@ def pdf_chunks(data: bytes | Path, options: _Options) -> Iterator[Chunk]:
     n = len(reader.pages)
     needs_pdfium = options.mode == "text" or options.page_text or options.render
     doc = _pdfium_document(data) if needs_pdfium else None
+    base: dict[str, Any] = {"pages": n}
+    title = _title(reader)
+    if title:
+        base["title"] = title
     try:
         if options.mode == "text":
-            yield from _text_chunks(doc, n, options)
+            yield from _text_chunks(doc, n, options, base)
             return
+        done = 0  # pages that already have a vector of their own
         for first, last in _page_groups(n, options.pages, options.overlap):
-            metadata: dict[str, Any] = {"pages": n}
-            if doc is not None:
-                with _PDFIUM_LOCK:
-                    if options.page_text:
-                        metadata["page_text"] = tuple(
-                            _pdfium_text(doc, i) for i in range(first, last + 1)
-                        )
-                    if options.render:
-                        metadata["page_images"] = tuple(
-                            Image(_pdfium_render(doc, i, options.render_dpi), "image/png")
-                            for i in range(first, last + 1)
-                        )
+            metadata = _page_metadata(doc, first, last, base, options)
             yield Chunk(
                 content=Pdf(_split(reader, first, last)),
                 source=options.name,
                 span=PageSpan(first + 1, last + 1),
                 metadata=MappingProxyType(metadata),
             )
+            if options.page_vectors and last > first:
+                # each page on its own too: a search then names the page, not the part
+                for i in range(max(first, done), last + 1):
+                    yield Chunk(
+                        content=Pdf(_split(reader, i, i)),
+                        source=options.name,
+                        span=PageSpan(i + 1, i + 1),
+                        metadata=MappingProxyType(_page_metadata(doc, i, i, base, options)),
+                    )
+                done = last + 1
     finally:
         if doc is not None:
             doc.close()
 
 
-def _text_chunks(doc: Any, n: int, options: _Options) -> Iterator[Chunk]:
+def _title(reader: Any) -> str:
+    """The document's title from its information dictionary, if it has a readable one."""
+    try:
+        title = reader.metadata.title if reader.metadata is not None else None
+    except Exception:  # a damaged information dictionary costs the title, not the file
+        return ""
+    return " ".join(title.split()) if isinstance(title, str) else ""
+
+
+def _page_metadata(
+    doc: Any, first: int, last: int, base: dict[str, Any], options: _Options
+) -> dict[str, Any]:
+    metadata = dict(base)
+    if doc is not None:
+        with _PDFIUM_LOCK:
+            if options.page_text:
+                metadata["page_text"] = tuple(_pdfium_text(doc, i) for i in range(first, last + 1))
+            if options.render:
+                metadata["page_images"] = tuple(
+                    Image(_pdfium_render(doc, i, options.render_dpi), "image/png")
+                    for i in range(first, last + 1)
+                )
+    return metadata
+
+
+def _text_chunks(doc: Any, n: int, options: _Options, base: dict[str, Any]) -> Iterator[Chunk]:
     """Page text grouped into chunks of at most ``pages`` pages and ``max_tokens`` tokens."""
     with _PDFIUM_LOCK:
         texts = [_pdfium_text(doc, i) for i in range(n)]
@@ -196,7 +226,7 @@ def _text_chunks(doc: Any, n: int, options: _Options) -> Iterator[Chunk]:
                         content=Text(piece),
                         source=options.name,
                         span=PageSpan(i + 1, i + 1),
-                        metadata=MappingProxyType({"pages": n}),
+                        metadata=MappingProxyType(dict(base)),
                     )
             i += 1
             continue
@@ -212,7 +242,7 @@ def _text_chunks(doc: Any, n: int, options: _Options) -> Iterator[Chunk]:
             content=Text(joined),
             source=options.name,
             span=PageSpan(i + 1, last + 1),
-            metadata=MappingProxyType({"pages": n}),
+            metadata=MappingProxyType(dict(base)),
         )
         if last == n - 1:
             return
@@ -234,12 +264,18 @@ class PdfChunker(SandboxedChunker):
         render: add each page rendered as PNG to ``chunk.metadata["page_images"]`` (a tuple of
             :class:`~mmembed.Image`), for image-only embedders or previews.
         render_dpi: resolution of the renders (their longest side is capped at 3,072 px).
+        page_vectors: after each part of two pages or more, yield each of its pages as a
+            one-page PDF chunk too (a page shared by overlapping parts once), so an index can
+            answer with the page (``deck.pdf#page=12``): its search merges a page with the part
+            it lies in. Each page is embedded a second time: for Gemini Embedding 2 that
+            doubles the tokens and the price of PDFs (see docs/search.md). ``mode="pdf"`` only.
         isolate: parse in a separate process (default) so a hostile file cannot crash, hang
             or exhaust this one; ``False`` is faster for trusted files.
         timeout: seconds allowed for each chunk when isolated.
         memory_mb: address-space limit of the isolated process.
 
-    Every chunk's ``metadata["pages"]`` is the page count of the whole document.
+    Every chunk's ``metadata["pages"]`` is the page count of the whole document, and
+    ``metadata["title"]`` its title when its information dictionary has one.
 
     Raises (while iterating):
         ChunkingError: the PDF is damaged, encrypted with a password, or hostile.
@@ -256,6 +292,7 @@ class PdfChunker(SandboxedChunker):
         page_text: bool = False,
         render: bool = False,
         render_dpi: float = 100.0,
+        page_vectors: bool = False,
         isolate: bool = True,
         timeout: float = 60.0,
         memory_mb: int | None = 2048,
@@ -279,12 +316,18 @@ class PdfChunker(SandboxedChunker):
             raise ConfigurationError(f"mode must be 'pdf' or 'text', got {mode!r}")
         if render_dpi <= 0:
             raise ConfigurationError(f"render_dpi must be positive, got {render_dpi}")
+        if page_vectors and mode != "pdf":
+            raise ConfigurationError(
+                "page_vectors is for PDF chunks (mode='pdf'); text chunks already hold one page "
+                "or a few, each with its page span"
+            )
         self.pages = pages
         self.overlap = overlap
         self.mode: Literal["pdf", "text"] = mode
         self.page_text = page_text
         self.render = render
         self.render_dpi = render_dpi
+        self.page_vectors = page_vectors
         self.isolate = isolate
         self.timeout = timeout
         self.memory_mb = memory_mb
@@ -312,6 +355,7 @@ class PdfChunker(SandboxedChunker):
             render=self.render,
             render_dpi=self.render_dpi,
             max_tokens=self.limits.max_tokens,
+            page_vectors=self.page_vectors,
         )
         yield from self._isolated(
             pdf_chunks, part.data, options, name=name, preload=("pypdf", "pypdfium2")

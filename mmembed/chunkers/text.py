@@ -22,7 +22,7 @@ from mmembed.errors import ConfigurationError
 from mmembed.limits import GEMINI_EMBEDDING_2, ModelLimits, estimate_tokens
 from mmembed.protocols import Chunk, TextSpan
 
-__all__ = ["TextChunker", "TextWindow", "text_windows"]
+__all__ = ["TextChunker", "TextWindow", "text_windows", "trimmed"]
 
 #: Default window size in tokens: big enough for a few paragraphs of context, small enough that
 #: one vector still stands for one topic (retrieval quality drops with very long chunks).
@@ -183,6 +183,16 @@ def text_windows(
         start = max(start + 1, nxt)
 
 
+def trimmed(text: str, window: TextWindow) -> tuple[int, int]:
+    """A window's bounds without the whitespace at either end (equal when it is all space)."""
+    start, end = window.start, window.end
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
 def _check_sizes(size: int, overlap: int) -> None:
     if size < 1:
         raise ConfigurationError(f"size must be at least 1, got {size}")
@@ -272,11 +282,7 @@ class TextChunker:
             tokenizer=self.tokenizer,
             max_tokens=self.limits.max_tokens,
         ):
-            start, end = window.start, window.end
-            while start < end and text[start].isspace():
-                start += 1
-            while end > start and text[end - 1].isspace():
-                end -= 1
+            start, end = trimmed(text, window)
             if start == end:
                 continue
             yield Chunk(

@@ -182,10 +182,32 @@ class SentenceTransformerEmbedder:
         return frozenset(out)
 
     @property
-    def max_tokens(self) -> int | None:
-        """The longest input the model reads, in its own tokens (longer text is truncated)."""
+    def max_input_tokens(self) -> int | None:
+        """How many tokens of one item the model reads, in its own tokens, counting its special
+        tokens and prompt (see :meth:`count_tokens`); the model cuts longer text off, silently.
+        ``None`` when the model does not say (loads the model)."""
         value = getattr(self._load(), "max_seq_length", None)
         return int(value) if isinstance(value, int) and value > 0 else None
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The former name of :attr:`max_input_tokens`."""
+        return self.max_input_tokens
+
+    def count_tokens(self, text: str) -> int:
+        """The tokens the model reads for ``text`` embedded as a document: its own tokenizer's
+        count, with the special tokens and the document prompt (loads the model)."""
+        model = self._load()
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise ConfigurationError(
+                f"the local model {self._name!r} has no tokenizer to count with"
+            )
+        name = self.prompt_for(Task.DOCUMENT)
+        prompt = self.prompts.get(name, "") if name else ""
+        with self._lock:  # the tokenizer is not safe to call from several threads at once
+            ids = tokenizer(prompt + text, add_special_tokens=True, verbose=False)["input_ids"]
+        return len(ids)
 
     @property
     def prompts(self) -> dict[str, str]:

@@ -88,8 +88,15 @@ class StaticEmbedder:
         return frozenset({Modality.TEXT})
 
     @property
+    def max_input_tokens(self) -> int:
+        """How many of the model's word pieces of one item it reads (longer text is cut off);
+        with no counter of its own, the index counts with the high estimate of
+        :func:`mmembed.limits.estimate_tokens`, so its chunks stay under this."""
+        return _MAX_TOKENS
+
+    @property
     def max_tokens(self) -> int:
-        """The longest input read, in the model's word pieces (longer text is cut)."""
+        """The former name of :attr:`max_input_tokens`."""
         return _MAX_TOKENS
 
     def embed(

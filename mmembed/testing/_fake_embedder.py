@@ -35,6 +35,8 @@ class FakeEmbedder:
         dimensions: the width of the vectors.
         model: the model id it reports.
         modalities: what it accepts; other items raise :class:`UnsupportedMediaError`.
+        max_input_tokens: read only this many tokens (words) of each text and cut the rest off
+            silently, as a local model does; ``None`` reads everything.
 
     >>> FakeEmbedder(dimensions=8).embed(["a", "b"]).shape
     (2, 8)
@@ -48,9 +50,17 @@ class FakeEmbedder:
         *,
         model: str = "fake-embedder",
         modalities: frozenset[Modality] = frozenset(Modality),
+        max_input_tokens: int | None = None,
     ) -> None:
         if isinstance(dimensions, bool) or dimensions < 1:
             raise ConfigurationError(f"dimensions must be a positive int, got {dimensions!r}")
+        if max_input_tokens is not None and (
+            isinstance(max_input_tokens, bool) or max_input_tokens < 1
+        ):
+            raise ConfigurationError(
+                f"max_input_tokens must be a positive int or None, got {max_input_tokens!r}"
+            )
+        self._max_input_tokens = max_input_tokens
         self._dimensions = dimensions
         self._model = model
         self._modalities = frozenset(modalities)
@@ -71,6 +81,15 @@ class FakeEmbedder:
         """The accepted modalities."""
         return self._modalities
 
+    @property
+    def max_input_tokens(self) -> int | None:
+        """How many tokens (words) of a text it reads; ``None``: all of them."""
+        return self._max_input_tokens
+
+    def count_tokens(self, text: str) -> int:
+        """The tokens of ``text``: its words."""
+        return len(text.split())
+
     def embed(
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
     ) -> NDArray[np.float32]:
@@ -88,7 +107,9 @@ class FakeEmbedder:
                         f"(it takes {', '.join(sorted(m.value for m in self._modalities))})"
                     )
                 if isinstance(part, Text):
-                    texts.append(part.text)
+                    words = part.text.split()
+                    cut = self._max_input_tokens
+                    texts.append(part.text if cut is None else " ".join(words[:cut]))
                 else:
                     blobs.append(part.read_bytes())
             out[i] = fake_vector(texts, blobs, self._dimensions)
@@ -109,6 +130,8 @@ class FakeEmbedder:
         }
         if self._modalities != frozenset(Modality):
             spec["modalities"] = sorted(m.value for m in self._modalities)
+        if self._max_input_tokens is not None:
+            spec["max_input_tokens"] = self._max_input_tokens
         return spec
 
     @classmethod
@@ -117,7 +140,10 @@ class FakeEmbedder:
         from mmembed.registry import spec_options
 
         options = spec_options(
-            spec, "fake", required=("dimensions",), optional=("model", "modalities")
+            spec,
+            "fake",
+            required=("dimensions",),
+            optional=("model", "modalities", "max_input_tokens"),
         )
         if "modalities" in options:
             options["modalities"] = frozenset(Modality(m) for m in options["modalities"])

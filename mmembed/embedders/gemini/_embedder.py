@@ -36,7 +36,7 @@ from mmembed.embedders.gemini._tasks import as_task, task_scheme
 from mmembed.embedders.gemini._transport import open_transport
 from mmembed.embedders.gemini._usage import EmbeddingUsage, Tally, usage_of
 from mmembed.errors import ConfigurationError, ProviderError
-from mmembed.limits import ModelLimits, limits_for
+from mmembed.limits import ModelLimits, estimate_tokens, limits_for
 
 if TYPE_CHECKING:
     from google import genai
@@ -213,6 +213,17 @@ class GeminiEmbedder(Closeable):
     def limits(self) -> ModelLimits:
         """The model's documented limits (what every item is checked against)."""
         return self._limits
+
+    @property
+    def max_input_tokens(self) -> int:
+        """How many tokens of one item the model reads (``limits.max_tokens``); a longer item
+        is refused before it is sent, never cut off."""
+        return self._limits.max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        """The tokens ``text`` is counted as against :attr:`max_input_tokens`: the same high
+        estimate the checks use (:func:`mmembed.limits.estimate_tokens`)."""
+        return estimate_tokens(text)
 
     @property
     def vertexai(self) -> bool:
