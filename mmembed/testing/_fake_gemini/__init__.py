@@ -7,7 +7,7 @@ what they share (routes, error bodies, the request record), and ``_server`` is t
 
 from __future__ import annotations
 
-from mmembed.testing._fake_gemini._server import FakeGeminiServer
+from mmembed.testing._fake_gemini._server import FakeGeminiServer, FakeGeminiUsage
 from mmembed.testing._fake_gemini._wire import RecordedRequest
 
-__all__ = ["FakeGeminiServer", "RecordedRequest"]
+__all__ = ["FakeGeminiServer", "FakeGeminiUsage", "RecordedRequest"]

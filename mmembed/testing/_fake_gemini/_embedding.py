@@ -36,6 +36,17 @@ class EmbeddingEndpoints:
     _rendered: dict[tuple[Any, ...], _Values]
     usage_metadata: bool
     reject_task_type: bool
+    max_inline_bytes: int | None
+    _billed: dict[str, dict[str, int]]
+
+    def _bill(self, model: str, items: int, tokens: dict[str, int]) -> None:
+        """Count an answered call: its items and its tokens by the service's modality names."""
+        with self._lock:
+            bill = self._billed.setdefault(model, {})
+            bill["#calls"] = bill.get("#calls", 0) + 1
+            bill["#items"] = bill.get("#items", 0) + items
+            for name, n in tokens.items():
+                bill[name] = bill.get(name, 0) + n
 
     def _embed(self, model: str, method: str, body: Any) -> dict[str, Any]:
         limits = limits_for(model)
@@ -69,15 +80,15 @@ class EmbeddingEndpoints:
             vectors.append(vec)
             for name, n in tokens.items():
                 usage[name] = usage.get(name, 0) + n
-        if inline_total > limits.max_inline_bytes:
-            raise _ApiError(
-                400, f"Request payload size exceeds the limit: {limits.max_inline_bytes} bytes."
-            )
+        most = limits.max_inline_bytes if self.max_inline_bytes is None else self.max_inline_bytes
+        if inline_total > most:
+            raise _ApiError(400, f"Request payload size exceeds the limit: {most} bytes.")
         out: dict[str, Any]
         if method == "embedContent":
             out = {"embedding": {"values": vectors[0]}}
         else:
             out = {"embeddings": [{"values": v} for v in vectors]}
+        self._bill(limits.model, len(vectors), usage)
         if self.usage_metadata:
             total = sum(usage.values())
             out["usageMetadata"] = {

@@ -19,9 +19,11 @@ from mmembed.testing._fake_gemini._wire import (
     RecordedRequest,
     _ApiError,
     _encode,
+    _Fault,
     _fault_error,
     _plain,
     _Values,
+    count_items,
 )
 
 if TYPE_CHECKING:
@@ -98,15 +100,22 @@ class _Handler(BaseHTTPRequestHandler):
             if endpoint in ("batchEmbedContents", "embedContent") and method == "POST":
                 fault = fake._take_fault()
                 if fault is not None and fault.kind == "drop":
-                    fake._record(self._recorded(method, path, endpoint, model, body, headers, 0))
+                    fake._record(
+                        self._recorded(method, path, endpoint, model, body, headers, 0, len(raw))
+                    )
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                delay = fake.latency + (fault.seconds if fault and fault.kind == "slow" else 0)
+                delay = fake._latency_for(body) + (
+                    fault.seconds if fault and fault.kind == "slow" else 0
+                )
                 fake._enter_call()
                 try:
                     if fault is not None and fault.kind == "error":
                         raise _fault_error(fault)
+                    wait = fake._admit(arrived)
+                    if wait is not None:
+                        raise _fault_error(_Fault("error", 1, status=429, retry_delay=wait))
                     fake._check_key(headers, query)
                     assert model is not None
                     answer = fake._embed(model, endpoint, body)
@@ -160,7 +169,9 @@ class _Handler(BaseHTTPRequestHandler):
             status = 500
             answer = _ApiError(500, f"fake server error: {type(exc).__name__}: {exc}").body()
         recorded_body = None if _UPLOAD_SESSION.match(path) else body
-        fake._record(self._recorded(method, path, endpoint, model, recorded_body, headers, status))
+        fake._record(
+            self._recorded(method, path, endpoint, model, recorded_body, headers, status, len(raw))
+        )
         self._send(status, answer, extra)
 
     def _recorded(
@@ -172,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
         body: Any,
         headers: Mapping[str, str],
         status: int,
+        size: int,
     ) -> RecordedRequest:
         shown = {k: ("***" if k == "x-goog-api-key" else v) for k, v in headers.items()}
         return RecordedRequest(
@@ -179,10 +191,12 @@ class _Handler(BaseHTTPRequestHandler):
             path=path,
             endpoint=endpoint,
             model=model,
-            body=body,
+            body=body if self.fake.keep_bodies else None,
             headers=MappingProxyType(shown),
             api_key_sent="x-goog-api-key" in headers,
             status=status,
+            size=size,
+            item_count=count_items(endpoint, body),
         )
 
     def _send(self, status: int, answer: Any, extra: Mapping[str, str]) -> None:

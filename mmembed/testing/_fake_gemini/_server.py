@@ -12,20 +12,62 @@ import contextlib
 import itertools
 import socket
 import threading
-from collections.abc import Callable
-from types import TracebackType
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from mmembed.content import Modality
 from mmembed.errors import ConfigurationError, MMEmbedError
+from mmembed.limits import cost_usd, limits_for
 from mmembed.testing._fake_gemini._embedding import EmbeddingEndpoints
 from mmembed.testing._fake_gemini._files import FilesEndpoints
 from mmembed.testing._fake_gemini._http import _Handler, _HTTPServer
-from mmembed.testing._fake_gemini._wire import RecordedRequest, _Fault, _StoredFile, _Values
+from mmembed.testing._fake_gemini._wire import (
+    RecordedRequest,
+    _Fault,
+    _StoredFile,
+    _Values,
+    body_modalities,
+)
 
 if TYPE_CHECKING:
     from google import genai
 
-__all__ = ["FakeGeminiServer"]
+__all__ = ["FakeGeminiServer", "FakeGeminiUsage"]
+
+# the service's modality names in usageMetadata.promptTokensDetails
+_SERVICE_MODALITY = {
+    "TEXT": Modality.TEXT,
+    "IMAGE": Modality.IMAGE,
+    "AUDIO": Modality.AUDIO,
+    "VIDEO": Modality.VIDEO,
+    "DOCUMENT": Modality.PDF,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FakeGeminiUsage:
+    """What a :class:`FakeGeminiServer` billed: see :attr:`FakeGeminiServer.usage`.
+
+    Attributes:
+        calls: embedding calls answered with vectors.
+        items: vectors returned.
+        requests: embedding requests received, refused ones (429, 400...) included.
+        bytes_received: request bytes received, uploads included.
+        rate_limited: calls refused with 429 for ``requests_per_minute``.
+        tokens_by_modality: input tokens billed, by modality.
+        cost_usd: the price of those tokens at the model's list prices.
+    """
+
+    calls: int = 0
+    items: int = 0
+    requests: int = 0
+    bytes_received: int = 0
+    rate_limited: int = 0
+    tokens_by_modality: Mapping[Modality, int] = field(default_factory=lambda: MappingProxyType({}))
+    cost_usd: float = 0.0
 
 
 class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
@@ -48,6 +90,17 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
         usage_metadata: include ``usageMetadata`` (token counts) in embedding responses.
         reject_task_type: answer 400 when ``taskType`` is sent to a model that takes task
             prefixes instead (Gemini Embedding 2); by default it is recorded and ignored.
+        latency_by_modality: seconds an embedding call takes by the modality of its parts
+            (``{"text": 0.1, "video": 2.0}``); a call with several modalities takes the longest
+            of theirs, and a modality not named takes ``latency``.
+        requests_per_minute: answer embedding calls past this many in the last 60 s with 429
+            RESOURCE_EXHAUSTED and a ``RetryInfo`` delay saying when a slot frees, as Google's
+            per-minute quota does; ``None`` for no limit. Refused calls do not count.
+        max_inline_bytes: the most inline (base64) media bytes one request may carry, answered
+            400 above it; the model's :attr:`~mmembed.limits.ModelLimits.max_inline_bytes` by
+            default. Larger media must come through the Files API.
+        keep_bodies: keep each request's parsed body in :attr:`requests`; ``False`` keeps only
+            sizes and item counts, so a long benchmark does not hold every byte it was sent.
 
     >>> with FakeGeminiServer() as server:
     ...     client = server.client()
@@ -73,6 +126,10 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
         file_processing_polls: int = 0,
         usage_metadata: bool = True,
         reject_task_type: bool = False,
+        latency_by_modality: Mapping[str, float] | None = None,
+        requests_per_minute: int | None = None,
+        max_inline_bytes: int | None = None,
+        keep_bodies: bool = True,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ConfigurationError(f"FakeGeminiServer listens on loopback only, got {host!r}")
@@ -83,6 +140,26 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
         self.file_processing_polls = int(file_processing_polls)
         self.usage_metadata = usage_metadata
         self.reject_task_type = reject_task_type
+        known = {m.value for m in Modality}
+        unknown = sorted(set(latency_by_modality or {}) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"latency_by_modality takes the modalities {', '.join(sorted(known))}; got "
+                f"{', '.join(unknown)}"
+            )
+        self.latency_by_modality = {k: float(v) for k, v in (latency_by_modality or {}).items()}
+        if requests_per_minute is not None and requests_per_minute < 1:
+            raise ConfigurationError(
+                f"requests_per_minute must be at least 1 (or None), got {requests_per_minute}"
+            )
+        self.requests_per_minute = requests_per_minute
+        if max_inline_bytes is not None and max_inline_bytes < 1:
+            raise ConfigurationError(f"max_inline_bytes must be positive, got {max_inline_bytes}")
+        self.max_inline_bytes = max_inline_bytes
+        self.keep_bodies = keep_bodies
+        self._admitted: deque[float] = deque()  # arrival times of calls let in, last 60 s
+        self._rate_limited = 0
+        self._billed: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
@@ -202,6 +279,8 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
         with self._lock:
             self._requests.clear()
             self._faults.clear()
+            self._billed.clear()
+            self._rate_limited = 0
             self._max_in_flight = self._in_flight
 
     # ---------------------------------------------------------------- faults
@@ -260,6 +339,61 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
         """The most embedding calls that were being served at the same moment."""
         with self._lock:
             return self._max_in_flight
+
+    @property
+    def usage(self) -> FakeGeminiUsage:
+        """What the embedding calls answered so far were billed, as Google would count them.
+
+        Tokens are the ones reported in each answer's ``usageMetadata`` (text at about four
+        characters a token, media at the rates in :mod:`mmembed.limits`), priced with
+        :func:`mmembed.limits.cost_usd` for the model of each call.
+        """
+        with self._lock:
+            billed = {m: dict(b) for m, b in self._billed.items()}
+            requests = list(self._requests)
+            limited = self._rate_limited
+        tokens: dict[Modality, int] = {}
+        calls = items = 0
+        cost = 0.0
+        for model, bill in billed.items():
+            calls += bill.pop("#calls", 0)
+            items += bill.pop("#items", 0)
+            by = {_SERVICE_MODALITY.get(name, Modality.TEXT): n for name, n in bill.items()}
+            for modality, n in by.items():
+                tokens[modality] = tokens.get(modality, 0) + n
+            cost += cost_usd(by, limits_for(model))
+        embed = [r for r in requests if r.endpoint in ("batchEmbedContents", "embedContent")]
+        return FakeGeminiUsage(
+            calls=calls,
+            items=items,
+            requests=len(embed),
+            bytes_received=sum(r.size for r in requests),
+            rate_limited=limited,
+            tokens_by_modality=MappingProxyType(tokens),
+            cost_usd=cost,
+        )
+
+    def _latency_for(self, body: Any) -> float:
+        """Seconds an embedding call with this body takes (the longest of its modalities')."""
+        if not self.latency_by_modality:
+            return self.latency
+        found = body_modalities(body) or {"text"}
+        return max(self.latency_by_modality.get(m, self.latency) for m in found)
+
+    def _admit(self, now: float) -> float | None:
+        """Let a call in under ``requests_per_minute``, or the seconds until a slot frees."""
+        most = self.requests_per_minute
+        if most is None:
+            return None
+        with self._lock:
+            window = self._admitted
+            while window and window[0] <= now - 60.0:
+                window.popleft()
+            if len(window) < most:
+                window.append(now)
+                return None
+            self._rate_limited += 1
+            return max(0.001, window[0] + 60.0 - now)
 
     def _enter_call(self) -> None:
         with self._lock:

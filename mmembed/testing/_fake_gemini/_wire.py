@@ -62,6 +62,9 @@ class RecordedRequest:
         headers: request headers with the API key masked.
         api_key_sent: whether an API key came with the request.
         status: the HTTP status answered (0 when the connection was dropped).
+        size: the bytes of the request body.
+        item_count: how many contents (vectors) an embedding request asked for (counted on
+            arrival, so it is known when the server keeps no bodies).
     """
 
     method: str
@@ -72,14 +75,13 @@ class RecordedRequest:
     headers: Mapping[str, str]
     api_key_sent: bool
     status: int
+    size: int = 0
+    item_count: int = 0
 
     @property
     def items(self) -> int:
         """How many contents (vectors) the request asked for."""
-        if self.endpoint == "batchEmbedContents" and isinstance(self.body, dict):
-            reqs = self.body.get("requests")
-            return len(reqs) if isinstance(reqs, list) else 0
-        return 1 if self.endpoint == "embedContent" else 0
+        return self.item_count
 
     @property
     def contents(self) -> list[Any]:
@@ -91,6 +93,37 @@ class RecordedRequest:
         if self.endpoint == "embedContent":
             return [self.body.get("content")]
         return []
+
+
+def count_items(endpoint: str, body: Any) -> int:
+    """How many contents (vectors) an embedding request body asks for."""
+    if endpoint == "batchEmbedContents" and isinstance(body, dict):
+        reqs = body.get("requests")
+        return len(reqs) if isinstance(reqs, list) else 0
+    return 1 if endpoint == "embedContent" else 0
+
+
+def body_modalities(body: Any) -> set[str]:
+    """The modalities (``"text"``, ``"image"``, ...) of the parts of an embedding request."""
+    from mmembed.content import modality_of
+
+    found: set[str] = set()
+    requests = body.get("requests") if isinstance(body, dict) else None
+    for req in requests if isinstance(requests, list) else [body]:
+        content = req.get("content") if isinstance(req, dict) else None
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, dict):
+                continue
+            if "text" in part:
+                found.add("text")
+                continue
+            blob = _get(part, "inline_data") or _get(part, "file_data")
+            mime = _get(blob, "mime_type") if isinstance(blob, dict) else None
+            modality = modality_of(str(mime or ""))
+            if modality is not None:
+                found.add(modality.value)
+    return found
 
 
 @dataclass(slots=True)
