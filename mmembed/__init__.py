@@ -27,6 +27,7 @@ from mmembed.content import (
 )
 from mmembed.errors import (
     AuthenticationError,
+    BudgetExceededError,
     ChunkingError,
     ConfigurationError,
     CorruptStoreError,
@@ -85,6 +86,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "Audio",
     "AuthenticationError",
+    "BudgetExceededError",
     "CachedEmbedder",
     "Chunk",
     "Chunker",

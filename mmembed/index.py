@@ -444,6 +444,7 @@ class Index:
         *paths: str | os.PathLike[str],
         dry_run: bool = False,
         progress: Callable[[IndexProgress], None] | None = None,
+        max_cost: float | None = None,
     ) -> IndexReport:
         """Index files and folders; reindex what changed; drop what disappeared from a folder.
 
@@ -455,23 +456,36 @@ class Index:
 
         Args:
             paths: files and directories.
-            dry_run: only count what would be embedded: chunks, API calls and an estimated cost.
+            dry_run: only plan what would be embedded: chunks, API calls, tokens and an
+                estimated cost per modality and video strategy (``report.plan``), from file
+                headers (no media is decoded); nothing is sent or written.
             progress: called after each file with an :class:`IndexProgress`.
+            max_cost: refuse to start when the plan's estimated cost in US dollars is above
+                this (a :class:`~mmembed.errors.BudgetExceededError` with the estimate;
+                nothing is sent).
 
         Raises:
             IndexLockedError: another process is writing to this index.
+            BudgetExceededError: the estimate is over ``max_cost``.
             AuthenticationError: the API key was refused (nothing more can be embedded).
             RateLimitError: the quota was still exhausted after retries.
         """
         if not paths:
             raise ConfigurationError("add() needs at least one file or folder")
+        if max_cost is not None and not max_cost >= 0:
+            raise ConfigurationError(f"max_cost must be a number of dollars >= 0, got {max_cost}")
         started = time.perf_counter()
         with self._lock:
             self._replay(self._store)
-            run = Ingest(self._ingest_context(), dry_run=dry_run, progress=progress)
+            run = Ingest(
+                self._ingest_context(), dry_run=dry_run, progress=progress, max_cost=max_cost
+            )
             try:
                 run.walk(paths)
-                run.process()
+                if dry_run or max_cost is not None:
+                    run.plan()
+                if not dry_run:
+                    run.process()
             finally:
                 if not dry_run:
                     self._replay(self._store)

@@ -214,6 +214,11 @@ class GeminiEmbedder:
         return self._limits
 
     @property
+    def concurrency(self) -> int:
+        """Calls sent at once (an index embeds this many rounds at once)."""
+        return self._concurrency
+
+    @property
     def vertexai(self) -> bool:
         """Whether requests go to Vertex AI rather than the Gemini Developer API."""
         return self._vertex
