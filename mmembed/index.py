@@ -55,7 +55,7 @@ from mmembed.errors import (
     MMEmbedError,
 )
 from mmembed.limits import ModelLimits
-from mmembed.protocols import Embedder, VectorStore
+from mmembed.protocols import Embedder, PageSpan, Span, TextSpan, TimeSpan, VectorStore
 from mmembed.results import Result, Results
 
 __all__ = [
@@ -606,6 +606,7 @@ def _translate_where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _group(results: list[Result]) -> list[Result]:
+    """One result per source, best first, with its matches and their merged ranges."""
     by_source: dict[str, list[Result]] = {}
     for r in results:
         by_source.setdefault(r.source, []).append(r)
@@ -622,9 +623,46 @@ def _group(results: list[Result]) -> list[Result]:
                 preview=best.preview,
                 chunk_id=best.chunk_id,
                 matches=tuple(matches),
+                ranges=_merge_spans([m.span for m in matches]),
             )
         )
     return grouped
+
+
+def _merge_spans(spans: Sequence[Span | None]) -> tuple[Span, ...]:
+    """Overlapping or touching spans of one kind merged, the best span's range first.
+
+    ``spans`` come best first; a range takes the rank of its best member.
+    """
+    ranked = sorted(
+        ((_bounds(s), rank, s) for rank, s in enumerate(spans) if s is not None),
+        key=lambda x: (type(x[2]).__name__, x[0]),
+    )
+    merged: list[tuple[int, Span]] = []  # (rank of the best member, span)
+    for (lo, hi), rank, span in ranked:
+        if merged and type(merged[-1][1]) is type(span):
+            best, last = merged[-1]
+            last_lo, last_hi = _bounds(last)
+            if lo <= last_hi:
+                merged[-1] = (min(best, rank), _span_like(span, last_lo, max(hi, last_hi)))
+                continue
+        merged.append((rank, span))
+    return tuple(span for _, span in sorted(merged, key=lambda m: m[0]))
+
+
+def _bounds(span: Span) -> tuple[float, float]:
+    """Where a span starts and ends; pages end one past their last, so neighbours touch."""
+    if isinstance(span, PageSpan):
+        return float(span.first), float(span.last + 1)
+    return float(span.start), float(span.end)
+
+
+def _span_like(span: Span, lo: float, hi: float) -> Span:
+    if isinstance(span, PageSpan):
+        return PageSpan(int(lo), int(hi) - 1)
+    if isinstance(span, TextSpan):
+        return TextSpan(int(lo), int(hi))
+    return TimeSpan(lo, hi)
 
 
 def _default_store(dimensions: int) -> VectorStore:
