@@ -282,7 +282,7 @@ class _Writer:
 
 def _wav(frames: NDArray[np.int16], rate: int) -> bytes:
     """16-bit PCM frames ``(n, channels)`` as a WAV file, header written here."""
-    channels = frames.shape[1]
+    channels = int(frames.shape[1])
     data: bytes = np.ascontiguousarray(frames, dtype="<i2").tobytes()
     header = b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt "
     header += (16).to_bytes(4, "little") + (1).to_bytes(2, "little")
