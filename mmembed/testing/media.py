@@ -248,12 +248,15 @@ _SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LA
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
 
-def _tone(start: int, frames: int, rate: int, channels: int) -> NDArray[np.float32]:
-    """Samples ``start`` to ``start + frames`` of a tone rising from 440 Hz, ``(frames, ch)``."""
+def _tone(start: int, frames: int, rate: int, channels: int, seed: int = 0) -> NDArray[np.float32]:
+    """Samples ``start`` to ``start + frames`` of a tone rising from 440 Hz, ``(frames, ch)``.
+
+    Another ``seed`` starts the tone a little higher, so recordings differ.
+    """
     import numpy as np
 
     t = (start + np.arange(frames, dtype=np.float64)) / rate
-    wave = 0.4 * np.sin(2 * np.pi * (440.0 * t + 2.0 * t * t))
+    wave = 0.4 * np.sin(2 * np.pi * ((440.0 + 7.0 * seed) * t + 2.0 * t * t))
     return np.repeat(wave[:, None], channels, axis=1).astype(np.float32)
 
 
@@ -282,6 +285,7 @@ def make_audio(
     seconds: float = 1.0,
     sample_rate: int = 16000,
     channels: int = 1,
+    seed: int = 0,
     path: None = None,
 ) -> bytes: ...
 @overload
@@ -291,6 +295,7 @@ def make_audio(
     seconds: float = 1.0,
     sample_rate: int = 16000,
     channels: int = 1,
+    seed: int = 0,
     path: StrPath,
 ) -> Path: ...
 def make_audio(
@@ -299,6 +304,7 @@ def make_audio(
     seconds: float = 1.0,
     sample_rate: int = 16000,
     channels: int = 1,
+    seed: int = 0,
     path: StrPath | None = None,
 ) -> bytes | Path:
     """A tone rising slowly from 440 Hz (never silent), written in blocks however long.
@@ -309,6 +315,7 @@ def make_audio(
         seconds: length of the recording.
         sample_rate: samples per second (a low rate keeps a long WAV small).
         channels: 1 or 2 for M4A, 1 or more for the others.
+        seed: another seed gives another tone (WAV, FLAC, OGG and MP3).
         path: write the file there and return the path, instead of returning the bytes.
 
     >>> import soundfile
@@ -336,7 +343,7 @@ def make_audio(
         ) as f:
             block = sample_rate * 10  # libvorbis crashes on one write of more than ~2M frames
             for start in range(0, total, block):
-                f.write(_tone(start, min(block, total - start), sample_rate, channels))
+                f.write(_tone(start, min(block, total - start), sample_rate, channels, seed))
     else:
         raise ConfigurationError(
             f"make_audio: unknown format {format!r}; use WAV, FLAC, OGG, MP3 or M4A"
