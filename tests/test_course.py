@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from mmembed import BudgetExceededError, Image, Video
+from mmembed import Audio, BudgetExceededError, Image, Video
 from mmembed.chunkers.audio import AudioChunker
 from mmembed.chunkers.video import VideoChunker
 from mmembed.cli import ExitCode, main
@@ -73,7 +73,8 @@ def test_a_static_slide_with_a_moving_speaker_is_one_keyframe(tmp_path: Path) ->
     assert len(chunks) == 1
     span = chunks[0].span
     assert isinstance(span, TimeSpan)
-    assert (span.start, span.end) == (0.0, pytest.approx(60, abs=0.3))
+    assert span.start == 0.0
+    assert span.end == pytest.approx(60, abs=0.3)
 
 
 def test_both_strategies_give_segments_then_keyframes(lecture: Path) -> None:
@@ -217,9 +218,11 @@ def test_windows_at_the_output_rate_are_copied_sample_for_sample(tmp_path: Path)
     chunks = list(AudioChunker(window_seconds=15, overlap_seconds=2).chunk(path))
     assert len(chunks) == 3
     for chunk in chunks:
+        assert isinstance(chunk.content, Audio)
         samples, rate = soundfile.read(io.BytesIO(chunk.content.read_bytes()), dtype="int16")
         assert rate == 16000
-        start = round(chunk.span.start * 16000)  # type: ignore[union-attr]
+        assert isinstance(chunk.span, TimeSpan)
+        start = round(chunk.span.start * 16000)
         assert np.array_equal(samples, source[start : start + len(samples)])
 
 
