@@ -291,3 +291,27 @@ def test_video_parts_in_memory_plan_like_files(lecture: Path) -> None:
     assert planner.add_file(video, VideoChunker(), size=len(video.read_bytes()))
     (line,) = planner.lines()
     assert (line.label, line.chunks) == ("video segments", 3)
+
+
+@pytest.mark.parametrize(("unit", "size", "overlap"), [("tokens", 300, 40), ("chars", 900, 100)])
+def test_a_text_file_is_cut_as_it_is_read_into_the_same_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unit: str, size: int, overlap: int
+) -> None:
+    from mmembed import Text
+    from mmembed.chunkers import text as text_module
+    from mmembed.chunkers.text import TextChunker
+    from mmembed.testing.media import make_text
+
+    monkeypatch.setattr(text_module, "_BLOCK", 4096)  # many blocks, windows across their seams
+    monkeypatch.setattr(text_module, "_KEEP_BEHIND", 512)
+    body = make_text(30_000, seed=3) + "ünïcödé " * 500 + "x" * 5000 + " end"
+    path = tmp_path / "long.md"
+    path.write_text("\ufeff" + body, encoding="utf-8")
+    chunker = TextChunker(size=size, overlap=overlap, unit=unit)  # type: ignore[arg-type]
+    streamed = list(chunker.chunk(path))
+    whole = list(chunker.chunk(Text(body)))
+    assert len(streamed) > 20
+    assert [(c.span, c.content) for c in streamed] == [(c.span, c.content) for c in whole]
+    for c in streamed:
+        assert c.span is not None
+        assert body[c.span.start : c.span.end] == c.content.text  # type: ignore[union-attr]
