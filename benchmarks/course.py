@@ -184,14 +184,18 @@ MODEL = "gemini-embedding-2"
 DIMENSIONS = 768
 
 
-def _serve(conn: Any) -> None:
+def _serve(conn: Any, rpm: int) -> None:
     from mmembed.testing import FakeGeminiServer
 
-    with FakeGeminiServer(keep_bodies=False, **SERVICE) as server:  # type: ignore[arg-type]
+    service = {**SERVICE, "requests_per_minute": rpm}
+    with FakeGeminiServer(keep_bodies=False, **service) as server:  # type: ignore[arg-type]
         conn.send(server.base_url)
         while True:
-            if conn.recv() == "stop":
+            command = conn.recv()
+            if command == "stop":
                 break
+            if command == "reset":  # a fresh quota window and bill for the next strategy
+                server.reset()
             u = server.usage
             conn.send(
                 {
@@ -208,15 +212,16 @@ def _serve(conn: Any) -> None:
 class Service:
     """The fake service in its own process (its JSON work never competes for our GIL)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rpm: int) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        self.rpm = rpm
+        self.proc = ctx.Process(target=_serve, args=(child, rpm), daemon=True)
         self.proc.start()
         self.base_url = self.conn.recv()
 
-    def usage(self) -> dict[str, Any]:
-        self.conn.send("usage")
+    def usage(self, *, reset: bool = False) -> dict[str, Any]:
+        self.conn.send("reset" if reset else "usage")
         return dict(self.conn.recv())
 
     def env(self) -> dict[str, str]:
@@ -427,7 +432,7 @@ def measure(
     if strategy == "segments":
         print(f"[{strategy}] chunking alone…", file=sys.stderr, flush=True)
         row["chunk_alone"] = run_child(["chunk", str(course), strategy], env)["seconds"]
-    before = service.usage()
+    before = service.usage(reset=True)
     print(f"[{strategy}] indexing…", file=sys.stderr, flush=True)
     run = run_child(["index", str(course), str(ix), strategy, "0"], env)
     after = service.usage()
@@ -447,7 +452,9 @@ def measure(
         failed=run["failed"],
         rss=run["peak_rss_mb"],
         disk=dir_size(ix),
-        floor=math.ceil(billed["calls"] / SERVICE["requests_per_minute"]) * 60.0,  # type: ignore[operator]
+        # a per-minute quota lets a minute's calls go at once: C calls need ceil(C / rpm) - 1
+        # full minutes of waiting at least
+        floor=max(0, math.ceil(billed["calls"] / service.rpm) - 1) * 60.0,
     )
     print(f"[{strategy}] searching…", file=sys.stderr, flush=True)
     row["search"] = run_child(["search", str(course), str(ix), strategy, json.dumps(manifest)], env)
@@ -531,6 +538,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kill", action="store_true", help="also the kill -9 check")
     parser.add_argument("--kill-scale", type=float, default=None, help="scale of the kill check")
+    parser.add_argument(
+        "--rpm",
+        type=int,
+        default=int(SERVICE["requests_per_minute"]),
+        help="the quota",  # type: ignore[call-overload]
+    )
     parser.add_argument("--task", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.task:
@@ -552,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = OUT / "work"
     work.mkdir(parents=True, exist_ok=True)
-    service = Service()
+    service = Service(args.rpm)
     rows = []
     notes = []
     try:
@@ -583,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"service: text calls {SERVICE['latency']} s, media calls 1.0 s, "
-        f"{SERVICE['requests_per_minute']} requests a minute, 20 MB inline"
+        f"{args.rpm} requests a minute, 20 MB inline"
     )
     print(table(rows))
     print()

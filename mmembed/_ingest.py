@@ -54,7 +54,8 @@ _PREVIEW_CHARS = 240
 # media bytes in one round: about what one request may carry inline (20 MB after base64)
 _ROUND_BYTES = 15 << 20
 # media bytes in all the rounds in flight together: memory stays bounded whatever the input
-_IN_FLIGHT_BYTES = 96 << 20
+# (each byte is held about four times on its way out: raw, base64, the JSON body, the socket)
+_IN_FLIGHT_BYTES = 48 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

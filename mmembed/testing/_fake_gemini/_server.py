@@ -275,12 +275,14 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
             return {f"files/{f.id}": bytes(f.data) for f in self._files.values() if f.done}
 
     def reset(self) -> None:
-        """Forget recorded requests and pending faults (uploaded files stay)."""
+        """Forget recorded requests, pending faults, what was billed and the quota's window
+        (uploaded files stay)."""
         with self._lock:
             self._requests.clear()
             self._faults.clear()
             self._billed.clear()
             self._rate_limited = 0
+            self._admitted.clear()
             self._max_in_flight = self._in_flight
 
     # ---------------------------------------------------------------- faults
