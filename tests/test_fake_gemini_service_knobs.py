@@ -109,3 +109,13 @@ def test_usage_is_what_the_answers_reported_priced_by_the_cost_table() -> None:
     assert usage.cost_usd == pytest.approx(cost_usd(usage.tokens_by_modality, limits))
     assert usage.cost_usd == pytest.approx(embedder.usage.cost_usd)
     assert usage.bytes_received > len(png)
+
+
+def test_reset_clears_the_bill_and_the_quota_window() -> None:
+    with FakeGeminiServer(requests_per_minute=1) as server:
+        assert post(server, one([{"text": "a"}]))[0] == 200
+        assert post(server, one([{"text": "b"}]))[0] == 429
+        server.reset()
+        assert server.usage.calls == 0
+        assert server.usage.rate_limited == 0
+        assert post(server, one([{"text": "c"}]))[0] == 200

@@ -15,7 +15,6 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from mmembed.chunkers._common import _ARTICLE, resolve_source, source_name
@@ -376,19 +375,11 @@ class TextChunker:
 
 def _check_text_file(path: str | os.PathLike[str], name: str) -> None:
     """Refuse a path that is not a file, or whose bytes are not text."""
-    from mmembed._sniff import HEAD_BYTES, describe, sniff
-    from mmembed.content import modality_of
+    from mmembed.chunkers import _sniff_path
 
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigurationError(f"{name}: no such file (or not a regular file)")
-    with file.open("rb") as f:
-        head = f.read(HEAD_BYTES)
-    mime = sniff(head)
-    modality = modality_of(mime) if mime else None
+    modality = _sniff_path(path)
     if modality is not Modality.TEXT:
-        what = _ARTICLE[modality] if modality is not None else describe(head)
         raise UnsupportedMediaError(
-            f"{name}: TextChunker takes text, but this is {what}; use mmembed.chunk() to pick "
-            "the chunker by type"
+            f"{name}: TextChunker takes text, but this is {_ARTICLE[modality]}; use "
+            "mmembed.chunk() to pick the chunker by type"
         )
