@@ -7,8 +7,11 @@ call, the chunkers, the sizes): nothing here reaches into the ``Index`` itself.
 from __future__ import annotations
 
 import codecs
+import ctypes
+import functools
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -589,6 +592,7 @@ class Ingest:
                 elif vectors[j] is not None and pending.vectors[ord_] is None:
                     pending.vectors[ord_] = vectors[j]
                     pending.missing -= 1
+            _release_freed_memory()
         self._commit_ready()
 
     def _embed_round(
@@ -733,6 +737,38 @@ class Ingest:
             chunk_seconds=self.chunk_seconds,
             wait_seconds=self.wait_seconds,
         )
+
+
+_trimmed_at = 0.0
+
+
+def _release_freed_memory() -> None:
+    """Give memory freed by the rounds back to the system, at most once a second.
+
+    A round's media pass through several large buffers (bytes, base64, the request body) on
+    worker threads; glibc keeps what they free in per-thread arenas, so without this the
+    process's memory settles at several rounds' worth per thread. ``malloc_trim`` returns it.
+    """
+    global _trimmed_at
+    now = time.monotonic()
+    if now - _trimmed_at < 1.0:
+        return
+    _trimmed_at = now
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return None
+    return trim
 
 
 def _lanes(embedder: Callable[[], Embedder]) -> int:

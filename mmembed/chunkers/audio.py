@@ -193,6 +193,7 @@ class AudioChunker:
             memory_mb=self.memory_mb,
             name=name,
             isolate=self.isolate,
+            read_ahead=True,  # cut the next chunk while this one is embedded
             preload=("numpy", "soundfile", "soxr"),
         )
 

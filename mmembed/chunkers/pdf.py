@@ -322,5 +322,6 @@ class PdfChunker:
             memory_mb=self.memory_mb,
             name=name,
             isolate=self.isolate,
+            read_ahead=True,  # cut the next chunk while this one is embedded
             preload=("pypdf", "pypdfium2"),
         )

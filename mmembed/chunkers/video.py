@@ -264,6 +264,7 @@ class VideoChunker:
             memory_mb=self.memory_mb,
             name=name,
             isolate=self.isolate,
+            read_ahead=True,  # cut the next chunk while this one is embedded
             preload=("av",),
         )
 
