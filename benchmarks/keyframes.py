@@ -1,7 +1,8 @@
 """Finding slide changes in a lecture: mmembed's keyframe method against PySceneDetect.
 
 Generates one lecture (``make_lecture``: 192×108 at 5 fps, keyframes every 10 s, never at a
-change; a slide change every 2–5 minutes at known times; a speaker moving in a corner) and
+change; a slide change every 2–5 minutes at known times, two in three of them between slides
+of one white template that differ only in their text; a speaker moving in a corner) and
 times each method on it, counting the planted changes found within ``--tolerance`` seconds
 (recall) and the changes reported where none was planted (false alarms).
 
@@ -35,11 +36,43 @@ def planted_lecture(folder: Path, seconds: float) -> tuple[Path, list[float]]:
     starts = [0.0]
     while starts[-1] + 300 < seconds:
         starts.append(round(starts[-1] + rng.uniform(120, 300), 1))
-    slides: list[tuple[float, str | bytes]] = [(t, f"Slide {k + 1}") for k, t in enumerate(starts)]
+    # title cards, then runs of slides of one template that differ only in their text
+    slides: list[tuple[float, str | bytes]] = [
+        (t, f"Slide {k + 1}" if k % 3 == 0 else text_slide(k, rng)) for k, t in enumerate(starts)
+    ]
     if len(slides) > 2:
         slides[2] = (starts[2], make_image("PNG", (192, 108), caption="the diagram"))
     path = make_lecture(slides, seconds=seconds, path=folder / "lecture.mp4")
     return path, starts[1:]
+
+
+def text_slide(k: int, rng: random.Random) -> bytes:
+    """A white slide with a title and four bullet lines in black (one template for all)."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    words = [
+        "cell",
+        "energy",
+        "membrane",
+        "enzyme",
+        "glucose",
+        "oxygen",
+        "carbon",
+        "light",
+        "water",
+        "neuron",
+    ]
+    im = Image.new("RGB", (192, 108), (250, 250, 250))
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default(size=9)
+    lines = [f"Part {k}"] + [f"- {' '.join(rng.sample(words, 3))}" for _ in range(4)]
+    for i, line in enumerate(lines):
+        draw.text((8, 12 + i * 11), line, fill=(20, 20, 20), font=font)
+    out = io.BytesIO()
+    im.save(out, "PNG")
+    return out.getvalue()
 
 
 def score(found: list[float], planted: list[float], tolerance: float) -> tuple[int, int]:

@@ -78,6 +78,32 @@ def test_a_static_slide_with_a_moving_speaker_is_one_keyframe(tmp_path: Path) ->
     assert span.end == pytest.approx(60, abs=0.3)
 
 
+def _text_slide(lines: list[str]) -> bytes:
+    from PIL import Image as PILImage
+    from PIL import ImageDraw, ImageFont
+
+    im = PILImage.new("RGB", (192, 108), (250, 250, 250))
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default(size=9)
+    for i, line in enumerate(lines):
+        draw.text((8, 14 + i * 11), line, fill=(20, 20, 20), font=font)
+    out = io.BytesIO()
+    im.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_slides_of_one_template_that_differ_only_in_their_text_are_told_apart(
+    tmp_path: Path,
+) -> None:
+    first = _text_slide(["Photosynthesis", "- light reactions", "- Calvin cycle", "- ATP"])
+    second = _text_slide(["Respiration", "- glycolysis", "- Krebs cycle", "- 36 ATP"])
+    path = make_lecture([(0.0, first), (30.2, second)], seconds=60, path=tmp_path / "t.mp4")
+    spans = [c.span for c in VideoChunker(strategy="keyframes").chunk(path)]
+    starts = [s.start for s in spans if isinstance(s, TimeSpan)]
+    assert len(starts) == 2
+    assert 30.2 <= starts[1] <= 31.2
+
+
 def test_both_strategies_give_segments_then_keyframes(lecture: Path) -> None:
     kinds = [c.metadata["kind"] for c in VideoChunker(strategy="both").chunk(lecture)]
     assert kinds[0] == "segment"

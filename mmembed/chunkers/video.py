@@ -13,8 +13,9 @@ lecture.mp4#t=0,24 remux
 With ``strategy="keyframes"`` the chunks are images instead: one per scene (a slide changing,
 a diagram appearing), each spanning the time its picture stays on screen; ``"both"`` gives
 segments and keyframes. Keyframes are found by decoding only the video's own keyframes
-(intra frames), comparing a small grey thumbnail of each with the current scene's, and, where
-one differs, decoding that one keyframe interval to find the moment of the change.
+(intra frames), comparing a small colour thumbnail of each with the current scene's, block by
+block, and, where one differs, decoding that one keyframe interval to find the moment of the
+change.
 
 Decoding runs in a separate process (see :mod:`mmembed.chunkers._sandbox`), so a hostile file
 costs a :class:`~mmembed.errors.ChunkingError`, never the caller's process.
@@ -57,8 +58,10 @@ _EPS = 1e-6
 _INTERLEAVE_SECONDS = 5.0
 #: The index (moov) before the data, so a segment plays while it is still arriving.
 _MP4_OPTIONS = {"movflags": "+faststart"}
-#: The size of the grey thumbnails scenes are compared on.
+#: The size of the colour thumbnails scenes are compared on.
 _THUMB = (64, 36)
+#: How much a 4×4 block of a thumbnail must change on average (0–1) to count as changed.
+_BLOCK_CHANGE = 0.03
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +80,7 @@ class _Job:
     preset: str
     audio: bool
     strategy: Strategy = "segments"
-    keyframe_threshold: float = 0.06
+    keyframe_threshold: float = 0.1
     keyframe_min_seconds: float = 5.0
     keyframe_step_seconds: float = 1.0
 
@@ -108,9 +111,10 @@ class VideoChunker:
         strategy: ``"segments"`` (MP4 segments, billed per sampled frame), ``"keyframes"``
             (one JPEG image per scene, with the time span it stays on screen: far cheaper, and
             what slides and diagrams need), or ``"both"``.
-        keyframe_threshold: how different a picture must be from the current scene's to start
-            a new one: the mean absolute difference of 64×36 grey thumbnails, as a fraction of
-            full scale (a speaker moving in a corner stays well below the default).
+        keyframe_threshold: how much of the picture must change from the current scene's to
+            start a new one: the fraction of the blocks of a 64×36 colour thumbnail (a 16×9
+            grid) that changed. New text on a slide changes about a fifth; a speaker moving in
+            a corner picture of under a tenth of the frame stays below the default.
         keyframe_min_seconds: the least time between two keyframes; a change sooner than this
             after the last one is taken once the interval has passed.
         keyframe_step_seconds: how finely the moment of a change is searched for.
@@ -137,7 +141,7 @@ class VideoChunker:
         preset: str = "veryfast",
         audio: bool = True,
         strategy: Strategy = "segments",
-        keyframe_threshold: float = 0.06,
+        keyframe_threshold: float = 0.1,
         keyframe_min_seconds: float = 5.0,
         keyframe_step_seconds: float = 1.0,
         timeout: float = 120.0,
@@ -382,17 +386,26 @@ def _segments(av: ModuleType, data: str | bytes, probe: _Probe, job: _Job) -> It
 
 
 def _thumb(frame: Any) -> Any:
-    """A 64×36 grey thumbnail of a frame, as floats from 0 to 1."""
+    """A 64×36 colour thumbnail of a frame, as floats from 0 to 1."""
     import numpy as np
 
-    small = frame.reformat(width=_THUMB[0], height=_THUMB[1], format="gray").to_ndarray()
+    small = frame.reformat(width=_THUMB[0], height=_THUMB[1], format="rgb24").to_ndarray()
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
 def _differs(a: Any, b: Any, threshold: float) -> bool:
+    """Whether more than ``threshold`` of the picture changed.
+
+    The thumbnails are compared in 4×4-pixel blocks (a 16×9 grid); a block changed when its
+    pixels moved by more than :data:`_BLOCK_CHANGE` on average. New text on a slide changes
+    about a fifth of the blocks; a speaker moving in a small corner picture, a few.
+    """
     import numpy as np
 
-    return float(np.mean(np.abs(a - b))) > threshold
+    diff = np.abs(a - b).mean(axis=2)
+    rows, cols = diff.shape[0] // 4, diff.shape[1] // 4
+    blocks = diff[: rows * 4, : cols * 4].reshape(rows, 4, cols, 4).mean(axis=(1, 3))
+    return float(np.mean(blocks > _BLOCK_CHANGE)) > threshold
 
 
 def _keyframes(av: ModuleType, data: str | bytes, probe: _Probe, job: _Job) -> Iterator[Chunk]:
