@@ -26,6 +26,7 @@ from mmembed.content import (
 )
 from mmembed.errors import (
     AuthenticationError,
+    BudgetExceededError,
     ChunkingError,
     ConfigurationError,
     CorruptStoreError,
@@ -93,6 +94,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "Audio",
     "AuthenticationError",
+    "BudgetExceededError",
     "CachedEmbedder",
     "Chunk",
     "Chunker",

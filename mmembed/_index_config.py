@@ -243,7 +243,7 @@ class Chunkers:
             self._asked = True
         return self._budget
 
-    def for_part(self, modality: Modality, *, pdf_as_text: bool = False) -> Chunker:
+    def for_part(self, modality: Modality, *, pdf_as_text: bool = False) -> _Fitted:
         """The chunker for a part of ``modality`` (a PDF read as text for a text-only model)."""
         if self._custom is not None:
             return _Fitted(self._custom, self.budget)
@@ -291,6 +291,11 @@ class _Fitted:
     def __init__(self, chunker: Chunker, budget: Callable[[], TokenBudget | None]) -> None:
         self._chunker = chunker
         self._budget = budget
+
+    @property
+    def chunker(self) -> Chunker:
+        """The chunker whose chunks are fitted (its settings plan a run)."""
+        return self._chunker
 
     def chunk(self, source: Part | str | os.PathLike[str]) -> Iterator[Chunk]:
         budget = self._budget()

@@ -6,10 +6,15 @@ call, the chunkers, the sizes): nothing here reaches into the ``Index`` itself.
 
 from __future__ import annotations
 
+import codecs
+import ctypes
+import functools
 import hashlib
-import math
 import os
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from numpy.typing import NDArray
 
 from mmembed._catalog import Catalog, ChunkRecord, FileRecord
 from mmembed._checks import check_rows
+from mmembed._estimate import PlanLine, Planner
 from mmembed._files import sha256_file
 from mmembed._index_config import Chunkers
 from mmembed._walk import Selection, display_path, is_under, walk
@@ -34,23 +40,25 @@ from mmembed.content import (
 )
 from mmembed.errors import (
     AuthenticationError,
-    ChunkingError,
+    BudgetExceededError,
     ConfigurationError,
     EmbeddingError,
     InputLimitError,
-    MissingDependencyError,
     MMEmbedError,
     RateLimitError,
     UnsupportedMediaError,
 )
-from mmembed.limits import ModelLimits, cost_usd, estimate_item_tokens
+from mmembed.limits import ModelLimits
 from mmembed.protocols import Chunk, Embedder
 
-__all__ = ["FileProblem", "IndexProgress", "IndexReport", "Ingest", "IngestContext"]
+__all__ = ["FileProblem", "IndexProgress", "IndexReport", "Ingest", "IngestContext", "PlanLine"]
 
 _PREVIEW_CHARS = 240
-# media bytes held in memory waiting for an embedding call before a round is sent anyway
-_MAX_QUEUE_BYTES = 64 << 20
+# media bytes in one round: about what one request may carry inline (20 MB after base64)
+_ROUND_BYTES = 15 << 20
+# media bytes in all the rounds in flight together: memory stays bounded whatever the input
+# (each byte is held about four times on its way out: raw, base64, the JSON body, the socket)
+_IN_FLIGHT_BYTES = 48 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +92,12 @@ class IndexReport:
         cost_usd: estimated cost in US dollars, when known.
         seconds: wall time.
         dry_run: nothing was embedded or written.
+        plan: the estimate before anything was sent, one line per modality and per video
+            strategy (chunks, calls, tokens, cost); always made in a dry run, and in a run with
+            ``max_cost``.
+        chunk_seconds: time spent reading and cutting files.
+        wait_seconds: time spent waiting for the embedding service with nothing left to cut
+            (what chunking could not hide).
     """
 
     added: tuple[str, ...] = ()
@@ -99,6 +113,9 @@ class IndexReport:
     cost_usd: float | None = None
     seconds: float = 0.0
     dry_run: bool = False
+    plan: tuple[PlanLine, ...] = ()
+    chunk_seconds: float = 0.0
+    wait_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -121,6 +138,9 @@ class IndexReport:
             "tokens": self.tokens,
             "cost_usd": self.cost_usd,
             "seconds": round(self.seconds, 3),
+            "chunk_seconds": round(self.chunk_seconds, 3),
+            "wait_seconds": round(self.wait_seconds, 3),
+            "plan": [line.to_dict() for line in self.plan],
         }
 
     def __str__(self) -> str:
@@ -143,6 +163,8 @@ class IndexReport:
         if not self.dry_run:
             tail.append(f"{self.seconds:.1f} s")
         lines = [f"{head}; {', '.join(tail)}"]
+        if self.plan and self.dry_run:
+            lines += _plan_table(self.plan)
         lines += [f"  failed: {p}" for p in self.failed]
         lines += [f"  skipped: {p}" for p in self.skipped]
         return "\n".join(lines)
@@ -165,7 +187,7 @@ class IndexProgress:
 
 @dataclass(slots=True)
 class _Pending:
-    """A file being indexed: its chunks, and their vectors as batches come back."""
+    """A file being indexed: its chunks, and their vectors as rounds come back."""
 
     path: str
     stat: os.stat_result
@@ -174,7 +196,29 @@ class _Pending:
     existed: bool
     records: list[ChunkRecord] = field(default_factory=list)
     vectors: list[NDArray[np.float32] | None] = field(default_factory=list)
+    missing: int = 0  # vectors not back yet
+    chunked: bool = False  # every chunk has been cut and queued
     error: str = ""
+
+
+@dataclass(slots=True)
+class _Round:
+    """Chunks of one or more files, embedded together in one ``embed`` call."""
+
+    entries: list[tuple[_Pending, int]] = field(default_factory=list)
+    items: list[Embeddable] = field(default_factory=list)
+    nbytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Todo:
+    """A file that needs embedding: its part (``None``: text read as it is cut) and hash."""
+
+    part: Part | None
+    modality: Modality
+    sha256: str
+    existed: bool
+    pdf_as_text: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,7 +233,7 @@ class IngestContext:
         usage: the usage counter of the embedder if it was built and counts usage, else None.
         chunkers: the chunker for each modality.
         dimensions: the width every vector must have.
-        batch_size: chunks per embedding round.
+        batch_size: the most chunks being embedded at once (all rounds in flight together).
         limits: the model's limits, when it publishes them.
         metadata: the user metadata for every file of the run (``None``: files keep theirs).
     """
@@ -207,7 +251,13 @@ class IngestContext:
 
 
 class Ingest:
-    """One add() run: walk, decide, chunk, embed in batches, commit file by file."""
+    """One add() run: walk, decide, chunk, embed in rounds while cutting, commit file by file.
+
+    Cutting and embedding overlap: the calling thread cuts files and fills rounds (at most one
+    API call's worth of chunks each); rounds go to worker threads, as many at once as the
+    embedder sends calls at once, within a bound on the media bytes in flight. Whenever a round
+    comes back, every file whose chunks all have their vectors commits at once.
+    """
 
     def __init__(
         self,
@@ -215,10 +265,12 @@ class Ingest:
         *,
         dry_run: bool,
         progress: Callable[[IndexProgress], None] | None,
+        max_cost: float | None = None,
     ) -> None:
         self.ctx = ctx
         self.catalog = ctx.catalog
         self.dry_run = dry_run
+        self.max_cost = max_cost
         self.progress = progress
         self.targets: dict[str, os.stat_result] = {}
         self.walked_dirs: list[str] = []
@@ -230,11 +282,18 @@ class Ingest:
         self.skipped: list[FileProblem] = []
         self.ignored = 0
         self.chunks = 0
-        self.est_by: dict[Modality, int] = {}
         self.done = 0
-        self.queue: list[tuple[_Pending, int, Embeddable]] = []
-        self.queue_bytes = 0
+        self.planned: tuple[PlanLine, ...] = ()
+        self.planned_calls = 0
+        self.chunk_seconds = 0.0
+        self.wait_seconds = 0.0
         self.open_files: list[_Pending] = []
+        self.round = _Round()
+        self.in_flight: dict[Future[Any], _Round] = {}
+        self.in_flight_bytes = 0
+        self.in_flight_items = 0
+        self.pool: ThreadPoolExecutor | None = None
+        self.lanes = 1
         # read without building the embedder: a run with nothing to embed never loads a model
         self.usage_before = ctx.usage()
 
@@ -279,6 +338,57 @@ class Ingest:
             if f.status == "indexed":  # skipped or failed files were never in the results
                 self.removed.append(_show(f.path))
 
+    # -- the plan ---------------------------------------------------------------------------
+
+    def plan(self) -> tuple[PlanLine, ...]:
+        """Estimate what the files to embed will cost, reading headers only; nothing is sent.
+
+        A dry run records each file's outcome (would add, unchanged, skipped...); a run with
+        ``max_cost`` refuses to start when the estimate is over it.
+
+        Raises:
+            BudgetExceededError: the estimate is over ``max_cost``.
+        """
+        planner = Planner(self.ctx.limits)
+        for path, st in self.targets.items():
+            todo = self._classify(path, st, planning=True)
+            if todo is None:
+                continue
+            if self.dry_run:
+                (self.replaced if todo.existed else self.added).append(_show(path))
+                self.done += 1
+            chunker = self.ctx.chunkers.for_part(
+                todo.modality, pdf_as_text=todo.pdf_as_text
+            ).chunker
+            part = todo.part if todo.part is not None else Text("")
+            if planner.add_file(part, chunker, size=st.st_size):
+                continue
+            label = todo.modality.value
+            try:
+                for n, chunk in enumerate(self._chunks(todo, path)):
+                    planner.add_chunk(label, chunk.content, first=n == 0)
+            except MMEmbedError as exc:
+                if self.dry_run:
+                    self.failed.append(FileProblem(path=_show(path), reason=_reason(exc, path)))
+        self.planned = planner.lines()
+        self.planned_calls = planner.total_calls()
+        self.chunks = sum(line.chunks for line in self.planned) if self.dry_run else 0
+        cost = self.estimated_cost()
+        if self.max_cost is not None and cost is not None and cost > self.max_cost:
+            raise BudgetExceededError(
+                f"this run is estimated to cost ${cost:,.2f} ({_plan_summary(self.planned)}), "
+                f"over max_cost=${self.max_cost:,.2f}; nothing was embedded. Raise the limit, "
+                "index fewer files, or choose a cheaper video strategy (keyframes)",
+                estimate_usd=cost,
+                max_cost_usd=self.max_cost,
+            )
+        return self.planned
+
+    def estimated_cost(self) -> float | None:
+        """The plan's total cost, ``None`` when the model publishes no prices."""
+        costs = [line.cost_usd for line in self.planned if line.cost_usd is not None]
+        return sum(costs) if costs else (None if self.ctx.limits is None else 0.0)
+
     # -- processing -------------------------------------------------------------------------
 
     def process(self) -> None:
@@ -287,15 +397,18 @@ class Ingest:
         try:
             for path, st in self.targets.items():
                 self._file(path, st)
+                self._collect(block=False)
                 self._tick(total, path)
-                if self._full():
-                    self._flush()
-                    self._tick(total, path)
-            self._flush()
+            self._send_round()
+            while self.in_flight:
+                self._collect(block=True)
+                self._tick(total, "")
         finally:
-            # whatever stops the run (an error, Ctrl-C), files whose vectors are all here are
-            # committed; nothing more is sent
-            self._commit_ready()
+            # whatever stops the run (an error, Ctrl-C): calls already sent finish, files whose
+            # vectors are all here are committed; nothing more is sent
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+            self._collect(block=False, final=True)
             self._tick(total, "")
 
     def _tick(self, total: int, path: str) -> None:
@@ -309,73 +422,98 @@ class Ingest:
                 )
             )
 
-    def _file(self, path: str, st: os.stat_result) -> None:
+    def _classify(self, path: str, st: os.stat_result, *, planning: bool) -> _Todo | None:
+        """Decide what a file needs; ``None`` when it is settled (unchanged, skipped, failed).
+
+        While planning nothing is written, and a new file is not hashed (nothing to compare).
+        """
+        quiet = planning and not self.dry_run  # the budget's look ahead records nothing
         old = self.catalog.file(path)
         indexed = old is not None and old.status == "indexed"
         same_stat = old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns)
         if old is not None and same_stat and old.status == "skipped":
             # decided before, for this very file: no need to sniff it or load a model again
-            self.skipped.append(FileProblem(path=_show(path), reason=old.reason))
-            self.done += 1
-            return
+            if not quiet:
+                self.skipped.append(FileProblem(path=_show(path), reason=old.reason))
+                self.done += 1
+            return None
         if old is not None and indexed and same_stat:
-            self._keep(old)
-            return
-        try:
-            sha, _ = sha256_file(path)
-        except OSError as exc:
-            self._fail(path, f"cannot read: {exc.strerror or exc}")
-            return
+            if not quiet:
+                self._keep(old)
+            return None
+        sha = ""
+        if not planning or indexed:
+            try:
+                sha, _ = sha256_file(path)
+            except OSError as exc:
+                if not quiet:
+                    self._fail(path, f"cannot read: {exc.strerror or exc}")
+                return None
         if old is not None and indexed and old.sha256 == sha:
-            if not self.dry_run:
+            if not planning:
                 self.catalog.touch(path, size=st.st_size, mtime_ns=st.st_mtime_ns)
-            self._keep(old)
-            return
+            if not quiet:
+                self._keep(old)
+            return None
         try:
-            part = load(path)
+            part = _open_part(path, streamed=self._streams_text())
         except UnsupportedMediaError as exc:
-            self._skip(path, _reason(exc, path), st=st, sha=sha)
-            return
+            if not quiet:
+                self._skip(path, _reason(exc, path), st=st, sha=sha)
+            return None
         except (ConfigurationError, OSError) as exc:
-            self._fail(path, _reason(exc, path))
-            return
-        modality = part.modality
+            if not quiet:
+                self._fail(path, _reason(exc, path))
+            return None
+        modality = part.modality if part is not None else Modality.TEXT
         accepted = self.ctx.embedder().modalities
         pdf_as_text = modality is Modality.PDF and Modality.PDF not in accepted
         if modality not in accepted and not (pdf_as_text and Modality.TEXT in accepted):
-            self._skip(
-                path,
-                f"{self.ctx.model} does not embed {modality.value} (it takes "
-                f"{', '.join(sorted(m.value for m in accepted))})",
-                st=st,
-                sha=sha,
-            )
+            if not quiet:
+                self._skip(
+                    path,
+                    f"{self.ctx.model} does not embed {modality.value} (it takes "
+                    f"{', '.join(sorted(m.value for m in accepted))})",
+                    st=st,
+                    sha=sha,
+                )
+            return None
+        return _Todo(part, modality, sha, indexed, pdf_as_text)
+
+    def _streams_text(self) -> bool:
+        from mmembed.chunkers.text import TextChunker
+
+        return isinstance(self.ctx.chunkers.for_part(Modality.TEXT).chunker, TextChunker)
+
+    def _file(self, path: str, st: os.stat_result) -> None:
+        started = time.perf_counter()
+        todo = self._classify(path, st, planning=False)
+        if todo is None:
+            self.chunk_seconds += time.perf_counter() - started
             return
-        pending = _Pending(path=path, stat=st, sha256=sha, modality=modality, existed=indexed)
-        try:
-            for ord_, chunk in enumerate(self._chunks(part, path, pdf_as_text=pdf_as_text)):
-                self._queue(pending, ord_, chunk)
-        except (
-            ChunkingError,
-            UnsupportedMediaError,
-            InputLimitError,
-            MissingDependencyError,
-        ) as exc:
-            self._drop_queued(pending)
-            self._fail(path, _reason(exc, path))
-            return
-        except MMEmbedError as exc:
-            self._drop_queued(pending)
-            self._fail(path, _reason(exc, path))
-            return
-        if not pending.records:
-            self._drop_queued(pending)
-            if self.dry_run:
-                self.done += 1
-                return
-            self._fail(path, "no content to index (empty file?)")
-            return
+        pending = _Pending(
+            path=path, stat=st, sha256=todo.sha256, modality=todo.modality, existed=todo.existed
+        )
         self.open_files.append(pending)
+        try:
+            chunks = self._chunks(todo, path)
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                self.chunk_seconds += time.perf_counter() - started
+                self._queue(pending, len(pending.records), chunk)
+                started = time.perf_counter()
+        except MMEmbedError as exc:
+            pending.error = pending.error or _reason(exc, path)
+        finally:
+            self.chunk_seconds += time.perf_counter() - started
+            pending.chunked = True
+        if pending.error:
+            self._drop_queued(pending)
+        elif not pending.records:
+            pending.error = "no content to index (empty file?)"
 
     def _keep(self, old: FileRecord) -> None:
         """An unchanged file: nothing to embed; only new user metadata is recorded."""
@@ -385,95 +523,144 @@ class Ingest:
         self.unchanged.append(_show(old.path))
         self.done += 1
 
-    def _chunks(self, part: Part, path: str, *, pdf_as_text: bool) -> Iterator[Chunk]:
-        yield from self.ctx.chunkers.for_part(part.modality, pdf_as_text=pdf_as_text).chunk(part)
+    def _chunks(self, todo: _Todo, path: str) -> Iterator[Chunk]:
+        chunker = self.ctx.chunkers.for_part(todo.modality, pdf_as_text=todo.pdf_as_text)
+        source: Part | str = todo.part if todo.part is not None else path
+        yield from chunker.chunk(source)
 
     def _queue(self, pending: _Pending, ord_: int, chunk: Chunk) -> None:
         content = chunk.content
         text = chunk_text(chunk)
         path_key = hashlib.sha256(pending.path.encode()).hexdigest()[:16]
-        chunk_id = f"{path_key}-{pending.sha256[:12]}-{ord_:05d}"
         record = ChunkRecord(
-            id=chunk_id,
+            id=f"{path_key}-{pending.sha256[:12]}-{ord_:05d}",
             path=pending.path,
             ord=ord_,
-            # a PDF read as text is still a PDF to the user (and to where={"modality": "pdf"})
+            # a PDF read as text is still a PDF to the user (and to where={"modality": "pdf"}),
+            # and a keyframe of a video is still video
             modality=pending.modality.value
-            if pending.modality is Modality.PDF
+            if pending.modality in (Modality.PDF, Modality.VIDEO)
             else chunk.modality.value,
             span=chunk.span,
             preview=" ".join(text.split())[:_PREVIEW_CHARS],
-            content_hash=content_hash(content) if not self.dry_run else "",
+            content_hash=content_hash(content),
             metadata=_plain_metadata(chunk.metadata),
             text=text,
         )
         pending.records.append(record)
         pending.vectors.append(None)
-        if self.dry_run:
-            if self.ctx.limits is not None:
-                for modality, n in estimate_item_tokens(content, self.ctx.limits).items():
-                    self.est_by[modality] = self.est_by.get(modality, 0) + n
-            return
-        self.queue.append((pending, len(pending.records) - 1, content))
-        self.queue_bytes += _nbytes(content)
-        if self._full():
-            self._flush()  # a long file is embedded as it is cut, not held whole in memory
+        pending.missing += 1
+        self.round.entries.append((pending, ord_))
+        self.round.items.append(content)
+        self.round.nbytes += _nbytes(content)
+        if len(self.round.items) >= self._round_items() or self.round.nbytes >= _ROUND_BYTES:
+            self._send_round()
 
-    def _full(self) -> bool:
-        return len(self.queue) >= self.ctx.batch_size or self.queue_bytes >= _MAX_QUEUE_BYTES
+    def _round_items(self) -> int:
+        per_call = self.ctx.limits.max_items_per_call if self.ctx.limits else self.ctx.batch_size
+        return max(1, min(self.ctx.batch_size, per_call))
 
     def _drop_queued(self, pending: _Pending) -> None:
-        before = len(self.queue)
-        self.queue = [q for q in self.queue if q[0] is not pending]
-        if len(self.queue) != before:
-            self.queue_bytes = sum(_nbytes(c) for _, _, c in self.queue)
-
-    def _flush(self) -> None:
-        if self.dry_run:
-            for pending in self.open_files:
-                self._record_outcome(pending)
-                self.chunks += len(pending.records)
-                self.done += 1
-            self.open_files = []
+        keep = [i for i, (p, _) in enumerate(self.round.entries) if p is not pending]
+        if len(keep) == len(self.round.entries):
             return
-        queue, self.queue, self.queue_bytes = self.queue, [], 0
-        if queue:
-            self._embed(queue)
+        self.round = _Round(
+            entries=[self.round.entries[i] for i in keep],
+            items=[self.round.items[i] for i in keep],
+            nbytes=sum(_nbytes(self.round.items[i]) for i in keep),
+        )
+
+    # -- rounds -----------------------------------------------------------------------------
+
+    def _send_round(self) -> None:
+        current, self.round = self.round, _Round()
+        if not current.items:
+            return
+        if self.pool is None:  # the embedder is built only once something needs embedding
+            _map_large_buffers()
+            self.lanes = _lanes(self.ctx.embedder)
+            self.pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="mmembed-ingest")
+        # bounded: calls at once, media bytes, and chunks (what a killed run can lose)
+        while self.in_flight and (
+            len(self.in_flight) >= self.lanes
+            or self.in_flight_bytes + current.nbytes > _IN_FLIGHT_BYTES
+            or self.in_flight_items + len(current.items) > self.ctx.batch_size
+        ):
+            self._collect(block=True)
+        future = self.pool.submit(self._embed_round, current.entries, current.items)
+        self.in_flight[future] = _Round(entries=current.entries, nbytes=current.nbytes)
+        self.in_flight_bytes += current.nbytes
+        self.in_flight_items += len(current.entries)
+
+    def _collect(self, *, block: bool, final: bool = False) -> None:
+        """Apply the rounds that came back and commit the files they complete.
+
+        ``block`` waits for at least one round; ``final`` (the run is ending, perhaps on an
+        error) keeps what succeeded and raises nothing.
+        """
+        if block and self.in_flight:
+            started = time.perf_counter()
+            wait(list(self.in_flight), return_when=FIRST_COMPLETED)
+            self.wait_seconds += time.perf_counter() - started
+        for future in [f for f in self.in_flight if f.done()]:
+            sent = self.in_flight.pop(future)
+            self.in_flight_bytes -= sent.nbytes
+            self.in_flight_items -= len(sent.entries)
+            if final and (future.cancelled() or future.exception() is not None):
+                continue
+            vectors, errors = future.result()
+            for j, (pending, ord_) in enumerate(sent.entries):
+                reason = errors.get(id(pending))
+                if reason is not None:
+                    pending.error = pending.error or reason
+                elif vectors[j] is not None and pending.vectors[ord_] is None:
+                    pending.vectors[ord_] = vectors[j]
+                    pending.missing -= 1
+            _release_freed_memory()
         self._commit_ready()
 
+    def _embed_round(
+        self, entries: list[tuple[_Pending, int]], items: list[Embeddable]
+    ) -> tuple[list[NDArray[np.float32] | None], dict[int, str]]:
+        """Embed one round (in a worker thread): a vector per item, or a reason per file."""
+        try:
+            vectors = self.ctx.embedder().embed(items, task=Task.DOCUMENT)
+            rows = check_rows(vectors, len(items), self.ctx.dimensions, who=self.ctx.model)
+            return list(rows), {}
+        except (AuthenticationError, RateLimitError):
+            raise  # every other file would fail the same way: stop, keeping what is committed
+        except (EmbeddingError, InputLimitError, UnsupportedMediaError) as exc:
+            files = {id(p): p for p, _ in entries}
+            if len(files) == 1:
+                return [None] * len(items), {id(entries[0][0]): _reason(exc, entries[0][0].path)}
+        # find the culprit: embed file by file (the cache keeps what already succeeded)
+        out: list[NDArray[np.float32] | None] = [None] * len(items)
+        errors: dict[int, str] = {}
+        by_file: dict[int, list[int]] = {}
+        for j, (pending, _) in enumerate(entries):
+            by_file.setdefault(id(pending), []).append(j)
+        for key, positions in by_file.items():
+            got, bad = self._embed_round(
+                [entries[j] for j in positions], [items[j] for j in positions]
+            )
+            errors.update(bad)
+            if key not in bad:
+                for j, vector in zip(positions, got, strict=True):
+                    out[j] = vector
+        return out, errors
+
     def _commit_ready(self) -> None:
-        if self.dry_run:
-            return
         still_open = []
         for pending in self.open_files:
-            if pending.error:
+            if not pending.chunked:
+                still_open.append(pending)
+            elif pending.error:
                 self._fail(pending.path, pending.error)
-            elif all(v is not None for v in pending.vectors):
+            elif pending.missing == 0:
                 self._commit(pending)
             else:
                 still_open.append(pending)
         self.open_files = still_open
-
-    def _embed(self, queue: list[tuple[_Pending, int, Embeddable]]) -> None:
-        items = [c for _, _, c in queue]
-        try:
-            vectors = self.ctx.embedder().embed(items, task=Task.DOCUMENT)
-        except (AuthenticationError, RateLimitError):
-            raise  # every other file would fail the same way: stop, keeping what is committed
-        except (EmbeddingError, InputLimitError, UnsupportedMediaError) as exc:
-            if len({id(p) for p, _, _ in queue}) == 1:
-                queue[0][0].error = _reason(exc, queue[0][0].path)
-                return
-            # find the culprit: embed file by file (the cache keeps what already succeeded)
-            by_file: dict[int, list[tuple[_Pending, int, Embeddable]]] = {}
-            for q in queue:
-                by_file.setdefault(id(q[0]), []).append(q)
-            for group in by_file.values():
-                self._embed(group)
-            return
-        vectors = check_rows(vectors, len(items), self.ctx.dimensions, who=self.ctx.model)
-        for (pending, i, _), vector in zip(queue, vectors, strict=True):
-            pending.vectors[i] = vector
 
     def _commit(self, pending: _Pending) -> None:
         vectors = np.stack([v for v in pending.vectors if v is not None])
@@ -488,12 +675,9 @@ class Ingest:
             metadata=self.ctx.metadata,
         )
         self.catalog.replace_file(record, pending.records, vectors)
-        self._record_outcome(pending)
+        (self.replaced if pending.existed else self.added).append(_show(pending.path))
         self.chunks += len(pending.records)
         self.done += 1
-
-    def _record_outcome(self, pending: _Pending) -> None:
-        (self.replaced if pending.existed else self.added).append(_show(pending.path))
 
     def _fail(self, path: str, reason: str) -> None:
         self.failed.append(FileProblem(path=_show(path), reason=reason))
@@ -548,21 +732,19 @@ class Ingest:
         limits = self.ctx.limits
         after = self.ctx.usage()
         if self.dry_run:
-            per_call = limits.max_items_per_call if limits else 0
-            calls = math.ceil(self.chunks / per_call) if per_call else None
             if limits is not None:
-                tokens = sum(self.est_by.values())
-                cost = cost_usd(self.est_by, limits)
+                calls = self.planned_calls
+                tokens = sum(line.tokens for line in self.planned)
+                cost = self.estimated_cost()
         elif after is None and self.usage_before is None:
             # the embedder was never built, so nothing was embedded; a priced model cost nothing
             if limits is not None:
                 calls, tokens, cost = 0, 0, 0.0
-        else:
-            if after is not None:
-                before = self.usage_before
-                calls = int(after.requests - (before.requests if before else 0))
-                tokens = int(after.tokens - (before.tokens if before else 0))
-                cost = float(after.cost_usd - (before.cost_usd if before else 0.0))
+        elif after is not None:
+            before = self.usage_before
+            calls = int(after.requests - (before.requests if before else 0))
+            tokens = int(after.tokens - (before.tokens if before else 0))
+            cost = float(after.cost_usd - (before.cost_usd if before else 0.0))
         return IndexReport(
             added=tuple(self.added),
             unchanged=tuple(self.unchanged),
@@ -577,7 +759,135 @@ class Ingest:
             cost_usd=cost,
             seconds=seconds,
             dry_run=self.dry_run,
+            plan=self.planned,
+            chunk_seconds=self.chunk_seconds,
+            wait_seconds=self.wait_seconds,
         )
+
+
+_trimmed_at = 0.0
+# glibc's mallopt option for the size from which blocks are mapped on their own
+_M_MMAP_THRESHOLD = -3
+
+
+def _release_freed_memory() -> None:
+    """Give memory freed by the rounds back to the system, at most once a second.
+
+    A round's media pass through several large buffers (bytes, base64, the request body) on
+    worker threads; glibc keeps what they free in per-thread arenas, so without this the
+    process's memory settles at several rounds' worth per thread. ``malloc_trim`` returns it.
+    """
+    global _trimmed_at
+    now = time.monotonic()
+    if now - _trimmed_at < 1.0:
+        return
+    _trimmed_at = now
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _map_large_buffers() -> None:
+    """Have glibc map every buffer of 1 MiB or more on its own, and unmap it when freed.
+
+    By default glibc raises that threshold each time such a buffer is freed (up to 32 MiB),
+    after which media buffers come from the per-thread heaps and stay there: measured on the
+    course benchmark, the indexing process kept hundreds of MB more. A fixed threshold keeps
+    memory at what is in use. Process-wide, and harmless to everything else (large buffers
+    cost one ``mmap`` each).
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+
+
+@functools.cache
+def _glibc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 - present only in glibc
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return None
+    return libc
+
+
+def _lanes(embedder: Callable[[], Embedder]) -> int:
+    """Rounds in flight at once: as many calls as the embedder sends at once (1 if unknown)."""
+    found: object = embedder()
+    while found is not None:
+        lanes = getattr(found, "concurrency", None)
+        if isinstance(lanes, int) and lanes > 0:
+            return lanes
+        found = getattr(found, "embedder", None)  # look through wrappers
+    return 1
+
+
+def _open_part(path: str, *, streamed: bool) -> Part | None:
+    """The file as a part, by its bytes; ``None`` for a text file the text chunker streams.
+
+    A streamed text file is checked to be UTF-8 here, block by block, so a file that is not is
+    skipped before any of it is sent.
+    """
+    if streamed:
+        from mmembed._sniff import HEAD_BYTES, sniff
+        from mmembed.content import modality_of
+
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+        mime = sniff(head)
+        if mime and modality_of(mime) is Modality.TEXT:
+            _check_utf8(path)
+            return None
+    return load(path)
+
+
+def _check_utf8(path: str) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                raise UnsupportedMediaError(
+                    f"{path}: looks like text but is not valid UTF-8 (byte {offset + exc.start}); "
+                    "re-encode it as UTF-8"
+                ) from exc
+            offset += len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise UnsupportedMediaError(
+                f"{path}: looks like text but ends inside a UTF-8 character; re-encode it as UTF-8"
+            ) from exc
+
+
+def _plan_table(plan: tuple[PlanLine, ...]) -> list[str]:
+    rows = [("", "files", "chunks", "calls", "tokens", "cost")]
+    for line in plan:
+        rows.append(
+            (
+                line.label,
+                f"{line.files:,}",
+                f"{line.chunks:,}",
+                f"~{line.calls:,}",
+                f"~{line.tokens:,}",
+                "" if line.cost_usd is None else f"~${line.cost_usd:,.2f}",
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(6)]
+    out = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [row[c].rjust(widths[c]) for c in range(1, 6)]
+        out.append("  " + "  ".join(cells).rstrip())
+    return out
+
+
+def _plan_summary(plan: tuple[PlanLine, ...]) -> str:
+    parts = [f"{line.label} ${line.cost_usd:,.2f}" for line in plan if line.cost_usd is not None]
+    return ", ".join(parts) or "nothing priced"
 
 
 def _show(path: str) -> str:

@@ -12,8 +12,9 @@
 Exit codes (see :class:`ExitCode`): 0 done; 1 done, but some files failed (or nothing matched
 ``remove``); 2 bad usage; 3 no embedder or a missing extra; 4 no index, or an index that cannot
 be used with these settings; 5 the embedding service failed (key, quota, outage); 6 another
-process is writing to the index; 130 interrupted; 141 the reader of the output went away
-(``mmembed info | head -1``), quietly, as for any Unix command.
+process is writing to the index; 7 the run's estimated cost is over ``--max-cost`` (nothing was
+sent); 130 interrupted; 141 the reader of the output went away (``mmembed info | head -1``),
+quietly, as for any Unix command.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class ExitCode(IntEnum):
     EMBEDDING = 5
     #: another mmembed process is writing to the same index
     LOCKED = 6
+    #: ``index --max-cost``: the estimated cost is over the limit; nothing was sent
+    BUDGET = 7
     #: stopped with Ctrl-C; committed files are kept, run the command again to resume
     INTERRUPTED = 130
     #: the reader of the output went away (``| head -1``); nothing is printed about it
@@ -118,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="mmembed",
         description="Multimodal search over your files: text, images, audio, video and PDFs.",
         epilog="Exit codes: 0 ok, 1 some files failed, 2 usage, 3 setup (no embedder or extra), "
-        "4 index unusable, 5 embedding service, 6 index busy, 130 interrupted, 141 output closed.",
+        "4 index unusable, 5 embedding service, 6 index busy, 7 over --max-cost, 130 interrupted, "
+        "141 output closed.",
         parents=[common],
     )
     parser.add_argument("--version", action=_Version, help="print the version")
@@ -149,11 +153,24 @@ def _parser() -> argparse.ArgumentParser:
         help="only count the chunks and API calls the new and changed files need, and the cost",
     )
     p.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="refuse to start when the estimated cost (as --dry-run shows it) is above USD",
+    )
+    p.add_argument(
+        "--video-strategy",
+        choices=("segments", "keyframes", "both"),
+        help="how a new index embeds video: MP4 segments (default), keyframes (scene changes "
+        "as images, far cheaper), or both",
+    )
+    p.add_argument(
         "--batch-size",
         type=int,
         default=256,
         metavar="N",
-        help="chunks embedded per round; finished files are committed after each round (256)",
+        help="the most chunks being embedded at once; each file commits as soon as its "
+        "vectors are in (256)",
     )
     p.add_argument(
         "--include",
@@ -292,10 +309,12 @@ def _broken_pipe() -> int:
 
 
 def _code_for(exc: MMEmbedError) -> ExitCode:
-    from mmembed.errors import IndexLockedError
+    from mmembed.errors import BudgetExceededError, IndexLockedError
 
     if isinstance(exc, IndexLockedError):
         return ExitCode.LOCKED
+    if isinstance(exc, BudgetExceededError):
+        return ExitCode.BUDGET
     if isinstance(exc, EmbeddingError):
         return ExitCode.EMBEDDING
     if isinstance(exc, MissingDependencyError):
@@ -354,20 +373,52 @@ def _cmd_index(args: argparse.Namespace) -> int:
             )
         embedder, note = _chosen(args.model, args.dimensions, choose_embedder)
         _notice(note)
+    if args.max_cost is not None and not args.max_cost >= 0:
+        raise _Fail(
+            f"--max-cost must be a number of dollars >= 0, got {args.max_cost}", ExitCode.USAGE
+        )
+    options = None
+    if args.video_strategy:
+        if existing:
+            from mmembed._index_config import read_json
+
+            config = read_json(Path(args.index) / "config.json") or {}
+            stored = config.get("chunking", {}).get("options", {}).get("video", {})
+            if stored.get("strategy", "segments") != args.video_strategy:
+                raise _Fail(
+                    f"{args.index} was built with another video strategy; use another --index "
+                    "for this one (the strategy is part of an index's chunk settings)",
+                    ExitCode.INDEX,
+                )
+        else:
+            options = {"video": {"strategy": args.video_strategy}}
     if args.dry_run and not existing:
         # a dry run leaves no index behind
         with tempfile.TemporaryDirectory(prefix="mmembed-dry-") as tmp:
-            index = Index(Path(tmp) / "index", embedder=embedder, batch_size=args.batch_size)
+            index = Index(
+                Path(tmp) / "index",
+                embedder=embedder,
+                batch_size=args.batch_size,
+                chunk_options=options,
+            )
             report = index.add(*args.paths, dry_run=True, **_selection(args))
             index.close()
     else:
-        index = Index(args.index, embedder=embedder, batch_size=args.batch_size)
+        index = Index(
+            args.index, embedder=embedder, batch_size=args.batch_size, chunk_options=options
+        )
         if existing and not (args.json or args.quiet):
             spec = index.info()["embedder"]
             _notice(f"index {args.index}: {spec['model']}, {spec['dimensions']} dimensions")
         bar = None if args.json or args.quiet or args.dry_run else _progress_bar()
         try:
-            report = index.add(*args.paths, dry_run=args.dry_run, progress=bar, **_selection(args))
+            report = index.add(
+                *args.paths,
+                dry_run=args.dry_run,
+                progress=bar,
+                max_cost=args.max_cost,
+                **_selection(args),
+            )
         finally:
             if bar is not None:
                 bar.close()

@@ -9,6 +9,7 @@ built-in exception a caller would already expect, so ``except ValueError`` keeps
     ├── UnsupportedMediaError (ValueError)    bytes of a type no embedder or chunker takes
     ├── InputLimitError (ValueError)          an item is over the model's limits: chunk it first
     ├── ChunkingError                         a file could not be decoded or cut
+    ├── BudgetExceededError                   a run's estimated cost is over its max_cost
     ├── EmbeddingError                        the embedding backend failed
     │   ├── RateLimitError                    quota or rate limit still hit after retries
     │   ├── AuthenticationError               missing, wrong or unauthorised API key
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "BudgetExceededError",
     "ChunkingError",
     "ConfigurationError",
     "CorruptStoreError",
@@ -75,6 +77,20 @@ class InputLimitError(MMEmbedError, ValueError):
 
 class ChunkingError(MMEmbedError):
     """A file could not be decoded or cut into chunks (corrupt, truncated, hostile, too slow)."""
+
+
+class BudgetExceededError(MMEmbedError):
+    """A run was refused before anything was sent: its estimated cost is over ``max_cost``.
+
+    Attributes:
+        estimate_usd: the dry run's estimate of the run, in US dollars.
+        max_cost_usd: the limit it was over.
+    """
+
+    def __init__(self, message: str, *, estimate_usd: float, max_cost_usd: float) -> None:
+        super().__init__(message)
+        self.estimate_usd = estimate_usd
+        self.max_cost_usd = max_cost_usd
 
 
 class EmbeddingError(MMEmbedError):

@@ -73,7 +73,7 @@ from mmembed.errors import (
     MMEmbedError,
 )
 from mmembed.limits import ModelLimits
-from mmembed.protocols import Embedder, VectorStore
+from mmembed.protocols import Embedder, PageSpan, Span, TextSpan, TimeSpan, VectorStore
 from mmembed.results import Result, Results
 
 __all__ = [
@@ -491,6 +491,7 @@ class Index(Closeable):
         exclude: str | Sequence[str] | None = None,
         respect_ignore: bool = True,
         metadata: Mapping[str, Any] | None = None,
+        max_cost: float | None = None,
     ) -> IndexReport:
         """Index files and folders; reindex what changed; drop what disappeared from a folder.
 
@@ -502,13 +503,18 @@ class Index(Closeable):
 
         Args:
             paths: files and directories.
-            dry_run: only count what would be embedded: chunks, API calls and an estimated cost.
+            dry_run: only plan what would be embedded: chunks, API calls, tokens and an
+                estimated cost per modality and video strategy (``report.plan``), from file
+                headers (no media is decoded); nothing is sent or written.
             progress: called after each file with an :class:`IndexProgress`.
             metadata: your own fields for every file of this call (``{"course": "biology"}``:
                 JSON values), shown in :attr:`Result.metadata` and filtered on with
                 ``search(..., where={"course": "biology"})``. Given again with other values, it
                 replaces a file's metadata without embedding anything; left out, files keep
                 theirs.
+            max_cost: refuse to start when the plan's estimated cost in US dollars is above
+                this (a :class:`~mmembed.errors.BudgetExceededError` with the estimate;
+                nothing is sent).
             include: glob patterns (``.gitignore`` syntax, relative to each folder given):
                 when set, only matching files are indexed, e.g. ``["*.md", "papers/**/*.pdf"]``.
             exclude: glob patterns of files and folders to leave out, e.g. ``["drafts/"]``.
@@ -523,6 +529,7 @@ class Index(Closeable):
         Raises:
             ConfigurationError: a path does not exist, or a pattern is not a valid glob.
             IndexLockedError: another process is writing to this index.
+            BudgetExceededError: the estimate is over ``max_cost``.
             AuthenticationError: the API key was refused (nothing more can be embedded).
             RateLimitError: the quota was still exhausted after retries.
         """
@@ -530,14 +537,19 @@ class Index(Closeable):
             raise ConfigurationError("add() needs at least one file or folder")
         select = Selection.build(include, exclude, respect_ignore=respect_ignore)
         checked = check_add_metadata(metadata) if metadata is not None else None
+        if max_cost is not None and not max_cost >= 0:
+            raise ConfigurationError(f"max_cost must be a number of dollars >= 0, got {max_cost}")
         started = time.perf_counter()
         with self._lock:
             self._replay(self._store)
             context = dataclasses.replace(self._ingest_context(), metadata=checked)
-            run = Ingest(context, dry_run=dry_run, progress=progress)
+            run = Ingest(context, dry_run=dry_run, progress=progress, max_cost=max_cost)
             try:
                 run.walk(paths, select)
-                run.process()
+                if dry_run or max_cost is not None:
+                    run.plan()
+                if not dry_run:
+                    run.process()
             finally:
                 if not dry_run:
                     self._replay(self._store)
@@ -651,6 +663,7 @@ class Index(Closeable):
 
 
 def _group(results: list[Result]) -> list[Result]:
+    """One result per source, best first, with its matches and their merged ranges."""
     by_source: dict[str, list[Result]] = {}
     for r in results:
         by_source.setdefault(r.source, []).append(r)
@@ -667,9 +680,46 @@ def _group(results: list[Result]) -> list[Result]:
                 preview=best.preview,
                 chunk_id=best.chunk_id,
                 matches=tuple(matches),
+                ranges=_merge_spans([m.span for m in matches]),
             )
         )
     return grouped
+
+
+def _merge_spans(spans: Sequence[Span | None]) -> tuple[Span, ...]:
+    """Overlapping or touching spans of one kind merged, the best span's range first.
+
+    ``spans`` come best first; a range takes the rank of its best member.
+    """
+    ranked = sorted(
+        ((_bounds(s), rank, s) for rank, s in enumerate(spans) if s is not None),
+        key=lambda x: (type(x[2]).__name__, x[0]),
+    )
+    merged: list[tuple[int, Span]] = []  # (rank of the best member, span)
+    for (lo, hi), rank, span in ranked:
+        if merged and type(merged[-1][1]) is type(span):
+            best, last = merged[-1]
+            last_lo, last_hi = _bounds(last)
+            if lo <= last_hi:
+                merged[-1] = (min(best, rank), _span_like(span, last_lo, max(hi, last_hi)))
+                continue
+        merged.append((rank, span))
+    return tuple(span for _, span in sorted(merged, key=lambda m: m[0]))
+
+
+def _bounds(span: Span) -> tuple[float, float]:
+    """Where a span starts and ends; pages end one past their last, so neighbours touch."""
+    if isinstance(span, PageSpan):
+        return float(span.first), float(span.last + 1)
+    return float(span.start), float(span.end)
+
+
+def _span_like(span: Span, lo: float, hi: float) -> Span:
+    if isinstance(span, PageSpan):
+        return PageSpan(int(lo), int(hi) - 1)
+    if isinstance(span, TextSpan):
+        return TextSpan(int(lo), int(hi))
+    return TimeSpan(lo, hi)
 
 
 def _default_store(dimensions: int) -> VectorStore:

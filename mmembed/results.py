@@ -65,6 +65,9 @@ class Result:
         signals: the rankings that found it, each with its rank and score there (one for a
             vector or keyword search, one or two for a hybrid one).
         metadata: the metadata given to :meth:`Index.add` for its file.
+        ranges: when results are grouped by source, the spans of its matches with overlapping
+            or touching ones merged (a keyframe inside a segment is one range), the range of
+            the best match first; otherwise empty.
     """
 
     score: float
@@ -83,9 +86,21 @@ class Result:
         """The rankings that found it and its rank in each, short: ``v1 k3``."""
         return " ".join(str(s) for s in self.signals)
 
+    ranges: tuple[Span, ...] = field(default=(), repr=False)
+
+    @property
+    def range_uris(self) -> tuple[str, ...]:
+        """A media-fragment link for each of :attr:`ranges` (``lecture17.mp4#t=1380,1410``)."""
+        return tuple(f"{self.source}#{span.fragment}" for span in self.ranges)
+
     @property
     def location(self) -> str:
-        """The span as people read it: ``12:00–12:30``, ``p. 7``, ``chars 0–120``, or ``""``."""
+        """The span as people read it: ``12:00–12:30``, ``p. 7``, ``chars 0–120``, or ``""``.
+
+        A grouped result reads as its ranges: ``23:00–23:30, 41:10–41:40``.
+        """
+        if self.ranges:
+            return ", ".join(str(span) for span in self.ranges)
         return "" if self.span is None else str(self.span)
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +118,11 @@ class Result:
         }
         if self.matches:
             out["matches"] = [m.to_dict() for m in self.matches]
+        if self.ranges:
+            out["ranges"] = [
+                {"span": _span_dict(span), "uri": uri}
+                for span, uri in zip(self.ranges, self.range_uris, strict=True)
+            ]
         return out
 
     def __str__(self) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "module", ["mmembed.embedders.gemini", "mmembed.testing._fake_gemini", "mmembed.cache"]
+    "module", ["mmembed.embedders.gemini", "mmembed.testing._fake_gemini._server", "mmembed.cache"]
 )
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

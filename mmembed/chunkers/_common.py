@@ -86,7 +86,10 @@ class SandboxedChunker:
         *args: Any,
         name: str,
         preload: Sequence[str],
+        read_ahead: bool = True,
     ) -> Iterator[Chunk]:
+        """``decode(*args)`` in the sandbox; with ``read_ahead`` (the default) the child cuts
+        the next chunk while this one is embedded."""
         from mmembed.chunkers._sandbox import isolated
 
         return isolated(
@@ -97,4 +100,5 @@ class SandboxedChunker:
             name=name,
             isolate=self.isolate,
             preload=preload,
+            read_ahead=read_ahead,
         )

@@ -20,7 +20,9 @@ How the children are made, and why:
   reports how it ended (a signal, an exit status). On Linux a worker dies with its helper, and
   the helper exits (killing its workers) when the caller's end of its socket closes.
 - The caller talks to the worker over a socket pair: the worker computes one item, sends it,
-  and waits to be asked for the next, so neither side ever holds more than one item.
+  and waits to be asked for the next, so neither side ever holds more than one item. With
+  ``read_ahead`` the caller asks for the next as soon as an item arrives, so the worker makes it
+  while the caller uses the last one (decoding and the caller's own work overlap).
 
 Items and arguments cross the process boundary by pickling in memory, never on disk.
 """
@@ -525,7 +527,12 @@ def _kill(pid: int) -> None:
 
 
 def _run_isolated(
-    payload: bytes, timeout: float, memory_mb: int | None, name: str, preload: Sequence[str]
+    payload: bytes,
+    timeout: float,
+    memory_mb: int | None,
+    name: str,
+    preload: Sequence[str],
+    read_ahead: bool,
 ) -> Iterator[Any]:
     sock = _helper.new_job(preload)
     conn = Connection(os.dup(sock.fileno()))
@@ -548,10 +555,13 @@ def _run_isolated(
         pid = int(first[1:])
         conn.send_bytes(payload)
         del payload
+        asked = False  # the next item is already being made
         while True:
             # If the worker died, sending fails; the poll below says how it ended.
-            with contextlib.suppress(OSError):
-                conn.send_bytes(_NEXT)
+            if not asked:
+                with contextlib.suppress(OSError):
+                    conn.send_bytes(_NEXT)
+            asked = False
             if not conn.poll(timeout):
                 hung = True
                 raise ChunkingError(
@@ -571,6 +581,10 @@ def _run_isolated(
             if tag == _ITEM:
                 item = _loads_from_child(memoryview(message)[1:])
                 del message
+                if read_ahead:  # the worker makes the next while this one is used
+                    with contextlib.suppress(OSError):
+                        conn.send_bytes(_NEXT)
+                    asked = True
                 yield item
                 del item
             elif tag == _DONE:
@@ -627,12 +641,15 @@ def isolated(
     name: str = "",
     isolate: bool = True,
     preload: Sequence[str] = (),
+    read_ahead: bool = False,
 ) -> Iterator[T]:
     """Run the generator function ``fn(*args)`` in a child process and stream its items.
 
     Nothing starts until the first item is asked for. The child computes one item, sends it, and
-    waits to be asked for the next, so neither side holds more than one item at a time. If the
-    consumer stops early (``break``, ``close()``, garbage collection), the child is stopped.
+    waits to be asked for the next, so neither side holds more than one item at a time (with
+    ``read_ahead``, the child makes the next while the consumer uses the last: one item ahead).
+    If the consumer stops early (``break``, ``close()``, garbage collection), the child is
+    stopped.
 
     Args:
         fn: a generator function defined at the top level of an importable module (it is
@@ -645,6 +662,8 @@ def isolated(
             translation, but no protection against crashes, hangs or memory blow-ups.
         preload: modules to import in the long-lived helper before forking (for example
             ``("pypdf",)``), so each child does not pay for importing them again.
+        read_ahead: let the child make the next item while the consumer uses the last (one
+            item ahead), so decoding overlaps the consumer's own work.
 
     Yields:
         The items ``fn`` yields, in order.
@@ -677,4 +696,4 @@ def isolated(
             f"{label}: the arguments of {getattr(fn, '__qualname__', fn)} cannot be sent to a "
             f"separate process ({type(exc).__name__}: {exc}); pass paths, bytes and plain values"
         ) from exc
-    return _run_isolated(payload, timeout, memory_mb, label, (str(module), *preload))
+    return _run_isolated(payload, timeout, memory_mb, label, (str(module), *preload), read_ahead)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
 import re
@@ -16,9 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from mmembed.chunkers._common import resolve_source
+from mmembed.chunkers._common import _ARTICLE, resolve_source, source_name
 from mmembed.content import Modality, Part, Text
-from mmembed.errors import ConfigurationError
+from mmembed.errors import ConfigurationError, UnsupportedMediaError
 from mmembed.limits import GEMINI_EMBEDDING_2, ModelLimits, estimate_tokens
 from mmembed.protocols import Chunk, TextSpan
 
@@ -39,6 +40,10 @@ _SENTENCE = re.compile(r"(?:[.!?…][\"'»”’)\]]*\s+|[。！？]\s*)")
 _WORD = re.compile(r"\s+")
 # How far back a space must be for text to count as space-separated words.
 _WORD_LOOKBACK = 64
+# A file is read this many bytes at a time, and at least this far ahead of a window's start.
+_BLOCK = 1 << 20
+# Characters kept before the current window (the word look-back reaches behind it).
+_KEEP_BEHIND = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,20 +172,95 @@ def text_windows(
     most ``max_tokens`` tokens.
     """
     _check_sizes(size, overlap)
-    measure = _Measure(text, unit=unit, tokenizer=tokenizer)
+    whole = _Reader(None)
+    whole.text, whole.eof = text, True
+    for window, _ in _windows(whole, size, overlap, unit, tokenizer, max_tokens):
+        yield window
+
+
+class _Reader:
+    """Text read from a file in blocks: a buffer, where it starts in the file, and its end.
+
+    Only the text from a little before the current window on is kept, so memory stays bounded
+    by a few blocks however long the file.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.text = ""
+        self.base = 0  # characters dropped from the front of ``text``
+        self.eof = path is None
+        self._file = open(path, "rb") if path is not None else None  # noqa: SIM115
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self._read = 0
+
+    def more(self) -> None:
+        """Read the next block (at the end of the file, mark ``eof``)."""
+        assert self._file is not None
+        block = self._file.read(_BLOCK)
+        try:
+            self.text += self._decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            raise UnsupportedMediaError(
+                f"{self._file.name}: looks like text but is not valid UTF-8 (byte "
+                f"{self._read + exc.start}); re-encode it as UTF-8"
+            ) from exc
+        self._read += len(block)
+        if not block:
+            self.eof = True
+            self._file.close()
+
+    def drop_before(self, pos: int) -> int:
+        """Forget the text before ``pos`` (a buffer position); returns how far it moved."""
+        cut = pos - _KEEP_BEHIND
+        if cut < _BLOCK:
+            return 0
+        self.text = self.text[cut:]
+        self.base += cut
+        return cut
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _windows(
+    reader: _Reader,
+    size: int,
+    overlap: int,
+    unit: Literal["tokens", "chars"],
+    tokenizer: Callable[[str], int] | None,
+    max_tokens: int,
+) -> Iterator[tuple[TextWindow, str]]:
+    """Windows (positions in the whole text) with the buffer they index into at that moment.
+
+    A window is decided only once the buffer reaches past its hard end (or the text ends), so
+    the windows are the same as over the whole text at once.
+    """
     start = 0
-    n = len(text)
-    while start < n:
+    ahead = _BLOCK
+    while True:
+        while not reader.eof and len(reader.text) - start < ahead:
+            reader.more()
+        text = reader.text
+        n = len(text)
+        if start >= n:
+            return
+        measure = _Measure(text, unit=unit, tokenizer=tokenizer)
         hard_end = measure.furthest_end(start, size, max_tokens)
+        if hard_end >= n and not reader.eof:
+            ahead *= 2  # the window may reach further than what has been read
+            continue
+        base = reader.base
         if hard_end >= n:
-            yield TextWindow(start, n)
+            yield TextWindow(base + start, base + n), text
             return
         lo = start + max(1, math.ceil((hard_end - start) * _MIN_FILL))
         end = _last_break(text, lo, hard_end) or hard_end
-        yield TextWindow(start, end)
+        yield TextWindow(base + start, base + end), text
         nxt = measure.earliest_start(end, overlap, start)
         nxt = _word_start_at_or_after(text, nxt, end)
         start = max(start + 1, nxt)
+        start -= reader.drop_before(start)
 
 
 def trimmed(text: str, window: TextWindow) -> tuple[int, int]:
@@ -271,22 +351,43 @@ class TextChunker:
             ConfigurationError: the path does not exist.
             UnsupportedMediaError: the source is not text (or not UTF-8).
         """
-        part, name = resolve_source(source, Modality.TEXT, "TextChunker")
-        assert isinstance(part, Text)
-        text = part.text
-        for window in text_windows(
-            text,
-            size=self.size,
-            overlap=self.overlap,
-            unit=self.unit,
-            tokenizer=self.tokenizer,
-            max_tokens=self.limits.max_tokens,
-        ):
-            start, end = trimmed(text, window)
-            if start == end:
-                continue
-            yield Chunk(
-                content=Text(text[start:end], title=part.title),
-                source=name,
-                span=TextSpan(start, end),
-            )
+        if isinstance(source, (str, os.PathLike)):
+            # a file is read in blocks as it is cut: memory stays bounded however long it is
+            name = source_name(source)
+            _check_text_file(source, name)
+            reader = _Reader(os.fspath(source))
+            title = None
+        else:
+            part, name = resolve_source(source, Modality.TEXT, "TextChunker")
+            assert isinstance(part, Text)
+            reader = _Reader(None)
+            reader.text, reader.eof = part.text, True
+            title = part.title
+        try:
+            for window, text in _windows(
+                reader, self.size, self.overlap, self.unit, self.tokenizer, self.limits.max_tokens
+            ):
+                start, end = trimmed(
+                    text, TextWindow(window.start - reader.base, window.end - reader.base)
+                )
+                if start == end:
+                    continue
+                yield Chunk(
+                    content=Text(text[start:end], title=title),
+                    source=name,
+                    span=TextSpan(reader.base + start, reader.base + end),
+                )
+        finally:
+            reader.close()
+
+
+def _check_text_file(path: str | os.PathLike[str], name: str) -> None:
+    """Refuse a path that is not a file, or whose bytes are not text."""
+    from mmembed.chunkers import _sniff_path
+
+    modality = _sniff_path(path)
+    if modality is not Modality.TEXT:
+        raise UnsupportedMediaError(
+            f"{name}: TextChunker takes text, but this is {_ARTICLE[modality]}; use "
+            "mmembed.chunk() to pick the chunker by type"
+        )

@@ -10,6 +10,13 @@ anywhere. Duration and keyframes are read from packet headers, without decoding 
 ...     print(chunk.uri, chunk.metadata["mode"])
 lecture.mp4#t=0,24 remux
 
+With ``strategy="keyframes"`` the chunks are images instead: one per scene (a slide changing,
+a diagram appearing), each spanning the time its picture stays on screen; ``"both"`` gives
+segments and keyframes. Keyframes are found by decoding only the video's own keyframes
+(intra frames), comparing a small colour thumbnail of each with the current scene's, block by
+block, and, where one differs, decoding that one keyframe interval to find the moment of the
+change.
+
 Decoding runs in a separate process (see :mod:`mmembed.chunkers._sandbox`), so a hostile file
 costs a :class:`~mmembed.errors.ChunkingError`, never the caller's process.
 """
@@ -40,6 +47,7 @@ from mmembed.protocols import Chunk, TimeSpan
 __all__ = ["VideoChunker"]
 
 Mode = Literal["auto", "remux", "reencode"]
+Strategy = Literal["segments", "keyframes", "both"]
 
 #: Video codecs the embedding API decodes, which an MP4 carries as they are.
 _REMUX_VIDEO = frozenset({"h264", "hevc", "av1", "vp9"})
@@ -51,6 +59,10 @@ _EPS = 1e-6
 _INTERLEAVE_SECONDS = 5.0
 #: The index (moov) before the data, so a segment plays while it is still arriving.
 _MP4_OPTIONS = {"movflags": "+faststart"}
+#: The size of the colour thumbnails scenes are compared on.
+_THUMB = (64, 36)
+#: How much a 4×4 block of a thumbnail must change on average (0–1) to count as changed.
+_BLOCK_CHANGE = 0.03
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +80,10 @@ class _Job:
     crf: int
     preset: str
     audio: bool
+    strategy: Strategy = "segments"
+    keyframe_threshold: float = 0.1
+    keyframe_min_seconds: float = 5.0
+    keyframe_step_seconds: float = 1.0
 
 
 class VideoChunker(SandboxedChunker):
@@ -93,6 +109,16 @@ class VideoChunker(SandboxedChunker):
         crf: x264 quality of re-encoded segments (lower is better and larger).
         preset: x264 speed preset of re-encoded segments.
         audio: keep the audio track (the Gemini API ignores it; Vertex AI uses it).
+        strategy: ``"segments"`` (MP4 segments, billed per sampled frame), ``"keyframes"``
+            (one JPEG image per scene, with the time span it stays on screen: far cheaper, and
+            what slides and diagrams need), or ``"both"``.
+        keyframe_threshold: how much of the picture must change from the current scene's to
+            start a new one: the fraction of the blocks of a 64×36 colour thumbnail (a 16×9
+            grid) that changed. New text on a slide changes about a fifth; a speaker moving in
+            a corner picture of under a tenth of the frame stays below the default.
+        keyframe_min_seconds: the least time between two keyframes; a change sooner than this
+            after the last one is taken once the interval has passed.
+        keyframe_step_seconds: how finely the moment of a change is searched for.
         timeout: seconds the decoder may spend on one segment before it is stopped.
         memory_mb: the decoder process's address-space limit in MiB.
         isolate: decode in a separate process (``False``: in this one, faster but unprotected).
@@ -115,6 +141,10 @@ class VideoChunker(SandboxedChunker):
         crf: int = 26,
         preset: str = "veryfast",
         audio: bool = True,
+        strategy: Strategy = "segments",
+        keyframe_threshold: float = 0.1,
+        keyframe_min_seconds: float = 5.0,
+        keyframe_step_seconds: float = 1.0,
         timeout: float = 120.0,
         memory_mb: int | None = 2048,
         isolate: bool = True,
@@ -147,6 +177,18 @@ class VideoChunker(SandboxedChunker):
             )
         if mode not in ("auto", "remux", "reencode"):
             raise ConfigurationError(f"mode must be 'auto', 'remux' or 'reencode', got {mode!r}")
+        if strategy not in ("segments", "keyframes", "both"):
+            raise ConfigurationError(
+                f"strategy must be 'segments', 'keyframes' or 'both', got {strategy!r}"
+            )
+        if not 0 < keyframe_threshold < 1:
+            raise ConfigurationError(
+                f"keyframe_threshold must be between 0 and 1, got {keyframe_threshold}"
+            )
+        if keyframe_min_seconds < 0 or keyframe_step_seconds <= 0:
+            raise ConfigurationError(
+                "keyframe_min_seconds must be >= 0 and keyframe_step_seconds > 0"
+            )
         if frames_per_segment < 0 or frame_max_side < 16 or max_height < 16:
             raise ConfigurationError(
                 "frames_per_segment must be >= 0, frame_max_side and max_height >= 16"
@@ -161,6 +203,10 @@ class VideoChunker(SandboxedChunker):
         self.crf = crf
         self.preset = preset
         self.audio = audio
+        self.strategy: Strategy = strategy
+        self.keyframe_threshold = float(keyframe_threshold)
+        self.keyframe_min_seconds = float(keyframe_min_seconds)
+        self.keyframe_step_seconds = float(keyframe_step_seconds)
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.isolate = isolate
@@ -169,15 +215,26 @@ class VideoChunker(SandboxedChunker):
         return (
             f"VideoChunker(model={self.limits.model!r}, segment_seconds={self.segment_seconds:g}, "
             f"min_segment_seconds={self.min_segment_seconds:g}, "
-            f"overlap_seconds={self.overlap_seconds:g}, mode={self.mode!r})"
+            f"overlap_seconds={self.overlap_seconds:g}, mode={self.mode!r}, "
+            f"strategy={self.strategy!r})"
         )
+
+    #: What a dry run assumes for the keyframes strategy: a new scene about once a minute
+    #: (slides change every minute or two); the most is one per ``keyframe_min_seconds``.
+    TYPICAL_KEYFRAME_SECONDS = 60.0
 
     def chunk(self, source: Part | str | os.PathLike[str]) -> Iterator[Chunk]:
         """Yield the segments of ``source`` in time order, each a :class:`Chunk` of MP4 video.
 
         Each chunk's ``span`` is the :class:`TimeSpan` (seconds from the start of the video)
-        its segment holds; ``metadata`` has ``mode`` (``"remux"`` or ``"reencode"``), ``index``,
-        ``duration`` (of the whole video) and, when asked, ``frames`` and ``frame_times``.
+        its segment holds; ``metadata`` has ``kind`` (``"segment"``), ``mode`` (``"remux"`` or
+        ``"reencode"``), ``index``, ``duration`` (of the whole video) and, when asked,
+        ``frames`` and ``frame_times``.
+
+        With the keyframes strategy, the chunks are JPEG :class:`~mmembed.Image` parts, one per
+        scene, spanning the time the scene is on screen; their ``metadata`` has ``kind``
+        (``"keyframe"``), ``index``, ``time`` (the moment the picture was taken) and
+        ``duration``. With ``"both"``, all segments come first, then all keyframes.
 
         Raises:
             UnsupportedMediaError: the source is not a video.
@@ -197,6 +254,10 @@ class VideoChunker(SandboxedChunker):
             crf=self.crf,
             preset=self.preset,
             audio=self.audio,
+            strategy=self.strategy,
+            keyframe_threshold=self.keyframe_threshold,
+            keyframe_min_seconds=self.keyframe_min_seconds,
+            keyframe_step_seconds=self.keyframe_step_seconds,
         )
         yield from self._isolated(_video_chunks, data, job, name=name, preload=("av",))
 
@@ -273,27 +334,10 @@ def _video_chunks(data: str | bytes, job: _Job) -> Iterator[Chunk]:
     av = import_optional("av", extra="video", purpose="VideoChunker")
     try:
         probe = _probe(av, data, job.name)
-        plan, mode = _plan(probe, job)
-        for index, (start, end) in enumerate(plan):
-            if mode == "remux":
-                blob, span = _remux(av, data, probe, start, end, job)
-            else:
-                blob, span = _reencode(av, data, probe, start, end, job)
-            meta: dict[str, Any] = {
-                "mode": mode,
-                "index": index,
-                "duration": round(probe.duration, 6),
-            }
-            if job.frames_per_segment:
-                times, frames = _sample_frames(av, blob, span, job)
-                meta["frame_times"] = times
-                meta["frames"] = frames
-            yield Chunk(
-                content=Video(blob, "video/mp4"),
-                source=job.name,
-                span=span,
-                metadata=MappingProxyType(meta),
-            )
+        if job.strategy in ("segments", "both"):
+            yield from _segments(av, data, probe, job)
+        if job.strategy in ("keyframes", "both"):
+            yield from _keyframes(av, data, probe, job)
     except MMEmbedError:
         raise
     except Exception as exc:
@@ -302,6 +346,148 @@ def _video_chunks(data: str | bytes, job: _Job) -> Iterator[Chunk]:
             f"{job.name}: cannot cut this video ({type(exc).__name__}: {exc}); the file is "
             "probably corrupt — re-encode it or skip it"
         ) from exc
+
+
+def _segments(av: ModuleType, data: str | bytes, probe: _Probe, job: _Job) -> Iterator[Chunk]:
+    """MP4 segments, one at a time, by remux or re-encode as the plan says."""
+    plan, mode = _plan(probe, job)
+    for index, (start, end) in enumerate(plan):
+        if mode == "remux":
+            blob, span = _remux(av, data, probe, start, end, job)
+        else:
+            blob, span = _reencode(av, data, probe, start, end, job)
+        meta: dict[str, Any] = {
+            "kind": "segment",
+            "mode": mode,
+            "index": index,
+            "duration": round(probe.duration, 6),
+        }
+        if job.frames_per_segment:
+            times, frames = _sample_frames(av, blob, span, job)
+            meta["frame_times"] = times
+            meta["frames"] = frames
+        yield Chunk(
+            content=Video(blob, "video/mp4"),
+            source=job.name,
+            span=span,
+            metadata=MappingProxyType(meta),
+        )
+
+
+def _thumb(frame: Any) -> Any:
+    """A 64×36 colour thumbnail of a frame, as floats from 0 to 1."""
+    import numpy as np
+
+    small = frame.reformat(width=_THUMB[0], height=_THUMB[1], format="rgb24").to_ndarray()
+    return np.asarray(small, dtype=np.float32) / 255.0
+
+
+def _differs(a: Any, b: Any, threshold: float) -> bool:
+    """Whether more than ``threshold`` of the picture changed.
+
+    The thumbnails are compared in 4×4-pixel blocks (a 16×9 grid); a block changed when its
+    pixels moved by more than :data:`_BLOCK_CHANGE` on average. New text on a slide changes
+    about a fifth of the blocks; a speaker moving in a small corner picture, a few.
+    """
+    import numpy as np
+
+    diff = np.abs(a - b).mean(axis=2)
+    rows, cols = diff.shape[0] // 4, diff.shape[1] // 4
+    blocks = diff[: rows * 4, : cols * 4].reshape(rows, 4, cols, 4).mean(axis=(1, 3))
+    return float(np.mean(blocks > _BLOCK_CHANGE)) > threshold
+
+
+def _keyframes(av: ModuleType, data: str | bytes, probe: _Probe, job: _Job) -> Iterator[Chunk]:
+    """One JPEG per scene, with the span it stays on screen.
+
+    Only the video's keyframes are decoded; each is compared with the current scene's picture.
+    When one differs (and the scene has lasted ``keyframe_min_seconds``), the interval since the
+    previous keyframe is decoded in steps of ``keyframe_step_seconds`` to find when it changed.
+    A scene is yielded once the next one starts (its end is known then), the last at the end.
+    """
+    scene_start = 0.0
+    scene_thumb: Any = None
+    scene_jpeg = b""
+    scene_time = 0.0
+    prev_time = 0.0
+    index = 0
+    with _open(av, data) as inp:
+        vs = inp.streams.video[0]
+        vs.codec_context.skip_frame = "NONKEY"
+        for frame in inp.decode(vs):
+            if frame.time is None:
+                continue
+            t = max(0.0, float(frame.time) - probe.origin)
+            thumb = _thumb(frame)
+            if scene_thumb is None:
+                scene_thumb, scene_jpeg, scene_time = thumb, _jpeg(frame, job), t
+                prev_time = t
+                continue
+            if t - scene_start >= job.keyframe_min_seconds and _differs(
+                thumb, scene_thumb, job.keyframe_threshold
+            ):
+                low = max(prev_time, scene_start + job.keyframe_min_seconds)
+                change = _change_time(av, data, probe, job, low, t, scene_thumb)
+                yield _keyframe(job, probe, index, scene_start, change, scene_time, scene_jpeg)
+                index += 1
+                scene_start = change
+                scene_thumb, scene_jpeg, scene_time = thumb, _jpeg(frame, job), t
+            prev_time = t
+    if scene_thumb is None:
+        raise ChunkingError(f"{job.name}: no picture could be decoded from the video")
+    yield _keyframe(job, probe, index, scene_start, probe.duration, scene_time, scene_jpeg)
+
+
+def _change_time(
+    av: ModuleType, data: str | bytes, probe: _Probe, job: _Job, low: float, high: float, old: Any
+) -> float:
+    """The first moment in ``(low, high]`` whose picture differs from ``old`` (``high`` if none).
+
+    Decodes from the keyframe at or before ``low``, looking at one frame per step.
+    """
+    next_look = low + job.keyframe_step_seconds
+    with _open(av, data) as inp:
+        vs = inp.streams.video[0]
+        inp.seek(max(0, math.floor((low + probe.origin) / vs.time_base)), stream=vs, backward=True)
+        for frame in inp.decode(vs):
+            if frame.time is None:
+                continue
+            t = float(frame.time) - probe.origin
+            if t >= high - _EPS:
+                break
+            if t + _EPS < next_look:
+                continue
+            next_look = t + job.keyframe_step_seconds
+            if _differs(_thumb(frame), old, job.keyframe_threshold):
+                return max(low, t)
+    return high
+
+
+def _jpeg(frame: Any, job: _Job) -> bytes:
+    pil = frame.to_image()
+    pil.thumbnail((job.frame_max_side, job.frame_max_side))
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _keyframe(
+    job: _Job, probe: _Probe, index: int, start: float, end: float, time: float, jpeg: bytes
+) -> Chunk:
+    start = min(max(0.0, start), probe.duration)
+    return Chunk(
+        content=Image(jpeg, "image/jpeg"),
+        source=job.name,
+        span=TimeSpan(round(start, 6), round(max(start, min(end, probe.duration)), 6)),
+        metadata=MappingProxyType(
+            {
+                "kind": "keyframe",
+                "index": index,
+                "time": round(time, 6),
+                "duration": round(probe.duration, 6),
+            }
+        ),
+    )
 
 
 def _plan(probe: _Probe, job: _Job) -> tuple[list[tuple[float, float]], str]:

@@ -10,6 +10,12 @@
 from __future__ import annotations
 
 from mmembed.testing._fake_embedder import FakeEmbedder, FakeEmbedderCall
-from mmembed.testing._fake_gemini import FakeGeminiServer, RecordedRequest
+from mmembed.testing._fake_gemini import FakeGeminiServer, FakeGeminiUsage, RecordedRequest
 
-__all__ = ["FakeEmbedder", "FakeEmbedderCall", "FakeGeminiServer", "RecordedRequest"]
+__all__ = [
+    "FakeEmbedder",
+    "FakeEmbedderCall",
+    "FakeGeminiServer",
+    "FakeGeminiUsage",
+    "RecordedRequest",
+]

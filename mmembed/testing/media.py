@@ -10,6 +10,8 @@ bytes, or writes the file to ``path=`` and returns that path (long media go stra
 - :func:`make_audio`: WAV, FLAC, OGG (Vorbis), MP3 or M4A (AAC) of a rising tone.
 - :func:`make_video`: H.264 MP4, MOV or Matroska of a moving square, with or without a tone
   track.
+- :func:`make_lecture`: a long, low-resolution recorded lecture: slides that change at given
+  times (one may be a picture), a speaker in the corner and a tone track.
 - :func:`make_pdf`: PDFs of A4 pages with real text (that pypdf and pdfium extract), optionally
   a picture on each page and password encryption.
 
@@ -36,7 +38,7 @@ import os
 import random
 import textwrap
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -49,7 +51,15 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
     from PIL import Image as PILImage
 
-__all__ = ["make_audio", "make_image", "make_pdf", "make_text", "make_video", "page_heading"]
+__all__ = [
+    "make_audio",
+    "make_image",
+    "make_lecture",
+    "make_pdf",
+    "make_text",
+    "make_video",
+    "page_heading",
+]
 
 StrPath = str | os.PathLike[str]
 
@@ -238,12 +248,15 @@ _SUBTYPES = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LA
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
 
-def _tone(start: int, frames: int, rate: int, channels: int) -> NDArray[np.float32]:
-    """Samples ``start`` to ``start + frames`` of a tone rising from 440 Hz, ``(frames, ch)``."""
+def _tone(start: int, frames: int, rate: int, channels: int, seed: int = 0) -> NDArray[np.float32]:
+    """Samples ``start`` to ``start + frames`` of a tone rising from 440 Hz, ``(frames, ch)``.
+
+    Another ``seed`` starts the tone a little higher, so recordings differ.
+    """
     import numpy as np
 
     t = (start + np.arange(frames, dtype=np.float64)) / rate
-    wave = 0.4 * np.sin(2 * np.pi * (440.0 * t + 2.0 * t * t))
+    wave = 0.4 * np.sin(2 * np.pi * ((440.0 + 7.0 * seed) * t + 2.0 * t * t))
     return np.repeat(wave[:, None], channels, axis=1).astype(np.float32)
 
 
@@ -272,6 +285,7 @@ def make_audio(
     seconds: float = 1.0,
     sample_rate: int = 16000,
     channels: int = 1,
+    seed: int = 0,
     path: None = None,
 ) -> bytes: ...
 @overload
@@ -281,6 +295,7 @@ def make_audio(
     seconds: float = 1.0,
     sample_rate: int = 16000,
     channels: int = 1,
+    seed: int = 0,
     path: StrPath,
 ) -> Path: ...
 def make_audio(
@@ -289,6 +304,7 @@ def make_audio(
     seconds: float = 1.0,
     sample_rate: int = 16000,
     channels: int = 1,
+    seed: int = 0,
     path: StrPath | None = None,
 ) -> bytes | Path:
     """A tone rising slowly from 440 Hz (never silent), written in blocks however long.
@@ -299,6 +315,7 @@ def make_audio(
         seconds: length of the recording.
         sample_rate: samples per second (a low rate keeps a long WAV small).
         channels: 1 or 2 for M4A, 1 or more for the others.
+        seed: another seed gives another tone (WAV, FLAC, OGG and MP3).
         path: write the file there and return the path, instead of returning the bytes.
 
     >>> import soundfile
@@ -326,7 +343,7 @@ def make_audio(
         ) as f:
             block = sample_rate * 10  # libvorbis crashes on one write of more than ~2M frames
             for start in range(0, total, block):
-                f.write(_tone(start, min(block, total - start), sample_rate, channels))
+                f.write(_tone(start, min(block, total - start), sample_rate, channels, seed))
     else:
         raise ConfigurationError(
             f"make_audio: unknown format {format!r}; use WAV, FLAC, OGG, MP3 or M4A"
@@ -443,6 +460,151 @@ def make_video(
     return target.getvalue() if isinstance(target, io.BytesIO) else target
 
 
+def _slide(size: tuple[int, int], slide: str | bytes) -> NDArray[np.uint8]:
+    """A slide as RGB pixels: a title card for text, or a picture (PNG/JPEG bytes) scaled in."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    h = size[1]
+    if isinstance(slide, bytes):
+        with PILImage.open(io.BytesIO(slide)) as picture:
+            card = picture.convert("RGB").resize(size)
+    else:
+        seed = zlib.crc32(slide.encode())
+        shade = (40 + seed % 160, 40 + (seed >> 8) % 160, 40 + (seed >> 16) % 160)
+        card = PILImage.new("RGB", size, shade)
+        _write_caption(card, slide)
+    pixels = np.asarray(card, dtype=np.uint8).copy()
+    pixels[: max(2, h // 12)] = 255  # a white title bar, as slides have
+    return pixels
+
+
+@overload
+def make_lecture(
+    slides: Sequence[tuple[float, str | bytes]],
+    *,
+    seconds: float,
+    fps: int = 5,
+    width: int = 192,
+    height: int = 108,
+    gop_seconds: float = 10.0,
+    path: None = None,
+) -> bytes: ...
+@overload
+def make_lecture(
+    slides: Sequence[tuple[float, str | bytes]],
+    *,
+    seconds: float,
+    fps: int = 5,
+    width: int = 192,
+    height: int = 108,
+    gop_seconds: float = 10.0,
+    path: StrPath,
+) -> Path: ...
+def make_lecture(
+    slides: Sequence[tuple[float, str | bytes]],
+    *,
+    seconds: float,
+    fps: int = 5,
+    width: int = 192,
+    height: int = 108,
+    gop_seconds: float = 10.0,
+    path: StrPath | None = None,
+) -> bytes | Path:
+    """A recorded lecture: slides that change at given times, a speaker in the corner, a tone.
+
+    The picture is the current slide with a small "speaker" (a block that moves every frame)
+    in the bottom-right corner, so consecutive frames always differ a little while the slide
+    stays; the sound is :func:`make_audio`'s tone (AAC, 16 kHz mono). Keyframes come at a fixed
+    interval, never at slide changes (like a screen recorder's), so a change falls between them.
+    An hour at the defaults takes a few seconds and about 25 MB (needs PyAV).
+
+    Args:
+        slides: ``(start second, slide)`` in time order, the first at 0; a slide is a title
+            (drawn as a card) or a picture's PNG/JPEG bytes (scaled to the frame).
+        seconds: length of the lecture.
+        fps: frames per second.
+        width: frame width in pixels (even).
+        height: frame height in pixels (even).
+        gop_seconds: seconds from one keyframe to the next.
+        path: write the file there and return the path, instead of returning the bytes.
+    """
+    av = import_optional("av", extra="video", purpose="make_lecture")
+    _positive("seconds", seconds, "make_lecture")
+    _positive("fps", fps, "make_lecture")
+    if width < 32 or height < 32 or width % 2 or height % 2:
+        raise ConfigurationError(
+            f"make_lecture: width and height must be even and at least 32, not {width}x{height}"
+        )
+    starts = [float(s) for s, _ in slides]
+    if not slides or starts[0] != 0 or starts != sorted(starts):
+        raise ConfigurationError("make_lecture: give slides in time order, the first at 0 s")
+    cards = [_slide((width, height), slide) for _, slide in slides]
+    side = max(4, height // 6)
+    top, left = height - side - 2, width - side - 2
+    target: Path | io.BytesIO = Path(path) if path is not None else io.BytesIO()
+    gop = max(1, round(gop_seconds * fps))
+    with av.open(target, "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {
+            "preset": "ultrafast",
+            "crf": "32",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+        }
+        tone = out.add_stream("aac", rate=16000, layout="mono")
+        current = 0
+        for i in range(round(seconds * fps)):
+            t = i / fps
+            while current + 1 < len(starts) and starts[current + 1] <= t:
+                current += 1
+            img = cards[current].copy()
+            wobble = (i % 7) - 3
+            img[top : top + side, left + wobble : left + wobble + side // 2] = (i * 37) % 256
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        _loop_tone(out, tone, seconds)
+    return target.getvalue() if isinstance(target, io.BytesIO) else target
+
+
+def _loop_tone(out: Any, stream: Any, seconds: float) -> None:
+    """``seconds`` of the tone as AAC: 160 packets encoded once, then copied with new times.
+
+    Encoding AAC runs at about 60 times real time; copying packets, thousands of times.
+    """
+    import numpy as np
+
+    av = import_optional("av", extra="video", purpose="make_lecture")
+    rate, per = 16000, 1024
+    encoded: list[tuple[bytes, int, int]] = []
+    loop = 160 * per  # samples in one copy (10.24 s at 16 kHz)
+    for start in range(0, loop, per):
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(_tone(start, per, rate, 1).T), format="fltp", layout="mono"
+        )
+        frame.sample_rate = rate
+        frame.pts = start
+        frame.time_base = Fraction(1, rate)
+        encoded += [(bytes(p), int(p.pts), int(p.duration or per)) for p in stream.encode(frame)]
+    encoded += [(bytes(p), int(p.pts), int(p.duration or per)) for p in stream.encode(None)]
+    total = round(seconds * rate)
+    shift = 0
+    while shift < total:
+        for data, pts, duration in encoded:
+            if pts < 0 or pts >= loop or shift + pts >= total:
+                continue
+            packet = av.Packet(data)
+            packet.pts = packet.dts = shift + pts
+            packet.duration = duration
+            packet.time_base = Fraction(1, rate)
+            packet.stream = stream
+            out.mux(packet)
+        shift += loop
+
+
 # -------------------------------------------------------------------------------------- PDF
 
 _A4 = (595.28, 841.89)  # points
@@ -547,7 +709,7 @@ def _security(password: str, doc_id: bytes) -> tuple[bytes, bytes]:
 def make_pdf(
     pages: int | Sequence[str] = 1,
     *,
-    image: bool = False,
+    image: bool | Collection[int] = False,
     password: str | None = None,
     path: None = None,
 ) -> bytes: ...
@@ -555,14 +717,14 @@ def make_pdf(
 def make_pdf(
     pages: int | Sequence[str] = 1,
     *,
-    image: bool = False,
+    image: bool | Collection[int] = False,
     password: str | None = None,
     path: StrPath,
 ) -> Path: ...
 def make_pdf(
     pages: int | Sequence[str] = 1,
     *,
-    image: bool = False,
+    image: bool | Collection[int] = False,
     password: str | None = None,
     path: StrPath | None = None,
 ) -> bytes | Path:
@@ -572,7 +734,8 @@ def make_pdf(
         pages: a page count, for pages headed :func:`page_heading` with a sentence about the
             page's topic below; or the text of each page: its first line is the heading, the
             others are wrapped at 80 characters (a page holds 49 lines, 41 with a picture).
-        image: put a picture (``make_image``'s drawing) under the text of every page.
+        image: put a picture (``make_image``'s drawing) under the text of every page, or of
+            the pages (1-based) in a collection.
         password: encrypt the file (RC4, 128-bit) with this password to open it; ``""``
             encrypts it with an empty password, which readers open without asking.
         path: write the file there and return the path, instead of returning the bytes.
@@ -588,12 +751,17 @@ def make_pdf(
         texts = [pages] if isinstance(pages, str) else list(pages)
         if not texts:
             raise ConfigurationError("make_pdf: give at least one page")
-    contents = [_page_content(n, text, image) for n, text in enumerate(texts, start=1)]
+
+    def pictured(n: int) -> bool:
+        return image is True or (not isinstance(image, bool) and n in image)
+
+    contents = [_page_content(n, text, pictured(n)) for n, text in enumerate(texts, start=1)]
     doc_id = _md5(b"".join(contents) + (password or "").encode())
 
     # objects: 1-2 fonts, [3 picture], then a content stream and a page per page, the page tree,
     # the catalog and [the encryption dictionary]
-    first_page = 4 if image else 3
+    drawn = any(pictured(n) for n in range(1, len(texts) + 1))
+    first_page = 4 if drawn else 3
     tree = first_page + 2 * len(texts)
     key, encrypt = _security(password, doc_id) if password is not None else (b"", b"")
 
@@ -608,7 +776,7 @@ def make_pdf(
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>",
     ]
     resources = b"/Font << /F1 1 0 R /F2 2 0 R >>"
-    if image:
+    if drawn:
         jpeg = io.BytesIO()
         _drawing(_PICTURE_PX, "RGB", 0).save(jpeg, format="JPEG", quality=85)
         head = b"/Type /XObject /Subtype /Image /Width %d /Height %d " % _PICTURE_PX

@@ -226,6 +226,11 @@ class GeminiEmbedder(Closeable):
         return estimate_tokens(text)
 
     @property
+    def concurrency(self) -> int:
+        """Calls sent at once (an index embeds this many rounds at once)."""
+        return self._concurrency
+
+    @property
     def vertexai(self) -> bool:
         """Whether requests go to Vertex AI rather than the Gemini Developer API."""
         return self._vertex
