@@ -27,6 +27,7 @@ from mmembed._checks import check_rows
 from mmembed._estimate import PlanLine, Planner
 from mmembed._files import sha256_file
 from mmembed._index_config import Chunkers
+from mmembed._threads import worker_pool
 from mmembed._walk import Selection, display_path, is_under, walk
 from mmembed.content import (
     Content,
@@ -579,7 +580,7 @@ class Ingest:
         if self.pool is None:  # the embedder is built only once something needs embedding
             _map_large_buffers()
             self.lanes = _lanes(self.ctx.embedder)
-            self.pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="mmembed-ingest")
+            self.pool = worker_pool(self.lanes, "mmembed-ingest")
         # bounded: calls at once, media bytes, and chunks (what a killed run can lose)
         while self.in_flight and (
             len(self.in_flight) >= self.lanes

@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from mmembed._catalog import Catalog
+from mmembed._threads import worker_pool
 from mmembed._walk import display_path
 from mmembed._where import Filter
 from mmembed.content import Content, Embeddable, Modality, Text
@@ -217,7 +218,7 @@ class KeywordReader:
     ) -> Future[list[tuple[str, float]]]:
         """Start a keyword query; its future gives (chunk id, BM25 score), best first."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="mmembed-keywords")
+            self._pool = worker_pool(1, "mmembed-keywords")
         return self._pool.submit(self._hits, match, k, within)
 
     def _hits(

@@ -16,6 +16,7 @@ from types import ModuleType
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._threads import worker_pool
 from mmembed.errors import MissingDependencyError
 
 __all__ = ["faiss_knn", "load_faiss", "numpy_knn", "rerank", "top_k"]
@@ -40,7 +41,7 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_GUARD:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mmembed-topk")
+            _POOL = worker_pool(2, "mmembed-topk")
         return _POOL
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import TypeVar
 
+from mmembed._threads import worker_pool
 from mmembed.embedders.gemini._retry import Cancelled, Steps, run_async, run_sync
 
 __all__ = ["send_all", "send_all_async"]
@@ -45,9 +46,7 @@ def send_all(
         for batch in calls:
             store(batch, send(batch))
         return
-    pool = ThreadPoolExecutor(
-        max_workers=min(concurrency, len(calls)), thread_name_prefix="mmembed-gemini"
-    )
+    pool = worker_pool(min(concurrency, len(calls)), "mmembed-gemini")
     try:
         futures = [pool.submit(send, b) for b in calls]
         batch_of = dict(zip(futures, calls, strict=True))
