@@ -1,53 +1,50 @@
-"""Exact k-nearest-neighbour kernels of the local stores: numpy's BLAS (GEMV for one query, GEMM
-over blocks for a batch), FAISS's heaps and candidate rerank, and the small thread pool that
-splits the top-k selection.
+"""Exact k-nearest-neighbour kernels of the local stores, behind one entry point, :func:`knn`,
+plus the candidate rerank of FAISS indexes (:func:`rerank`).
 
-Every kernel scores with inner products, so callers pass unit rows (or per-row inverse norms)
-to get cosines. FAISS is imported on first use of a kernel that needs it, never at import.
+Which kernel runs is a fixed rule, measured (``benchmarks/store_search.py`` prints every
+kernel side by side at one and two threads):
+
+- **one query**: FAISS's SIMD inner products streamed over the rows, the rows split into one
+  block per thread, each thread keeping its own heap (a scan). On one thread this reads memory
+  faster than OpenBLAS's GEMV, on two it matches two-thread GEMV, and the heaps replace a
+  separate top-k pass. Without FAISS, or over a strided matrix (a Matryoshka prefix view), one
+  numpy GEMV and a partition.
+- **a batch** (two queries or more): numpy's GEMM over blocks of the database, FAISS's heaps
+  taking each block. ``faiss.knn`` scans query by query below its BLAS threshold (2-166
+  queries at 768 dimensions), several times slower than one GEMM.
+
+The thread count is FAISS's: :func:`threads` (``OMP_NUM_THREADS``, ``faiss.omp_set_num_threads``
+or a threadpoolctl limit set it). Every kernel scores with inner products, so callers pass unit
+rows (or per-row inverse norms) to get cosines, and every kernel breaks ties the same way: the
+higher score first, the lower row first among equal scores. FAISS is imported on first use of
+a kernel that needs it, never at import.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from mmembed.errors import MissingDependencyError
 
-__all__ = ["faiss_knn", "load_faiss", "numpy_knn", "rerank", "top_k"]
-
-# database rows per GEMM block in numpy batch search: keeps the score block ~256 MB at 1000 queries
-_BLOCK_ROWS = 65536
-
-
-def top_k(scores: NDArray[np.float32], k: int) -> NDArray[np.intp]:
-    """Indices of the ``k`` largest scores, best first."""
-    if k >= scores.shape[0]:
-        return np.argsort(-scores, kind="stable")
-    part = np.argpartition(scores, scores.shape[0] - k)[-k:]
-    return part[np.argsort(-scores[part], kind="stable")]
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_GUARD = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_GUARD:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mmembed-topk")
-        return _POOL
-
+__all__ = ["knn", "load_faiss", "rerank", "threads", "top_k"]
 
 # scores per GEMM block in batch search (64 MB): large enough for full BLAS speed, small enough
 # that the heaps read the block back while much of it is still in cache (measured ~20 % faster
 # than 256 MB blocks for the 256-d funnel pass)
 _BLOCK_VALUES = 1 << 24
+# rows per inner-product call of a scan: its 64 KB of scores stay in cache for the heap
+_SCAN_ROWS = 16384
+# a scan splits over threads only when each thread gets at least this many bytes of rows:
+# below it, handing a block to another thread costs more than it saves
+_SPLIT_BYTES = 1 << 21
 
 _faiss_module: ModuleType | None = None
 
@@ -68,26 +65,241 @@ def load_faiss() -> ModuleType:
     return _faiss_module
 
 
-def faiss_knn(
-    queries: NDArray[np.float32], matrix: NDArray[np.float32], k: int
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Exact inner-product top-k of a query batch: numpy's GEMM over blocks of the database,
-    FAISS's multi-threaded heaps for the selection.
+def _faiss_or_none() -> ModuleType | None:
+    try:
+        return load_faiss()
+    except MissingDependencyError:
+        return None
 
-    The split is deliberate. ``faiss.knn`` does both in C++, but FAISS wheels bundle an older
-    OpenBLAS that falls back to a generic kernel on CPUs it does not know (Zen 4 among them)
-    and scans query by query below ``distance_compute_blas_threshold``; numpy's BLAS is current.
-    FAISS's heaps take each block without the per-row sort numpy would need.
+
+def threads() -> int:
+    """How many threads one search may use: FAISS's OpenMP thread count, which follows
+    ``OMP_NUM_THREADS``, ``faiss.omp_set_num_threads`` and threadpoolctl limits (1 inside the
+    scan's own worker threads, so a search never splits twice)."""
+    faiss = _faiss_or_none()
+    if faiss is None:
+        return 1
+    return max(1, int(faiss.omp_get_max_threads()))
+
+
+def top_k(scores: NDArray[np.float32], k: int) -> NDArray[np.intp]:
+    """Indices of the ``k`` largest scores, best first; among equal scores the lower index
+    first (the rule every kernel follows)."""
+    n = scores.shape[0]
+    if k >= n:
+        return np.argsort(-scores, kind="stable")
+    kth = np.partition(scores, n - k)[n - k]
+    above = np.flatnonzero(scores > kth)
+    ties = np.flatnonzero(scores == kth)[: k - above.size]
+    chosen = np.concatenate([above, ties])
+    return chosen[np.argsort(-scores[chosen], kind="stable")]
+
+
+def knn(
+    queries: NDArray[np.float32],
+    matrix: NDArray[np.float32],
+    k: int,
+    *,
+    inverse: NDArray[np.float32] | None = None,
+    allowed: NDArray[np.intp] | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+    """Exact top-k of ``queries @ matrix.T``, each column scaled by ``inverse`` when given,
+    over the rows in ``allowed`` (sorted row numbers) when given.
+
+    Returns scores and row numbers, ``(len(queries), k)`` each, best first; ``-inf`` and ``-1``
+    where fewer than ``k`` rows exist.
     """
-    faiss = load_faiss()
     nq, n = queries.shape[0], matrix.shape[0]
-    k = min(k, n)
-    scores = np.empty((nq, k), dtype=np.float32)
-    labels = np.empty((nq, k), dtype=np.int64)
-    heaps = faiss.float_minheap_array_t()  # a min-heap per query keeps the k largest
-    heaps.k, heaps.nh = k, nq
+    faiss = _faiss_or_none() if nq == 1 else load_faiss()
+    if faiss is None or (nq == 1 and not matrix.flags.c_contiguous):
+        return _gemv_knn(queries[0], matrix, k, inverse, allowed)
+    blocked = None
+    if allowed is not None:
+        blocked = np.ones(n, dtype=bool)
+        blocked[allowed] = False
+    labels = _descending(n)
+    if nq == 1:
+        scores, found = _scan(faiss, queries[0], matrix, k, inverse, blocked, labels)
+    else:
+        scores, found = _gemm_heaps(faiss, queries, matrix, k, inverse, blocked, labels)
+    # empty heap slots (fewer than k rows) hold label -1 and -FLT_MAX
+    missing = found < 0
+    scores[missing] = -np.inf
+    return scores, np.where(missing, -1, labels.shape[0] - 1 - found)
+
+
+# -- heaps -------------------------------------------------------------------------------------
+
+_labels_cache = np.empty(0, dtype=np.int64)
+
+
+def _descending(n: int) -> NDArray[np.int64]:
+    """Heap labels, ``label = len(labels) - 1 - row``: descending along the rows.
+
+    FAISS's heaps admit a score only when it beats the worst kept one, and evict the smallest
+    label among equal worst scores. Fed labels that fall as rows rise, both keep the lower row
+    of a tie, the rule :func:`top_k` follows; ascending labels would keep an arbitrary mix.
+    """
+    global _labels_cache
+    cached = _labels_cache
+    if cached.shape[0] < n:
+        cached = np.arange(max(n, 2 * cached.shape[0]) - 1, -1, -1, dtype=np.int64)
+        _labels_cache = cached
+    return cached
+
+
+def _heaps(faiss: ModuleType, scores: NDArray[np.float32], labels: NDArray[np.int64]) -> Any:
+    """A FAISS min-heap per row of ``scores``/``labels`` (written in place), emptied."""
+    heaps = faiss.float_minheap_array_t()
+    heaps.nh, heaps.k = scores.shape
     heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(labels)
     heaps.heapify()
+    return heaps
+
+
+def _mask_scores(
+    out: NDArray[np.float32],
+    start: int,
+    stop: int,
+    inverse: NDArray[np.float32] | None,
+    blocked: NDArray[np.bool_] | None,
+) -> None:
+    """Scale a block of scores by the rows' inverse norms, and rule out filtered rows."""
+    if inverse is not None:
+        out *= inverse[start:stop]
+    if blocked is not None:
+        np.copyto(out, np.float32(-np.inf), where=blocked[start:stop])
+
+
+# -- one query: the scan -----------------------------------------------------------------------
+
+_POOL: tuple[ThreadPoolExecutor, int] | None = None
+_POOL_GUARD = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The scan's worker threads; FAISS inside them runs on one thread (no nested teams)."""
+    global _POOL
+    with _POOL_GUARD:
+        if _POOL is None or _POOL[1] < workers:
+            size = max(workers, os.cpu_count() or 1)
+            pool = ThreadPoolExecutor(
+                max_workers=size,
+                thread_name_prefix="mmembed-scan",
+                initializer=load_faiss().omp_set_num_threads,
+                initargs=(1,),
+            )
+            _POOL = (pool, size)
+        return _POOL[0]
+
+
+def _scan(
+    faiss: ModuleType,
+    query: NDArray[np.float32],
+    matrix: NDArray[np.float32],
+    k: int,
+    inverse: NDArray[np.float32] | None,
+    blocked: NDArray[np.bool_] | None,
+    labels: NDArray[np.int64],
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """One query against contiguous rows: row blocks scanned in parallel, heaps merged."""
+    n = matrix.shape[0]
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    parts = max(1, min(threads(), matrix.nbytes // _SPLIT_BYTES))
+    step = -(-n // parts)
+    bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)] or [(0, 0)]
+    if len(bounds) == 1:
+        scores, found = _scan_block(faiss, query, matrix, 0, n, k, inverse, blocked, labels)
+        return scores[None, :], found[None, :]
+    pool = _pool(len(bounds) - 1)
+    futures = [
+        pool.submit(_scan_block, faiss, query, matrix, lo, hi, k, inverse, blocked, labels)
+        for lo, hi in bounds[1:]
+    ]
+    results = [_scan_block(faiss, query, matrix, *bounds[0], k, inverse, blocked, labels)]
+    results += [future.result() for future in futures]
+    scores = np.concatenate([r[0] for r in results])
+    found = np.concatenate([r[1] for r in results])
+    # by score, then by label (descending labels are ascending rows)
+    order = np.lexsort((-found, -scores))[:k]
+    return scores[order][None, :], found[order][None, :]
+
+
+def _scan_block(
+    faiss: ModuleType,
+    query: NDArray[np.float32],
+    matrix: NDArray[np.float32],
+    start: int,
+    stop: int,
+    k: int,
+    inverse: NDArray[np.float32] | None,
+    blocked: NDArray[np.bool_] | None,
+    labels: NDArray[np.int64],
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The top-k of rows ``start:stop`` for one query, on this thread alone."""
+    scores = np.empty(k, dtype=np.float32)
+    found = np.empty(k, dtype=np.int64)
+    heaps = _heaps(faiss, scores[None, :], found[None, :])
+    buffer = np.empty(max(0, min(_SCAN_ROWS, stop - start)), dtype=np.float32)
+    query_ptr, width = faiss.swig_ptr(query), matrix.shape[1]
+    for lo in range(start, stop, _SCAN_ROWS):
+        hi = min(stop, lo + _SCAN_ROWS)
+        out = buffer[: hi - lo]
+        faiss.fvec_inner_products_ny(
+            faiss.swig_ptr(out), query_ptr, faiss.swig_ptr(matrix[lo:hi]), width, hi - lo
+        )
+        _mask_scores(out, lo, hi, inverse, blocked)
+        heaps.addn_with_ids(hi - lo, faiss.swig_ptr(out), faiss.swig_ptr(labels[lo:hi]), 0, 0, 1)
+    heaps.reorder()
+    return scores, found
+
+
+def _gemv_knn(
+    query: NDArray[np.float32],
+    matrix: NDArray[np.float32],
+    k: int,
+    inverse: NDArray[np.float32] | None,
+    allowed: NDArray[np.intp] | None,
+) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
+    """One query by numpy alone: one BLAS GEMV (any memory layout), then :func:`top_k`."""
+    scores = np.empty(matrix.shape[0], dtype=np.float32)
+    np.dot(matrix, query, out=scores)
+    if inverse is not None:
+        scores *= inverse
+    rows: NDArray[np.intp] | None = allowed
+    if allowed is not None:
+        scores = scores[allowed]
+    order = top_k(scores, k)
+    best = np.full((1, k), -np.inf, dtype=np.float32)
+    found = np.full((1, k), -1, dtype=np.intp)
+    best[0, : order.size] = scores[order]
+    found[0, : order.size] = order if rows is None else rows[order]
+    return best, found
+
+
+# -- a batch: GEMM blocks ----------------------------------------------------------------------
+
+
+def _gemm_heaps(
+    faiss: ModuleType,
+    queries: NDArray[np.float32],
+    matrix: NDArray[np.float32],
+    k: int,
+    inverse: NDArray[np.float32] | None,
+    blocked: NDArray[np.bool_] | None,
+    labels: NDArray[np.int64],
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """A query batch: numpy's GEMM over blocks of the database, FAISS's heaps taking each block.
+
+    The split is deliberate. ``faiss.knn`` does both in C++, but scans query by query below
+    ``distance_compute_blas_threshold`` and runs FAISS's bundled OpenBLAS above it; numpy's
+    BLAS is current, and FAISS's heaps take each block without the per-row sort numpy would
+    need.
+    """
+    nq, n = queries.shape[0], matrix.shape[0]
+    scores = np.empty((nq, k), dtype=np.float32)
+    found = np.empty((nq, k), dtype=np.int64)
+    heaps = _heaps(faiss, scores, found)
     query = np.ascontiguousarray(queries, dtype=np.float32)
     rows = max(1024, _BLOCK_VALUES // max(nq, 1))
     # one buffer for every block: the short last block is its contiguous head, not a fresh
@@ -97,107 +309,15 @@ def faiss_knn(
         stop = min(n, start + rows)
         out = buffer[: nq * (stop - start)].reshape(nq, stop - start)
         np.matmul(query, matrix[start:stop].T, out=out)
-        heaps.addn(stop - start, faiss.swig_ptr(out), start, 0, nq)
-    heaps.reorder()
-    return scores, labels
-
-
-def numpy_knn(
-    queries: NDArray[np.float32],
-    matrix: NDArray[np.float32],
-    inverse: NDArray[np.float32] | None,
-    k: int,
-    allowed: NDArray[np.intp] | None,
-) -> tuple[NDArray[np.float32], NDArray[np.intp]]:
-    """Exact top-k of ``queries @ matrix.T`` (scaled per row by ``inverse``), rows restricted to
-    ``allowed`` when given. Returns scores and row numbers, ``-1`` where fewer than ``k`` exist."""
-    nq, n = queries.shape[0], matrix.shape[0]
-    if nq == 1:
-        # one GEMV streams the matrix once; numpy's BLAS beats FAISS's scan here
-        scores = _gemv(matrix, queries[0])
-        if inverse is not None:
-            scores *= inverse
-        if allowed is not None:
-            subset = scores[allowed]
-            order = top_k(subset, k)
-            return subset[order][None, :], allowed[order][None, :]
-        order = top_k(scores, k)
-        return scores[order][None, :], order[None, :]
-    if inverse is None:
-        # plain cosines: numpy's GEMM and FAISS's heaps (about twice as fast as argpartition)
-        subset = matrix if allowed is None else matrix[allowed]
-        width = min(k, subset.shape[0])
-        scores = np.full((nq, k), -np.inf, dtype=np.float32)
-        rows = np.full((nq, k), -1, dtype=np.intp)
-        if width:
-            found, labels = faiss_knn(queries, subset, width)
-            scores[:, :width] = found
-            if allowed is not None:
-                labels = np.where(labels >= 0, allowed[np.maximum(labels, 0)], -1)
-            rows[:, :width] = labels
-        rows[~np.isfinite(scores)] = -1
-        return scores, rows
-    mask = None
-    if allowed is not None:
-        mask = np.zeros(n, dtype=bool)
-        mask[allowed] = True
-    best_scores = np.full((nq, k), -np.inf, dtype=np.float32)
-    best_rows = np.full((nq, k), -1, dtype=np.intp)
-    block = np.empty((nq, min(n, _BLOCK_ROWS)), dtype=np.float32)
-    for start in range(0, n, _BLOCK_ROWS):
-        stop = min(n, start + _BLOCK_ROWS)
-        out = block[:, : stop - start]
-        np.matmul(queries, matrix[start:stop].T, out=out)
-        if inverse is not None:
-            out *= inverse[start:stop]
-        if mask is not None:
-            out[:, ~mask[start:stop]] = -np.inf
-        _merge_block(out, start, k, best_scores, best_rows)
-    best_rows[~np.isfinite(best_scores)] = -1
-    return best_scores, best_rows
-
-
-def _gemv(matrix: NDArray[np.float32], query: NDArray[np.float32]) -> NDArray[np.float32]:
-    """``matrix @ query`` as one BLAS call (numpy's OpenBLAS already uses every core for it;
-    splitting it over Python threads measured slower on a busy two-core machine)."""
-    out = np.empty(matrix.shape[0], dtype=np.float32)
-    np.dot(matrix, query, out=out)
-    return out
-
-
-def _merge_block(
-    block: NDArray[np.float32],
-    offset: int,
-    k: int,
-    best_scores: NDArray[np.float32],
-    best_rows: NDArray[np.intp],
-) -> None:
-    """Fold one score block into the running top-k, in two threads over query halves
-    (argpartition runs on one core and costs as much as the GEMM that made the block)."""
-    nq = block.shape[0]
-
-    def work(lo: int, hi: int) -> None:
-        part = block[lo:hi]
-        width = part.shape[1]
-        if k < width:
-            idx = np.argpartition(part, width - k, axis=1)[:, -k:]
-        else:
-            idx = np.broadcast_to(np.arange(width), (hi - lo, width))
-        cand_scores = np.concatenate(
-            [best_scores[lo:hi], np.take_along_axis(part, idx, axis=1)], axis=1
+        _mask_scores(out, start, stop, inverse, blocked)
+        heaps.addn_with_ids(
+            stop - start, faiss.swig_ptr(out), faiss.swig_ptr(labels[start:stop]), 0, 0, nq
         )
-        cand_rows = np.concatenate([best_rows[lo:hi], idx + offset], axis=1)
-        order = np.argsort(-cand_scores, axis=1, kind="stable")[:, :k]
-        best_scores[lo:hi] = np.take_along_axis(cand_scores, order, axis=1)
-        best_rows[lo:hi] = np.take_along_axis(cand_rows, order, axis=1)
+    heaps.reorder()
+    return scores, found
 
-    if nq < 64:
-        work(0, nq)
-        return
-    half = nq // 2
-    futures = [_pool().submit(work, 0, half), _pool().submit(work, half, nq)]
-    for future in futures:
-        future.result()
+
+# -- candidate rerank --------------------------------------------------------------------------
 
 
 def rerank(
