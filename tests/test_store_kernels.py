@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks small enough that this small store is split, chunked and blocked as a large one:
     scans split whatever the size, 64-row chunks (the last one short), 1024-row GEMM blocks."""
     monkeypatch.setattr(kernels, "_SPLIT_BYTES", 1)
-    monkeypatch.setattr(kernels, "_SCAN_ROWS", 64)
+    monkeypatch.setattr(kernels, "_SCAN_BYTES", 64 * D * 4)
     monkeypatch.setattr(kernels, "_BLOCK_VALUES", 1)
 
 
@@ -148,51 +149,61 @@ def test_kernels_agree_directly(faiss_threads: int, nq: int) -> None:
     assert all(sorted(r[:3]) == [3, 7, 500] for r in rows.tolist())
 
 
-def test_the_scan_splits_over_faiss_threads(
+def test_the_scan_shares_chunks_among_faiss_threads(
     monkeypatch: pytest.MonkeyPatch, small_blocks: None
 ) -> None:
-    """One block per FAISS thread (OMP_NUM_THREADS, omp_set_num_threads), and none nested."""
+    """As many threads as FAISS's OpenMP has (OMP_NUM_THREADS, omp_set_num_threads) take the
+    chunks; the helpers run FAISS on one thread, so a search never splits twice."""
     faiss = kernels.load_faiss()
-    blocks: list[tuple[int, int, int]] = []
-    scan_block = kernels._scan_block
+    calls: list[tuple[str, int]] = []
+    started = threading.Event()
+    scan_chunks = kernels._scan_chunks
 
-    def counting(*args: Any) -> Any:
-        blocks.append((args[3], args[4], kernels.threads()))
-        return scan_block(*args)
+    def recording(*args: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            started.wait(5)  # let a helper take chunks too, however busy the machine
+        else:
+            started.set()
+        calls.append((threading.current_thread().name, kernels.threads()))
+        return scan_chunks(*args)
 
-    monkeypatch.setattr(kernels, "_scan_block", counting)
+    monkeypatch.setattr(kernels, "_scan_chunks", recording)
     before = faiss.omp_get_max_threads()
     try:
         for count in (1, 2, 3):
             faiss.omp_set_num_threads(count)
-            blocks.clear()
-            kernels.knn(QUERIES[:1], VECTORS, K)
-            assert sorted(b[:2] for b in blocks) == [
-                (lo, min(N, lo + -(-N // count))) for lo in range(0, N, -(-N // count))
-            ]
-            # the worker threads run FAISS on one thread: a search never splits twice
-            assert sorted(b[2] for b in blocks)[: count - 1] == [1] * (count - 1)
+            calls.clear()
+            started.clear()
+            if count == 1:
+                started.set()
+            _, rows = kernels.knn(QUERIES[:1] / 2, VECTORS / 2, K)
+            assert rows.tolist() == expected(QUERIES[:1], None, None)
+            main = threading.main_thread().name
+            helpers = [seen for name, seen in calls if name != main]
+            assert (main, count) in calls
+            assert min(1, count - 1) <= len(helpers) <= count - 1
+            assert set(helpers) <= {1}
     finally:
         faiss.omp_set_num_threads(before)
 
 
 def test_small_matrices_are_not_split(monkeypatch: pytest.MonkeyPatch) -> None:
     faiss = kernels.load_faiss()
-    calls: list[int] = []
-    scan_block = kernels._scan_block
+    calls: list[str] = []
+    scan_chunks = kernels._scan_chunks
 
-    def counting(*args: Any) -> Any:
-        calls.append(args[3])
-        return scan_block(*args)
+    def recording(*args: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        return scan_chunks(*args)
 
-    monkeypatch.setattr(kernels, "_scan_block", counting)
+    monkeypatch.setattr(kernels, "_scan_chunks", recording)
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(2)
     try:
         kernels.knn(QUERIES[:1], VECTORS, K)  # 38 KB: below the split size
     finally:
         faiss.omp_set_num_threads(before)
-    assert calls == [0]
+    assert calls == [threading.main_thread().name]
 
 
 def test_thread_count_follows_omp_num_threads() -> None:

@@ -23,8 +23,10 @@ a kernel that needs it, never at import.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
@@ -40,8 +42,9 @@ __all__ = ["knn", "load_faiss", "rerank", "threads", "top_k"]
 # that the heaps read the block back while much of it is still in cache (measured ~20 % faster
 # than 256 MB blocks for the 256-d funnel pass)
 _BLOCK_VALUES = 1 << 24
-# rows per inner-product call of a scan: its 64 KB of scores stay in cache for the heap
-_SCAN_ROWS = 16384
+# bytes of rows per chunk of a scan: small enough to share the rows out evenly between threads
+# and to keep a chunk in cache while it is scored for each query of a small batch
+_SCAN_BYTES = 1 << 22
 # a scan splits over threads only when each thread gets at least this many bytes of rows:
 # below it, handing a block to another thread costs more than it saves
 _SPLIT_BYTES = 1 << 21
@@ -119,7 +122,7 @@ def knn(
         blocked[allowed] = False
     labels = _descending(n)
     if nq == 1:
-        scores, found = _scan(faiss, queries[0], matrix, k, inverse, blocked, labels)
+        scores, found = _scan(faiss, queries, matrix, k, inverse, blocked, labels)
     else:
         scores, found = _gemm_heaps(faiss, queries, matrix, k, inverse, blocked, labels)
     # empty heap slots (fewer than k rows) hold label -1 and -FLT_MAX
@@ -195,61 +198,68 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 def _scan(
     faiss: ModuleType,
-    query: NDArray[np.float32],
+    queries: NDArray[np.float32],
     matrix: NDArray[np.float32],
     k: int,
     inverse: NDArray[np.float32] | None,
     blocked: NDArray[np.bool_] | None,
     labels: NDArray[np.int64],
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """One query against contiguous rows: row blocks scanned in parallel, heaps merged."""
+    """A few queries against contiguous rows, chunk by chunk: each thread of the search takes
+    the next chunk until none is left, keeping heaps of its own, merged at the end. A thread
+    that starts late (on a busy machine) finds less to do, or nothing, and is not waited for."""
     n = matrix.shape[0]
-    query = np.ascontiguousarray(query, dtype=np.float32)
-    parts = max(1, min(threads(), matrix.nbytes // _SPLIT_BYTES))
-    step = -(-n // parts)
-    bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)] or [(0, 0)]
-    if len(bounds) == 1:
-        scores, found = _scan_block(faiss, query, matrix, 0, n, k, inverse, blocked, labels)
-        return scores[None, :], found[None, :]
-    pool = _pool(len(bounds) - 1)
-    futures = [
-        pool.submit(_scan_block, faiss, query, matrix, lo, hi, k, inverse, blocked, labels)
-        for lo, hi in bounds[1:]
-    ]
-    results = [_scan_block(faiss, query, matrix, *bounds[0], k, inverse, blocked, labels)]
-    results += [future.result() for future in futures]
-    scores = np.concatenate([r[0] for r in results])
-    found = np.concatenate([r[1] for r in results])
+    rows = max(1, _SCAN_BYTES // (4 * matrix.shape[1]))
+    helpers = min(threads(), -(-n // rows), max(1, matrix.nbytes // _SPLIT_BYTES)) - 1
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    tickets = itertools.count()
+
+    def work() -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        return _scan_chunks(faiss, queries, matrix, rows, tickets, k, inverse, blocked, labels)
+
+    futures = [_pool(helpers).submit(work) for _ in range(helpers)]
+    results = [work()]
+    for future in futures:
+        if not future.cancel():
+            results.append(future.result())
+    if len(results) == 1:
+        return results[0]
+    scores = np.concatenate([r[0] for r in results], axis=1)
+    found = np.concatenate([r[1] for r in results], axis=1)
     # by score, then by label (descending labels are ascending rows)
-    order = np.lexsort((-found, -scores))[:k]
-    return scores[order][None, :], found[order][None, :]
+    order = np.lexsort((-found, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)
 
 
-def _scan_block(
+def _scan_chunks(
     faiss: ModuleType,
-    query: NDArray[np.float32],
+    queries: NDArray[np.float32],
     matrix: NDArray[np.float32],
-    start: int,
-    stop: int,
+    rows: int,
+    tickets: Iterator[int],
     k: int,
     inverse: NDArray[np.float32] | None,
     blocked: NDArray[np.bool_] | None,
     labels: NDArray[np.int64],
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """The top-k of rows ``start:stop`` for one query, on this thread alone."""
-    scores = np.empty(k, dtype=np.float32)
-    found = np.empty(k, dtype=np.int64)
-    heaps = _heaps(faiss, scores[None, :], found[None, :])
-    buffer = np.empty(max(0, min(_SCAN_ROWS, stop - start)), dtype=np.float32)
-    query_ptr, width = faiss.swig_ptr(query), matrix.shape[1]
-    for lo in range(start, stop, _SCAN_ROWS):
-        hi = min(stop, lo + _SCAN_ROWS)
-        out = buffer[: hi - lo]
-        faiss.fvec_inner_products_ny(
-            faiss.swig_ptr(out), query_ptr, faiss.swig_ptr(matrix[lo:hi]), width, hi - lo
-        )
+    """The top-k, for each query, of the chunks of ``rows`` rows this thread takes."""
+    (nq, width), n = queries.shape, matrix.shape[0]
+    scores = np.empty((nq, k), dtype=np.float32)
+    found = np.empty((nq, k), dtype=np.int64)
+    heaps = _heaps(faiss, scores, found)
+    buffer = np.empty(nq * min(rows, n), dtype=np.float32)
+    pointers = [faiss.swig_ptr(query) for query in queries]
+    for ticket in tickets:
+        lo = ticket * rows
+        if lo >= n:
+            break
+        hi = min(n, lo + rows)
+        out = buffer[: nq * (hi - lo)].reshape(nq, hi - lo)
+        block = faiss.swig_ptr(matrix[lo:hi])
+        for query, line in zip(pointers, out, strict=True):
+            faiss.fvec_inner_products_ny(faiss.swig_ptr(line), query, block, width, hi - lo)
         _mask_scores(out, lo, hi, inverse, blocked)
-        heaps.addn_with_ids(hi - lo, faiss.swig_ptr(out), faiss.swig_ptr(labels[lo:hi]), 0, 0, 1)
+        heaps.addn_with_ids(hi - lo, faiss.swig_ptr(out), faiss.swig_ptr(labels[lo:hi]), 0, 0, nq)
     heaps.reorder()
     return scores, found
 
