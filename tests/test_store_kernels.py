@@ -79,10 +79,10 @@ def faiss_threads(request: pytest.FixtureRequest) -> Iterator[int]:
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks small enough that this small store is split, chunked and blocked as a large one:
-    scans split whatever the size, 64-row chunks (the last one short), 1024-row GEMM blocks."""
+    scans split whatever the size, 64-row chunks and 96-row GEMM blocks (the last ones short)."""
     monkeypatch.setattr(kernels, "_SPLIT_BYTES", 1)
     monkeypatch.setattr(kernels, "_SCAN_BYTES", 64 * D * 4)
-    monkeypatch.setattr(kernels, "_BLOCK_VALUES", 1)
+    monkeypatch.setattr(kernels, "_BLOCK_ROWS", 96)
 
 
 def make(kind: str) -> InMemoryStore | FaissStore:
