@@ -1,5 +1,6 @@
-"""Every exact kernel (the split scan, the GEMM blocks, numpy's GEMV) returns the brute-force
-answer, ties included: the higher score first, the earlier row first among equal scores.
+"""Every exact kernel (the scan, numpy's GEMV, the GEMM blocks) returns the brute-force answer,
+ties included: the higher score first, the earlier row first among equal scores; and the race
+that picks between them runs the faster one.
 
 The vectors hold four entries of +-1 each (two in the first half, the Matryoshka prefix, two in
 the second), so every cosine is a multiple of 1/4 computed exactly in any summation order, and
@@ -76,6 +77,20 @@ def faiss_threads(request: pytest.FixtureRequest) -> Iterator[int]:
         faiss.omp_set_num_threads(before)
 
 
+@pytest.fixture(params=["scan", "blas"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The kernel every search with a choice runs (the race is not consulted)."""
+
+    def pick(nq: int, matrix: np.ndarray) -> tuple[str, None]:
+        name, race = kernels_pick(nq, matrix)
+        return (name if race is None else request.param), None
+
+    kernels_pick = kernels._pick
+    monkeypatch.setattr(kernels, "_RACE_BYTES", 0)
+    monkeypatch.setattr(kernels, "_pick", pick)
+    return str(request.param)
+
+
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks small enough that this small store is split, chunked and blocked as a large one:
@@ -97,7 +112,7 @@ def make(kind: str) -> InMemoryStore | FaissStore:
     return store
 
 
-@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.usefixtures("small_blocks", "kernel")
 @pytest.mark.parametrize(
     ("kind", "prefix"),
     # a funnel at full width is approximate (tests/test_store_faiss.py)
@@ -128,7 +143,7 @@ def test_every_kernel_path_equals_brute_force(
         np.testing.assert_allclose([hit.score for hit in hits], v @ q, atol=1e-6)
 
 
-@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.usefixtures("small_blocks", "kernel")
 @pytest.mark.parametrize("nq", [1, 3])
 def test_kernels_agree_directly(faiss_threads: int, nq: int) -> None:
     """The kernel entry point against brute force, on a Fortran-ordered (strided) matrix too,
@@ -149,8 +164,9 @@ def test_kernels_agree_directly(faiss_threads: int, nq: int) -> None:
     assert all(sorted(r[:3]) == [3, 7, 500] for r in rows.tolist())
 
 
+@pytest.mark.parametrize("kernel", ["scan"], indirect=True)
 def test_the_scan_shares_chunks_among_faiss_threads(
-    monkeypatch: pytest.MonkeyPatch, small_blocks: None
+    monkeypatch: pytest.MonkeyPatch, small_blocks: None, kernel: str
 ) -> None:
     """As many threads as FAISS's OpenMP has (OMP_NUM_THREADS, omp_set_num_threads) take the
     chunks; the helpers run FAISS on one thread, so a search never splits twice."""
@@ -187,7 +203,8 @@ def test_the_scan_shares_chunks_among_faiss_threads(
         faiss.omp_set_num_threads(before)
 
 
-def test_small_matrices_are_not_split(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kernel", ["scan"], indirect=True)
+def test_small_matrices_are_not_split(monkeypatch: pytest.MonkeyPatch, kernel: str) -> None:
     faiss = kernels.load_faiss()
     calls: list[str] = []
     scan_chunks = kernels._scan_chunks
@@ -238,3 +255,41 @@ def test_top_k_keeps_the_earlier_of_equal_scores() -> None:
     assert kernels.top_k(scores, 3).tolist() == [1, 4, 0]
     assert kernels.top_k(scores, 4).tolist() == [1, 4, 0, 2]
     assert kernels.top_k(scores, 9).tolist() == [1, 4, 0, 2, 3, 5]
+
+
+def test_the_race_runs_the_faster_kernel_and_keeps_timing_the_other() -> None:
+    race = kernels._Race(("scan", "blas"))
+    cost = {"scan": 1.0, "blas": 2.0}
+    picked = []
+    for _ in range(200):
+        name = race.pick()
+        picked.append(name)
+        race.record(name, cost[name])
+    # three runs of each first, then the faster, with the other every 16th search
+    assert picked[:6] == ["scan"] * 3 + ["blas"] * 3
+    explored = [call for call in range(7, 201) if call % kernels._EXPLORE == 0]
+    assert picked[6:].count("blas") == len(explored)
+    cost["scan"] = 3.0  # the scan became slower (another load, another size)
+    for _ in range(200):
+        name = race.pick()
+        picked.append(name)
+        race.record(name, cost[name])
+    assert picked[-100:].count("blas") > 90
+
+
+def test_searches_report_to_their_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each race is one thread count, batch size, width and size range; every search of a
+    large matrix reports its time to its race, and small matrices take BLAS without one."""
+    monkeypatch.setattr(kernels, "_RACES", {})
+    monkeypatch.setattr(kernels, "_RACE_BYTES", 1)
+    matrix = np.ascontiguousarray(VECTORS / 2)
+    for nq in (1, 2, 3, 4):
+        for _ in range(8):
+            kernels.knn(np.ascontiguousarray(QUERIES[:nq] / 2), matrix, K)
+    assert sorted(key[1] for key in kernels._RACES) == [1, 2, 3]
+    for race in kernels._RACES.values():
+        assert sorted(len(times) for times in race._times.values()) == [3, 5]
+    monkeypatch.setattr(kernels, "_RACES", {})
+    monkeypatch.setattr(kernels, "_RACE_BYTES", 1 << 22)
+    kernels.knn(QUERIES[:1], VECTORS, K)
+    assert kernels._RACES == {}

@@ -1,17 +1,20 @@
 """Exact k-nearest-neighbour kernels of the local stores, behind one entry point, :func:`knn`,
 plus the candidate rerank of FAISS indexes (:func:`rerank`).
 
-Which kernel runs is a fixed rule, measured (``benchmarks/store_search.py`` prints every
-kernel side by side at one and two threads):
+Two kernels, which return the same answer (``benchmarks/store_search.py`` times them next to
+raw numpy and FAISS at one and two threads):
 
-- **one query**: FAISS's SIMD inner products streamed over the rows, the rows split into one
-  block per thread, each thread keeping its own heap (a scan). On one thread this reads memory
-  faster than OpenBLAS's GEMV, on two it matches two-thread GEMV, and the heaps replace a
-  separate top-k pass. Without FAISS, or over a strided matrix (a Matryoshka prefix view), one
-  numpy GEMV and a partition.
-- **a batch** (two queries or more): numpy's GEMM over blocks of the database, FAISS's heaps
-  taking each block. ``faiss.knn`` scans query by query below its BLAS threshold (2-166
-  queries at 768 dimensions), several times slower than one GEMM.
+- **the scan**: FAISS's SIMD inner products over chunks of the rows, the chunks shared out
+  among the search's threads, each thread keeping its own heaps, merged at the end. It reads
+  memory faster than OpenBLAS's one-thread GEMV at some widths, needs no separate top-k pass,
+  and reads the rows once for a batch of two or three queries.
+- **BLAS**: one numpy GEMV and a partition for one query; for a batch, numpy's GEMM over
+  blocks of 1024 rows with FAISS's heaps taking each block (``faiss.knn`` scans query by
+  query below its BLAS threshold, 2-166 queries at 768 dimensions, several times slower).
+
+Which one runs for up to three queries over a large contiguous matrix is measured while the
+store works (:class:`_Race`); larger batches, small or strided matrices (a Matryoshka prefix
+view) take BLAS, and so does one query without FAISS.
 
 The thread count is FAISS's: :func:`threads` (``OMP_NUM_THREADS``, ``faiss.omp_set_num_threads``
 or a threadpoolctl limit set it). Every kernel scores with inner products, so callers pass unit
@@ -25,7 +28,10 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
+import statistics
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
@@ -42,10 +48,13 @@ __all__ = ["knn", "load_faiss", "rerank", "threads", "top_k"]
 # between the product and the heaps; on one thread 1.1-1.4x faster than 64 MB score blocks for
 # 2-128 queries, as fast for 1000
 _BLOCK_ROWS = 1024
-# batches up to this size are scanned (one FAISS inner-product pass per query over each chunk
-# of rows, the chunk read from memory once): on one thread 1.4x faster than GEMM blocks for 2
-# queries, 1.3x for 3, 0.8x for 4
+# batches up to this size may be scanned (one FAISS inner-product pass per query over each
+# chunk of rows, the chunk read from memory once): on one thread 1.4x faster than GEMM blocks
+# for 2 queries of 768 dimensions, 1.3x for 3, 0.8x for 4
 _SCAN_QUERIES = 3
+# below this many bytes the matrix stays in cache and BLAS wins: the scan's fixed cost
+# (its heaps, a thread to wake) is larger than its gain
+_RACE_BYTES = 1 << 22
 # bytes of rows per chunk of a scan: small enough to share the rows out evenly between threads
 # and to keep a chunk in cache while it is scored for each query of a small batch
 _SCAN_BYTES = 1 << 22
@@ -118,21 +127,82 @@ def knn(
     """
     nq, n = queries.shape[0], matrix.shape[0]
     faiss = _faiss_or_none() if nq == 1 else load_faiss()
-    if faiss is None or (nq == 1 and not matrix.flags.c_contiguous):
+    if faiss is None:
         return _gemv_knn(queries[0], matrix, k, inverse, allowed)
-    blocked = None
-    if allowed is not None:
-        blocked = np.ones(n, dtype=bool)
-        blocked[allowed] = False
-    labels = _descending(n)
-    if nq <= _SCAN_QUERIES and matrix.flags.c_contiguous:
-        scores, found = _scan(faiss, queries, matrix, k, inverse, blocked, labels)
+    kernel, race = _pick(nq, matrix)
+    start = time.perf_counter()
+    if kernel == "blas" and nq == 1:
+        scores, rows = _gemv_knn(queries[0], matrix, k, inverse, allowed)
     else:
-        scores, found = _gemm_heaps(faiss, queries, matrix, k, inverse, blocked, labels)
-    # empty heap slots (fewer than k rows) hold label -1 and -FLT_MAX
-    missing = found < 0
-    scores[missing] = -np.inf
-    return scores, np.where(missing, -1, labels.shape[0] - 1 - found)
+        blocked = None
+        if allowed is not None:
+            blocked = np.ones(n, dtype=bool)
+            blocked[allowed] = False
+        labels = _descending(n)
+        run = _scan if kernel == "scan" else _gemm_heaps
+        scores, found = run(faiss, queries, matrix, k, inverse, blocked, labels)
+        # empty heap slots (fewer than k rows) hold label -1 and -FLT_MAX
+        missing = found < 0
+        scores[missing] = -np.inf
+        rows = np.where(missing, -1, labels.shape[0] - 1 - found)
+    if race is not None:
+        race.record(kernel, (time.perf_counter() - start) / matrix.nbytes)
+    return scores, rows
+
+
+# -- choosing a kernel ------------------------------------------------------------------------
+
+# the recent timings a race keeps per kernel, and how often it runs a kernel not in front
+_SAMPLES = 5
+_EXPLORE = 16
+
+
+class _Race:
+    """Kernels that return the same answer, timed on the searches themselves.
+
+    Each search runs the kernel with the lowest median time per byte over its recent runs
+    (every kernel runs three times first); every :data:`_EXPLORE`-th search runs another
+    one, so that a change (the machine's load, the data's size) is noticed. Which kernel is
+    faster depends on the CPU, the BLAS, the width of the rows and the thread count (FAISS's
+    scan reads 768-d rows faster than OpenBLAS's one-thread GEMV on a Zen 4 core, 3072-d rows
+    slower): measuring beats any fixed rule.
+    """
+
+    def __init__(self, kernels: tuple[str, ...]) -> None:
+        self._times = {name: deque[float](maxlen=_SAMPLES) for name in kernels}
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def pick(self) -> str:
+        with self._lock:
+            self._calls += 1
+            for name, times in self._times.items():
+                if len(times) < 3:
+                    return name
+            ranked = sorted(self._times, key=lambda name: statistics.median(self._times[name]))
+            if self._calls % _EXPLORE:
+                return ranked[0]
+            return ranked[1 + (self._calls // _EXPLORE) % (len(ranked) - 1)]
+
+    def record(self, kernel: str, seconds_per_byte: float) -> None:
+        with self._lock:
+            self._times[kernel].append(seconds_per_byte)
+
+
+_RACES: dict[tuple[int, ...], _Race] = {}
+
+
+def _pick(nq: int, matrix: NDArray[np.float32]) -> tuple[str, _Race | None]:
+    """The kernel for ``nq`` queries against ``matrix``: ``"scan"`` or ``"blas"`` (one GEMV, or
+    GEMM blocks), raced where both apply; the race to report the search's time to, if any."""
+    if nq > _SCAN_QUERIES or not matrix.flags.c_contiguous or matrix.nbytes < _RACE_BYTES:
+        return "blas", None
+    # one race per thread count, batch size, row width and 4x range of the matrix's size
+    key = (threads(), nq, matrix.shape[1], matrix.nbytes.bit_length() // 2)
+    race = _RACES.get(key)
+    if race is None:
+        race = _RACES.setdefault(key, _Race(("scan", "blas")))
+    return race.pick(), race
 
 
 # -- heaps -------------------------------------------------------------------------------------
