@@ -195,10 +195,16 @@ _RACES: dict[tuple[int, ...], _Race] = {}
 def _pick(nq: int, matrix: NDArray[np.float32]) -> tuple[str, _Race | None]:
     """The kernel for ``nq`` queries against ``matrix``: ``"scan"`` or ``"blas"`` (one GEMV, or
     GEMM blocks), raced where both apply; the race to report the search's time to, if any."""
-    if nq > _SCAN_QUERIES or not matrix.flags.c_contiguous or matrix.nbytes < _RACE_BYTES:
+    if not matrix.flags.c_contiguous or matrix.nbytes < _RACE_BYTES:
         return "blas", None
+    count = threads()
+    if nq > _SCAN_QUERIES:
+        # a batch on several threads: GEMM chunks taken by each thread alone (one handover per
+        # search) rather than numpy's threads joining for every block (on a busy machine each
+        # join waits for a descheduled thread: measured up to 8x slower for 128 queries)
+        return ("scan" if count > 1 else "blas"), None
     # one race per thread count, batch size, row width and 4x range of the matrix's size
-    key = (threads(), nq, matrix.shape[1], matrix.nbytes.bit_length() // 2)
+    key = (count, nq, matrix.shape[1], matrix.nbytes.bit_length() // 2)
     race = _RACES.get(key)
     if race is None:
         race = _RACES.setdefault(key, _Race(("scan", "blas")))
@@ -279,11 +285,11 @@ def _scan(
     blocked: NDArray[np.bool_] | None,
     labels: NDArray[np.int64],
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """A few queries against contiguous rows, chunk by chunk: each thread of the search takes
-    the next chunk until none is left, keeping heaps of its own, merged at the end. A thread
-    that starts late (on a busy machine) finds less to do, or nothing, and is not waited for."""
-    n = matrix.shape[0]
-    rows = max(1, _SCAN_BYTES // (4 * matrix.shape[1]))
+    """Queries against contiguous rows, chunk by chunk: each thread of the search takes the
+    next chunk until none is left, keeping heaps of its own, merged at the end. A thread that
+    starts late (on a busy machine) finds less to do, or nothing, and is not waited for."""
+    n, nq = matrix.shape[0], queries.shape[0]
+    rows = _BLOCK_ROWS if nq > _SCAN_QUERIES else max(1, _SCAN_BYTES // (4 * matrix.shape[1]))
     helpers = min(threads(), -(-n // rows), max(1, matrix.nbytes // _SPLIT_BYTES)) - 1
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     tickets = itertools.count()
@@ -292,7 +298,13 @@ def _scan(
         return _scan_chunks(faiss, queries, matrix, rows, tickets, k, inverse, blocked, labels)
 
     futures = [_pool(helpers).submit(work) for _ in range(helpers)]
-    results = [work()]
+    # this thread takes chunks too, FAISS on one thread here as in the helpers
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        results = [work()]
+    finally:
+        faiss.omp_set_num_threads(before)
     for future in futures:
         if not future.cancel():
             results.append(future.result())
@@ -316,13 +328,22 @@ def _scan_chunks(
     blocked: NDArray[np.bool_] | None,
     labels: NDArray[np.int64],
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """The top-k, for each query, of the chunks of ``rows`` rows this thread takes."""
+    """The top-k, for each query, of the chunks of ``rows`` rows this thread takes: scored by
+    FAISS's SIMD inner products, one pass per query over the chunk in cache, or for a larger
+    batch by one GEMM on FAISS's BLAS (one thread here: FAISS's OpenMP count is 1)."""
     (nq, width), n = queries.shape, matrix.shape[0]
     scores = np.empty((nq, k), dtype=np.float32)
     found = np.empty((nq, k), dtype=np.int64)
     heaps = _heaps(faiss, scores, found)
     buffer = np.empty(nq * min(rows, n), dtype=np.float32)
     pointers = [faiss.swig_ptr(query) for query in queries]
+    product: Any = None
+    if nq > _SCAN_QUERIES:
+        # y = A x with A the queries: the chunk's scores, one row of nq per database row
+        product = faiss.LinearTransform(width, nq, False)
+        faiss.copy_array_to_vector(queries.ravel(), product.A)
+        product.is_trained = True
+        transposed = np.empty((min(rows, n), nq), dtype=np.float32)
     for ticket in tickets:
         lo = ticket * rows
         if lo >= n:
@@ -330,8 +351,12 @@ def _scan_chunks(
         hi = min(n, lo + rows)
         out = buffer[: nq * (hi - lo)].reshape(nq, hi - lo)
         block = faiss.swig_ptr(matrix[lo:hi])
-        for query, line in zip(pointers, out, strict=True):
-            faiss.fvec_inner_products_ny(faiss.swig_ptr(line), query, block, width, hi - lo)
+        if product is not None:
+            product.apply_noalloc(hi - lo, block, faiss.swig_ptr(transposed))
+            np.copyto(out, transposed[: hi - lo].T)
+        else:
+            for query, line in zip(pointers, out, strict=True):
+                faiss.fvec_inner_products_ny(faiss.swig_ptr(line), query, block, width, hi - lo)
         _mask_scores(out, lo, hi, inverse, blocked)
         heaps.addn_with_ids(hi - lo, faiss.swig_ptr(out), faiss.swig_ptr(labels[lo:hi]), 0, 0, nq)
     heaps.reorder()
