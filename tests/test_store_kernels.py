@@ -285,9 +285,10 @@ def test_searches_report_to_their_race(monkeypatch: pytest.MonkeyPatch) -> None:
     for nq in (1, 2, 3, 4):
         for _ in range(8):
             kernels.knn(np.ascontiguousarray(QUERIES[:nq] / 2), matrix, K)
-    assert sorted(key[1] for key in kernels._RACES) == [1, 2, 3]
-    for race in kernels._RACES.values():
-        assert sorted(len(times) for times in race._times.values()) == [3, 5]
+    assert sorted(key[1] for key in kernels._RACES) == [1, 2, 3], kernels._RACES
+    for key, race in kernels._RACES.items():
+        counts = sorted(len(times) for times in race._times.values())
+        assert counts == [3, 5], (key, race._times)
     monkeypatch.setattr(kernels, "_RACES", {})
     monkeypatch.setattr(kernels, "_RACE_BYTES", 1 << 22)
     kernels.knn(QUERIES[:1], VECTORS, K)

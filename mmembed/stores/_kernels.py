@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -139,8 +140,9 @@ def knn(
             blocked = np.ones(n, dtype=bool)
             blocked[allowed] = False
         labels = _descending(n)
-        run = _scan if kernel == "scan" else _gemm_heaps
-        scores, found = run(faiss, queries, matrix, k, inverse, blocked, labels)
+        query = np.ascontiguousarray(queries, dtype=np.float32)
+        search = _Search(faiss, query, matrix, k, inverse, blocked, labels)
+        scores, found = (_scan if kernel == "scan" else _gemm_heaps)(search)
         # empty heap slots (fewer than k rows) hold label -1 and -FLT_MAX
         missing = found < 0
         scores[missing] = -np.inf
@@ -231,27 +233,38 @@ def _descending(n: int) -> NDArray[np.int64]:
     return cached
 
 
-def _heaps(faiss: ModuleType, scores: NDArray[np.float32], labels: NDArray[np.int64]) -> Any:
-    """A FAISS min-heap per row of ``scores``/``labels`` (written in place), emptied."""
-    heaps = faiss.float_minheap_array_t()
-    heaps.nh, heaps.k = scores.shape
-    heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(labels)
-    heaps.heapify()
-    return heaps
+@dataclass(frozen=True, slots=True)
+class _Search:
+    """One exact search as the heap kernels see it."""
 
+    faiss: ModuleType
+    queries: NDArray[np.float32]  # contiguous rows
+    matrix: NDArray[np.float32]
+    k: int
+    inverse: NDArray[np.float32] | None  # per-row factors of the scores
+    blocked: NDArray[np.bool_] | None  # the rows a filter rules out
+    labels: NDArray[np.int64]  # see _descending
 
-def _mask_scores(
-    out: NDArray[np.float32],
-    start: int,
-    stop: int,
-    inverse: NDArray[np.float32] | None,
-    blocked: NDArray[np.bool_] | None,
-) -> None:
-    """Scale a block of scores by the rows' inverse norms, and rule out filtered rows."""
-    if inverse is not None:
-        out *= inverse[start:stop]
-    if blocked is not None:
-        np.copyto(out, np.float32(-np.inf), where=blocked[start:stop])
+    def heaps(self) -> tuple[NDArray[np.float32], NDArray[np.int64], Any]:
+        """Scores and labels ``(queries, k)`` and an empty FAISS min-heap on each row."""
+        faiss, nq = self.faiss, self.queries.shape[0]
+        scores = np.empty((nq, self.k), dtype=np.float32)
+        found = np.empty((nq, self.k), dtype=np.int64)
+        heaps = faiss.float_minheap_array_t()
+        heaps.nh, heaps.k = scores.shape
+        heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(found)
+        heaps.heapify()
+        return scores, found, heaps
+
+    def take(self, heaps: Any, out: NDArray[np.float32], start: int, stop: int) -> None:
+        """Feed the heaps the scores ``out`` of rows ``start:stop`` (one line per query),
+        scaled by the rows' inverse norms, filtered rows ruled out."""
+        if self.inverse is not None:
+            out *= self.inverse[start:stop]
+        if self.blocked is not None:
+            np.copyto(out, np.float32(-np.inf), where=self.blocked[start:stop])
+        ptr = self.faiss.swig_ptr
+        heaps.addn_with_ids(stop - start, ptr(out), ptr(self.labels[start:stop]), 0, 0, len(out))
 
 
 # -- one query: the scan -----------------------------------------------------------------------
@@ -276,26 +289,18 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOL[0]
 
 
-def _scan(
-    faiss: ModuleType,
-    queries: NDArray[np.float32],
-    matrix: NDArray[np.float32],
-    k: int,
-    inverse: NDArray[np.float32] | None,
-    blocked: NDArray[np.bool_] | None,
-    labels: NDArray[np.int64],
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+def _scan(search: _Search) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Queries against contiguous rows, chunk by chunk: each thread of the search takes the
     next chunk until none is left, keeping heaps of its own, merged at the end. A thread that
     starts late (on a busy machine) finds less to do, or nothing, and is not waited for."""
-    n, nq = matrix.shape[0], queries.shape[0]
+    faiss, matrix, nq = search.faiss, search.matrix, search.queries.shape[0]
+    n = matrix.shape[0]
     rows = _BLOCK_ROWS if nq > _SCAN_QUERIES else max(1, _SCAN_BYTES // (4 * matrix.shape[1]))
     helpers = min(threads(), -(-n // rows), max(1, matrix.nbytes // _SPLIT_BYTES)) - 1
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
     tickets = itertools.count()
 
     def work() -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        return _scan_chunks(faiss, queries, matrix, rows, tickets, k, inverse, blocked, labels)
+        return _scan_chunks(search, rows, tickets)
 
     futures = [_pool(helpers).submit(work) for _ in range(helpers)]
     # this thread takes chunks too, FAISS on one thread here as in the helpers
@@ -313,32 +318,27 @@ def _scan(
     scores = np.concatenate([r[0] for r in results], axis=1)
     found = np.concatenate([r[1] for r in results], axis=1)
     # by score, then by label (descending labels are ascending rows)
-    order = np.lexsort((-found, -scores), axis=1)[:, :k]
+    order = np.lexsort((-found, -scores), axis=1)[:, : search.k]
     return np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)
 
 
 def _scan_chunks(
-    faiss: ModuleType,
-    queries: NDArray[np.float32],
-    matrix: NDArray[np.float32],
-    rows: int,
-    tickets: Iterator[int],
-    k: int,
-    inverse: NDArray[np.float32] | None,
-    blocked: NDArray[np.bool_] | None,
-    labels: NDArray[np.int64],
+    search: _Search, rows: int, tickets: Iterator[int], *, blas: bool = False
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """The top-k, for each query, of the chunks of ``rows`` rows this thread takes: scored by
-    FAISS's SIMD inner products, one pass per query over the chunk in cache, or for a larger
-    batch by one GEMM on FAISS's BLAS (one thread here: FAISS's OpenMP count is 1)."""
+    """The top-k, for each query, of the chunks of ``rows`` rows this thread takes, scored by
+    numpy's GEMM (``blas``: on numpy's threads, any memory layout), else by FAISS's SIMD inner
+    products (one pass per query over the chunk in cache), or for more queries than
+    :data:`_SCAN_QUERIES` by one GEMM on FAISS's BLAS (on this thread alone: the caller
+    makes FAISS's OpenMP count 1)."""
+    faiss, queries, matrix = search.faiss, search.queries, search.matrix
     (nq, width), n = queries.shape, matrix.shape[0]
-    scores = np.empty((nq, k), dtype=np.float32)
-    found = np.empty((nq, k), dtype=np.int64)
-    heaps = _heaps(faiss, scores, found)
+    scores, found, heaps = search.heaps()
+    # one buffer for every chunk: the short last chunk is its contiguous head, not a fresh
+    # allocation (first-touch page faults cost more than the GEMM of a small chunk)
     buffer = np.empty(nq * min(rows, n), dtype=np.float32)
     pointers = [faiss.swig_ptr(query) for query in queries]
     product: Any = None
-    if nq > _SCAN_QUERIES:
+    if not blas and nq > _SCAN_QUERIES:
         # y = A x with A the queries: the chunk's scores, one row of nq per database row
         product = faiss.LinearTransform(width, nq, False)
         faiss.copy_array_to_vector(queries.ravel(), product.A)
@@ -350,15 +350,18 @@ def _scan_chunks(
             break
         hi = min(n, lo + rows)
         out = buffer[: nq * (hi - lo)].reshape(nq, hi - lo)
-        block = faiss.swig_ptr(matrix[lo:hi])
-        if product is not None:
-            product.apply_noalloc(hi - lo, block, faiss.swig_ptr(transposed))
+        if blas:
+            np.matmul(queries, matrix[lo:hi].T, out=out)
+        elif product is not None:
+            product.apply_noalloc(
+                hi - lo, faiss.swig_ptr(matrix[lo:hi]), faiss.swig_ptr(transposed)
+            )
             np.copyto(out, transposed[: hi - lo].T)
         else:
+            block = faiss.swig_ptr(matrix[lo:hi])
             for query, line in zip(pointers, out, strict=True):
                 faiss.fvec_inner_products_ny(faiss.swig_ptr(line), query, block, width, hi - lo)
-        _mask_scores(out, lo, hi, inverse, blocked)
-        heaps.addn_with_ids(hi - lo, faiss.swig_ptr(out), faiss.swig_ptr(labels[lo:hi]), 0, 0, nq)
+        search.take(heaps, out, lo, hi)
     heaps.reorder()
     return scores, found
 
@@ -389,41 +392,15 @@ def _gemv_knn(
 # -- a batch: GEMM blocks ----------------------------------------------------------------------
 
 
-def _gemm_heaps(
-    faiss: ModuleType,
-    queries: NDArray[np.float32],
-    matrix: NDArray[np.float32],
-    k: int,
-    inverse: NDArray[np.float32] | None,
-    blocked: NDArray[np.bool_] | None,
-    labels: NDArray[np.int64],
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """A query batch: numpy's GEMM over blocks of the database, FAISS's heaps taking each block.
+def _gemm_heaps(search: _Search) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """A query batch on this thread: numpy's GEMM (on numpy's threads) over blocks of
+    :data:`_BLOCK_ROWS` rows, FAISS's heaps taking each block.
 
     The split is deliberate. ``faiss.knn`` does both in C++, but scans query by query below
-    ``distance_compute_blas_threshold`` and runs FAISS's bundled OpenBLAS above it; numpy's
-    BLAS is current, and FAISS's heaps take each block without the per-row sort numpy would
-    need.
+    ``distance_compute_blas_threshold``; FAISS's heaps take each block without the per-row
+    sort numpy would need.
     """
-    nq, n = queries.shape[0], matrix.shape[0]
-    scores = np.empty((nq, k), dtype=np.float32)
-    found = np.empty((nq, k), dtype=np.int64)
-    heaps = _heaps(faiss, scores, found)
-    query = np.ascontiguousarray(queries, dtype=np.float32)
-    rows = _BLOCK_ROWS
-    # one buffer for every block: the short last block is its contiguous head, not a fresh
-    # allocation (first-touch page faults cost more than the GEMM of a small block)
-    buffer = np.empty(nq * min(n, rows), dtype=np.float32)
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        out = buffer[: nq * (stop - start)].reshape(nq, stop - start)
-        np.matmul(query, matrix[start:stop].T, out=out)
-        _mask_scores(out, start, stop, inverse, blocked)
-        heaps.addn_with_ids(
-            stop - start, faiss.swig_ptr(out), faiss.swig_ptr(labels[start:stop]), 0, 0, nq
-        )
-    heaps.reorder()
-    return scores, found
+    return _scan_chunks(search, _BLOCK_ROWS, itertools.count(), blas=True)
 
 
 # -- candidate rerank --------------------------------------------------------------------------
