@@ -1,39 +1,44 @@
 """Store search speed next to raw numpy / FAISS and the machine's own limits, in one run.
 
-Prints, for 100k x 768 and 100k x 3072 random unit vectors (k = 10):
+For each thread count (1, 2 and all cores; each in a subprocess started with ``OMP_NUM_THREADS``
+and ``OPENBLAS_NUM_THREADS`` set, since BLAS and OpenMP fix their thread pools at import) it
+prints, for 100k x 768 random unit vectors (k = 10) and batches of 1, 8, 32, 128 and 1000
+queries:
 
-- the memory-bandwidth floor of one query (bytes scanned / large-array read rate, measured here)
-  and the GEMM throughput (float32 matrix product, measured here);
-- single-query and 1000-query search: raw numpy (one GEMV; two GEMV halves on two threads; a
-  full GEMM), raw FAISS (``faiss.knn``, the kernel of ``IndexFlatIP``, on FAISS's bundled BLAS),
-  raw numpy GEMM + FAISS heaps, ``InMemoryStore`` and ``FaissStore("Flat")``, with the store/raw
-  ratio on the same kernel, the fraction of the bandwidth floor (single) and of GEMM throughput
-  (batch);
+- the limits measured on that many threads: the bandwidth floor of one query (the matrix's bytes
+  / the rate at which numpy reads the same bytes, the matrix split into one block per thread)
+  and the GEMM rate (a float32 matrix product of the batch's shape, and of 1000 x 65536 x d);
+- the raw kernels: numpy (GEMV or GEMM, then ``argpartition``), FAISS (``faiss.knn``, the
+  kernel of ``IndexFlatIP``; for batches also with its BLAS threshold at 0), FAISS's scan on
+  one row block per thread, and numpy's GEMM with FAISS's heaps;
+- ``InMemoryStore`` and ``FaissStore("Flat")``, each as a ratio to the fastest raw kernel of
+  its row, to the floor (one query) and to the GEMM rate (batches);
 
-and the Matryoshka funnel (``FaissStore(3072, funnel_dimensions=256)``, its first pass exact
-over the prefix (``Flat``) or through an ``HNSW32`` graph on it) on Matryoshka-like vectors
-(per-dimension spread decaying with the index, clustered): speed-up over the faster exact flat
-search at 3072 and recall@10, for single queries and batches of 1000.
+then a summary against the targets, and the Matryoshka funnel (``FaissStore(3072,
+funnel_dimensions=256)``, its first pass exact over the prefix (``Flat``) or through an
+``HNSW32`` graph on it) on Matryoshka-like vectors: speed-up over exact flat search at 3072 and
+recall@10, for single queries and batches.
 
 Run from the repository root::
 
-    python benchmarks/store_search.py            # the full run (several minutes)
+    python benchmarks/store_search.py            # the full run (about half an hour)
     python benchmarks/store_search.py --quick    # a small smoke run (seconds)
 
-Some machines set ``OPENBLAS_CORETYPE`` to work around old OpenBLAS bugs; it slows a current
-numpy. To benchmark the default kernels, unset it for this command alone:
-``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/store_search.py``.
-
-The machine may be shared: the load average is printed with each section, and medians are
-reported (best in brackets) to damp the noise.
+The machine may be shared. Each kernel is timed in turns with the others (a fresh random order
+each round, a short pause before each call so that one kernel's spinning BLAS or OpenMP threads
+do not slow the next), medians are reported (best in brackets), each round waits up to a few
+seconds for other processes to leave the CPUs idle, and the load average and the CPU share other
+processes took during the rounds are printed with each table.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -49,83 +54,132 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmembed.stores import FaissStore, InMemoryStore
 
 K = 10
+RAW = (
+    "numpy",
+    "FAISS knn",
+    "FAISS knn, BLAS",
+    "FAISS scan, row blocks",
+    "numpy GEMM + FAISS heaps",
+)
+STORES = ("InMemoryStore", "FaissStore")
 
 
-def timed(fn: Callable[[int], Any], reps: int, budget: float = 20.0) -> tuple[float, float]:
-    """Median and best wall time of ``fn(i)`` over up to ``reps`` calls after one warm-up;
-    slow calls get fewer repetitions so the whole run stays within minutes."""
-    start = time.perf_counter()
-    fn(reps)  # warm-up (page cache, BLAS threads)
-    warm = time.perf_counter() - start
-    reps = max(1, min(reps, int(budget / max(warm, 1e-9))))
-    times = []
-    for i in range(reps):
+# -- timing on a shared machine ------------------------------------------------------------------
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """Busy ticks of the whole machine and of this process (``None`` off Linux)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        with open("/proc/self/stat") as fh:
+            own = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system irq softirq steal
+    return busy, int(own[11]) + int(own[12])
+
+
+class Foreign:
+    """CPU cores other processes used while a measurement ran."""
+
+    def __init__(self) -> None:
+        self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._start = _cpu_ticks()
+        self._wall = time.perf_counter()
+
+    def cores(self) -> float:
+        now = _cpu_ticks()
+        if now is None or self._start is None:
+            return 0.0
+        wall = max(time.perf_counter() - self._wall, 1e-9)
+        return max(0.0, (now[0] - self._start[0] - (now[1] - self._start[1])) / self._hz / wall)
+
+
+def wait_quiet(limit: float) -> None:
+    """Wait (at most ``limit`` seconds) until other processes use under a third of a core."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        probe = Foreign()
+        time.sleep(0.25)
+        if probe.cores() < 0.33:
+            return
+
+
+class Timer:
+    """Times several paths in turns so that each sees the same machine (see the module doc)."""
+
+    def __init__(self, *, gap: float, quiet: float) -> None:
+        self.gap, self.quiet = gap, quiet
+        self.foreign: list[float] = []
+
+    def run(
+        self, paths: dict[str, Callable[[], Any]], reps: int, budget: float
+    ) -> dict[str, tuple[float, float]]:
         start = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
-
-
-def timed_together(
-    fns: dict[str, Callable[[int], Any]], reps: int, budget: float = 60.0
-) -> dict[str, tuple[float, float]]:
-    """Like :func:`timed` for several paths, run in turns so that each sees the same machine
-    load: on a shared machine their ratios are then far steadier. Each round runs the paths in
-    a fresh random order, because a path slows the one after it: FAISS's OpenMP threads keep
-    spinning for a while after a call, on the cores the next path's BLAS wants (a numpy GEMV
-    right after ``faiss.knn`` measured ~40 % slower), so a fixed order would always charge that
-    to the same path."""
-    start = time.perf_counter()
-    for fn in fns.values():
-        fn(reps)  # warm-up
-    warm = time.perf_counter() - start
-    reps = max(1, min(reps, int(budget / max(warm, 1e-9))))
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    shuffle = np.random.default_rng(0)
-    for i in range(reps):
-        for j in shuffle.permutation(len(names)).tolist():
-            name = names[j]
-            fn = fns[name]
-            begin = time.perf_counter()
-            fn(i)
-            times[name].append(time.perf_counter() - begin)
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+        for fn in paths.values():  # warm-up (page cache, thread pools)
+            time.sleep(self.gap)
+            fn()
+        round_time = time.perf_counter() - start
+        reps = max(1, min(reps, int(budget / max(round_time, 1e-9))))
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        names = list(paths)
+        shuffle = np.random.default_rng(0)
+        for _ in range(reps):
+            if self.quiet:
+                wait_quiet(self.quiet)
+            foreign = Foreign()
+            for j in shuffle.permutation(len(names)).tolist():
+                time.sleep(self.gap)
+                begin = time.perf_counter()
+                paths[names[j]]()
+                times[names[j]].append(time.perf_counter() - begin)
+            self.foreign.append(foreign.cores())
+        return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def load() -> str:
     return "load avg " + "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def read_rate(reps: int, nbytes: int) -> float:
-    """Large-array streaming read rate in bytes/s: the best of two streaming kernels (sum and
-    max), each run by two threads over halves of one array much larger than the caches."""
-    data = np.ones(nbytes // 4, dtype=np.float32)
-    half = data.size // 2
-    pool = ThreadPoolExecutor(2)
-    best = 0.0
-    for kernel in (np.add.reduce, np.maximum.reduce):
-
-        def scan(_: int, kernel: Any = kernel) -> None:
-            a = pool.submit(kernel, data[:half])
-            b = pool.submit(kernel, data[half:])
-            a.result()
-            b.result()
-
-        median, _ = timed(scan, reps)
-        best = max(best, data.nbytes / median)
-    pool.shutdown()
-    return best
+def fmt_ms(t: tuple[float, float]) -> str:
+    return f"{t[0] * 1e3:.2f} ({t[1] * 1e3:.2f})"
 
 
-def gemm_rate(reps: int, d: int, rows: int) -> float:
-    """float32 GEMM throughput in FLOP/s, shaped like a batch search (1000 x rows x d)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((1000, d), dtype=np.float32)
-    b = rng.standard_normal((rows, d), dtype=np.float32)
-    out = np.empty((1000, rows), dtype=np.float32)
-    median, _ = timed(lambda _: np.matmul(a, b.T, out=out), reps)
-    return 2 * 1000 * rows * d / median
+# -- the machine's limits ------------------------------------------------------------------------
+
+
+def read_rate(timer: Timer, matrix: np.ndarray, pool: ThreadPoolExecutor, threads: int) -> float:
+    """Bytes/s at which numpy streams ``matrix``: the better of two reductions (sum and max),
+    one row block per thread (numpy releases the GIL)."""
+    blocks = np.array_split(matrix.reshape(-1), threads)
+
+    def reduce(kernel: Any) -> Callable[[], Any]:
+        return lambda: [f.result() for f in [pool.submit(kernel, b) for b in blocks]]
+
+    paths = {"sum": reduce(np.add.reduce), "max": reduce(np.maximum.reduce)}
+    times = timer.run(paths, 15, budget=20.0)
+    return matrix.nbytes / min(t[0] for t in times.values())
+
+
+def gemm_seconds(timer: Timer, queries: np.ndarray, matrix: np.ndarray, reps: int) -> float:
+    """Median seconds of the bare float32 product ``queries @ matrix.T`` on numpy's BLAS: the
+    faster of one call into a reused buffer and 1024-row blocks into a reused block (faster
+    for small batches)."""
+    nq, n = queries.shape[0], matrix.shape[0]
+    out = np.empty((nq, n), dtype=np.float32)
+    block = np.empty((nq, min(n, 1024)), dtype=np.float32)
+
+    def blocks() -> None:
+        for lo in range(0, n, 1024):
+            hi = min(n, lo + 1024)
+            np.matmul(queries, matrix[lo:hi].T, out=block[:, : hi - lo])
+
+    paths = {"whole": lambda: np.matmul(queries, matrix.T, out=out), "blocks": blocks}
+    return min(t[0] for t in timer.run(paths, reps, 20.0).values())
+
+
+# -- raw kernels, written out plainly --------------------------------------------------------------
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -133,34 +187,59 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def numpy_single(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
-    scores = matrix @ q
-    top = np.argpartition(scores, scores.size - K)[-K:]
-    return top[np.argsort(-scores[top])]
+def numpy_raw(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """One GEMV (one query) or one GEMM, then ``argpartition`` and a sort of the k best."""
+    scores = (matrix @ queries[0])[None, :] if queries.shape[0] == 1 else queries @ matrix.T
+    top = np.argpartition(scores, scores.shape[1] - K, axis=1)[:, -K:]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
 
 
-_POOL = ThreadPoolExecutor(2)
+def faiss_raw(matrix: np.ndarray, queries: np.ndarray) -> Any:
+    return faiss.knn(queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT)
 
 
-def numpy_single_2t(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """GEMV split in two halves on two threads, then the same top-k."""
-    half = matrix.shape[0] // 2
-    out = np.empty(matrix.shape[0], dtype=np.float32)
-    first = _POOL.submit(np.dot, matrix[:half], q, out[:half])
-    np.dot(matrix[half:], q, out=out[half:])
-    first.result()
-    top = np.argpartition(out, out.size - K)[-K:]
-    return top[np.argsort(-out[top])]
+def faiss_blas_raw(matrix: np.ndarray, queries: np.ndarray) -> Any:
+    """``faiss.knn`` on FAISS's BLAS whatever the batch size (it scans query by query below
+    ``distance_compute_blas_threshold``)."""
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 0
+    try:
+        return faiss_raw(matrix, queries)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
 
 
-def gemm_heap_batch(matrix: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
-    """numpy GEMM into one reused 64 MB score block, FAISS heaps for the top-k (FaissStore's
-    kernel, written out plainly)."""
+def scan_raw(matrix: np.ndarray, queries: np.ndarray, pool: ThreadPoolExecutor, parts: int) -> Any:
+    """FAISS's scan (``knn_inner_product``) on one row block per thread, the results merged."""
+    nq, d = queries.shape
+
+    def part(block: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.empty((nq, K), dtype=np.float32)
+        labels = np.empty((nq, K), dtype=np.int64)
+        faiss.knn_inner_product(
+            faiss.swig_ptr(queries), faiss.swig_ptr(block), d, nq, block.shape[0], K,
+            faiss.swig_ptr(scores), faiss.swig_ptr(labels),
+        )  # fmt: skip
+        return scores, labels + offset
+
+    step = -(-matrix.shape[0] // parts)
+    futures = [
+        pool.submit(part, matrix[lo : lo + step], lo) for lo in range(0, matrix.shape[0], step)
+    ]
+    results = [f.result() for f in futures]
+    scores = np.concatenate([r[0] for r in results], axis=1)
+    labels = np.concatenate([r[1] for r in results], axis=1)
+    order = np.argsort(-scores, axis=1)[:, :K]
+    return np.take_along_axis(labels, order, axis=1)
+
+
+def gemm_heaps_raw(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """numpy GEMM into one reused 64 MB score block, FAISS heaps for the top-k."""
     nq, n = queries.shape[0], matrix.shape[0]
-    scores = np.empty((nq, k), dtype=np.float32)
-    labels = np.empty((nq, k), dtype=np.int64)
+    scores = np.empty((nq, K), dtype=np.float32)
+    labels = np.empty((nq, K), dtype=np.int64)
     heaps = faiss.float_minheap_array_t()
-    heaps.k, heaps.nh = k, nq
+    heaps.k, heaps.nh = K, nq
     heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(labels)
     heaps.heapify()
     rows = max(1024, (1 << 24) // nq)
@@ -174,22 +253,16 @@ def gemm_heap_batch(matrix: np.ndarray, queries: np.ndarray, k: int = K) -> np.n
     return labels
 
 
-def numpy_batch(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    scores = queries @ matrix.T
-    top = np.argpartition(scores, scores.shape[1] - K, axis=1)[:, -K:]
-    return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
-
-
-def fmt_ms(t: tuple[float, float]) -> str:
-    return f"{t[0] * 1e3:8.1f} ({t[1] * 1e3:.1f})"
+# -- one thread count (a worker process) -----------------------------------------------------------
 
 
 def exact_section(
-    n: int, d: int, nq: int, reps: int, reps_batch: int, bandwidth: float, gemm: float
-) -> tuple[list[str], bool]:
+    n: int, d: int, batches: list[int], threads: int, quick: bool
+) -> tuple[list[str], dict[str, Any]]:
+    timer = Timer(gap=0.0 if quick else 0.1, quiet=0.0 if quick else 5.0)
     rng = np.random.default_rng(d)
     data = unit_rows(rng.standard_normal((n, d), dtype=np.float32))
-    queries = unit_rows(rng.standard_normal((nq, d), dtype=np.float32))
+    queries = unit_rows(rng.standard_normal((max(batches), d), dtype=np.float32))
     ids = [str(i) for i in range(n)]
     memory = InMemoryStore(d)
     memory.add(ids, data)
@@ -197,70 +270,125 @@ def exact_section(
     gc.collect()
     flat = FaissStore(d)
     flat.add(ids, memory.vectors)
-    matrix = memory.vectors  # raw baselines scan the very same array
+    matrix = memory.vectors  # the raw kernels scan the very same array
+    pool = ThreadPoolExecutor(threads, initializer=faiss.omp_set_num_threads, initargs=(1,))
 
-    floor = matrix.nbytes / bandwidth
-    flops = 2.0 * nq * n * d
-    rows: dict[str, tuple[float, float]] = {}
-    rows.update(
-        timed_together(
-            {
-                "numpy single": lambda i: numpy_single(matrix, queries[i]),
-                "numpy single, 2 threads": lambda i: numpy_single_2t(matrix, queries[i]),
-                "faiss single": lambda i: faiss.knn(
-                    queries[i : i + 1], matrix, K, metric=faiss.METRIC_INNER_PRODUCT
-                ),
-                "InMemoryStore single": lambda i: memory.search(queries[i], K),
-                "FaissStore single": lambda i: flat.search(queries[i], K),
-            },
-            reps,
+    peak_rows = min(n, 65536)
+    peak_queries = queries[: min(1000, queries.shape[0])]
+
+    def limits() -> tuple[float, float]:
+        """The floor of one query (s) and the peak GEMM rate (FLOP/s), measured now."""
+        floor = matrix.nbytes / read_rate(timer, matrix, pool, threads)
+        peak = 2.0 * peak_queries.shape[0] * peak_rows * d
+        return floor, peak / gemm_seconds(
+            timer, peak_queries, matrix[:peak_rows], 3 if quick else 7
         )
-    )
-    rows.update(
-        timed_together(
-            {
-                "numpy batch": lambda _: numpy_batch(matrix, queries),
-                "faiss batch": lambda _: faiss.knn(
-                    queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT
-                ),
-                "numpy GEMM + faiss heap batch": lambda _: gemm_heap_batch(matrix, queries),
-                "InMemoryStore batch": lambda _: memory.search_batch(queries, K),
-                "FaissStore batch": lambda _: flat.search_batch(queries, K),
-            },
-            reps_batch,
-            budget=120.0,
-        )
-    )
 
-    # sanity: every path finds the same top hit
-    want = numpy_single(matrix, queries[0])[0]
-    assert memory.search(queries[0], 1)[0].id == flat.search(queries[0], 1)[0].id == str(want)
-
-    out = [
-        f"\n### {n:,} x {d} float32 ({matrix.nbytes / 1e9:.2f} GB), k={K}, {nq} queries per batch"
-        f" [{load()}]",
-        f"bandwidth floor of one query: {floor * 1e3:.1f} ms; GEMM: {gemm / 1e9:.0f} GFLOP/s",
-        "",
-        "| path | ms median (best) | vs raw, same kernel | floor / time | GFLOP/s | % of GEMM |",
-        "|---|---|---|---|---|---|",
-    ]
-    same_kernel = {
-        "InMemoryStore single": "numpy single",
-        "FaissStore single": "numpy single",
-        "InMemoryStore batch": "numpy batch",
-        "FaissStore batch": "numpy GEMM + faiss heap batch",
-    }
-    for name, t in rows.items():
-        base = same_kernel.get(name)
-        ratio = f"{t[0] / rows[base][0]:.2f}x {base}" if base else ""
-        if "single" in name:
-            extra = f"{floor / t[0]:.0%} ({t[0] / floor:.2f}x floor) | |"
+    before = limits()
+    measured = []
+    for nq in batches:
+        q = np.ascontiguousarray(queries[:nq])
+        want = numpy_raw(matrix, q[:1])[0, 0]  # sanity: every path finds the same top hit
+        assert memory.search(q[0], 1)[0].id == flat.search(q[0], 1)[0].id == str(want)
+        paths: dict[str, Callable[[], Any]] = {
+            "numpy": lambda q=q: numpy_raw(matrix, q),
+            "FAISS knn": lambda q=q: faiss_raw(matrix, q),
+        }
+        if nq > 1:
+            paths["FAISS knn, BLAS"] = lambda q=q: faiss_blas_raw(matrix, q)
+        if nq <= 32:  # it reads the matrix once per query: far behind for larger batches
+            paths["FAISS scan, row blocks"] = lambda q=q: scan_raw(matrix, q, pool, threads)
+        if nq > 1:
+            paths["numpy GEMM + FAISS heaps"] = lambda q=q: gemm_heaps_raw(matrix, q)
+            paths["InMemoryStore"] = lambda q=q: memory.search_batch(q, K)
+            paths["FaissStore"] = lambda q=q: flat.search_batch(q, K)
         else:
-            rate = flops / t[0]
-            extra = f" | {rate / 1e9:.0f} | {rate / gemm:.0%}"
-        out.append(f"| {name} | {fmt_ms(t)} | {ratio} | {extra} |")
-    faiss_faster = rows["faiss batch"][0] < rows["numpy GEMM + faiss heap batch"][0]
-    return out, faiss_faster
+            paths["InMemoryStore"] = lambda q=q: memory.search(q[0], K)
+            paths["FaissStore"] = lambda q=q: flat.search(q[0], K)
+        reps = 3 if quick else {1: 40, 8: 25, 32: 15, 128: 9}.get(nq, 5)
+        times = timer.run(paths, reps, budget=5.0 if quick else 90.0)
+        gemm = gemm_seconds(timer, q, matrix, 2 if quick else 7) if nq > 1 else None
+        measured.append((nq, times, gemm))
+    # the load of a shared machine drifts: the limits are measured before and after, the
+    # better of the two kept
+    after = limits()
+    floor, peak = min(before[0], after[0]), max(before[1], after[1])
+
+    table = [
+        f"\n## {threads} thread{'s' if threads > 1 else ''} (OMP_NUM_THREADS={threads}, "
+        f"OPENBLAS_NUM_THREADS={threads}) [{load()}]",
+        f"{n:,} x {d} float32 ({matrix.nbytes / 1e9:.2f} GB), k={K}. The floor of one query: "
+        f"{floor * 1e3:.2f} ms (numpy reads {matrix.nbytes / floor / 1e9:.1f} GB/s); GEMM "
+        f"{peak_queries.shape[0]} x {peak_rows} x {d}: {peak / 1e9:.0f} GFLOP/s",
+        "",
+        "| batch | path | ms median (best) | x fastest raw | x floor | GFLOP/s | % of GEMM "
+        "| % of peak GEMM |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    result: dict[str, Any] = {"threads": threads, "floor": floor, "peak": peak, "rows": []}
+    for nq, times, gemm in measured:
+        fastest = min((name for name in times if name in RAW), key=lambda p: times[p][0])
+        flops = 2.0 * nq * n * d
+        for name, t in times.items():
+            row = {"batch": nq, "path": name, "ms": t[0] * 1e3, "fastest": fastest}
+            row["x_fastest"] = t[0] / times[fastest][0]
+            cells = [f"{row['x_fastest']:.2f}x"]
+            if gemm is None:
+                row["x_floor"] = t[0] / floor
+                cells += [f"{row['x_floor']:.2f}x", "", "", ""]
+            else:
+                row["gemm"], row["peak"] = gemm / t[0], flops / t[0] / peak
+                cells += ["", f"{flops / t[0] / 1e9:.0f}", f"{row['gemm']:.0%}"]
+                cells += [f"{row['peak']:.0%}"]
+            result["rows"].append(row)
+            table.append(f"| {nq} | {name} | {fmt_ms(t)} | " + " | ".join(cells) + " |")
+    foreign = statistics.median(timer.foreign) if timer.foreign else 0.0
+    result["foreign"], result["load"] = foreign, os.getloadavg()[0]
+    table.append(f"\nother processes used {foreign:.2f} cores (median over the rounds) [{load()}]")
+    pool.shutdown()
+    return table, result
+
+
+def summary(results: list[dict[str, Any]], n: int, d: int) -> list[str]:
+    """Stores against the fastest raw kernel of their run, and the targets."""
+    out = [
+        f"\n## Summary: {n:,} x {d}, k={K}, the stores against the fastest raw kernel",
+        "",
+        "| threads | batch | fastest raw kernel | ms | InMemoryStore | FaissStore "
+        "| stores vs floor (one query) or GEMM |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    worst = {"ratio": 0.0, "floor": float("nan"), "gemm": 1.0}
+    for result in results:
+        by_batch: dict[int, dict[str, dict[str, Any]]] = {}
+        for row in result["rows"]:
+            by_batch.setdefault(row["batch"], {})[row["path"]] = row
+        for nq, rows in by_batch.items():
+            fastest = rows[rows["InMemoryStore"]["fastest"]]
+            stores = [rows[name] for name in STORES]
+            worst["ratio"] = max(worst["ratio"], *(r["x_fastest"] for r in stores))
+            if nq == 1:
+                limit = max(r["x_floor"] for r in stores)
+                versus = f"{limit:.2f}x floor"
+                if result["threads"] == 2:
+                    worst["floor"] = limit
+            else:
+                limit = min(r["gemm"] for r in stores)
+                versus = f"{limit:.0%} of GEMM ({min(r['peak'] for r in stores):.0%} of peak)"
+                if nq >= 32:
+                    worst["gemm"] = min(worst["gemm"], limit)
+            out.append(
+                f"| {result['threads']} | {nq} | {fastest['path']} | {fastest['ms']:.2f} | "
+                + " | ".join(f"{r['x_fastest']:.2f}x" for r in stores)
+                + f" | {versus} |"
+            )
+    out += [
+        "",
+        f"targets: every store <= 1.15x the fastest raw kernel: worst {worst['ratio']:.2f}x; "
+        f"one query on 2 threads <= 1.3x the floor: {worst['floor']:.2f}x; batches of 32 and "
+        f"more >= 80% of the GEMM rate: worst {worst['gemm']:.0%}",
+    ]
+    return out
 
 
 def matryoshka_like(n: int, d: int, seed: int, centres: np.ndarray) -> np.ndarray:
@@ -278,7 +406,7 @@ def matryoshka_like(n: int, d: int, seed: int, centres: np.ndarray) -> np.ndarra
     return unit_rows(out)
 
 
-def funnel_section(n: int, nq: int, reps: int, reps_batch: int, faiss_faster: bool) -> list[str]:
+def funnel_section(n: int, nq: int, quick: bool) -> list[str]:
     d, prefix, shortlist = 3072, 256, 200
     # ~250 vectors per cluster whatever the size, as in the anchors measured on 500k x 3072
     centres = np.random.default_rng(1).standard_normal((max(40, n // 250), d), dtype=np.float32)
@@ -301,43 +429,38 @@ def funnel_section(n: int, nq: int, reps: int, reps_batch: int, faiss_faster: bo
     flat, hnsw = stores["Flat"], stores["HNSW32"]
     matrix = flat.vectors
 
-    # the exact references: the faster of the raw kernels measured above, for single queries
-    # and for batches; the exact batch result is also the ground truth for recall
-    single_reps = min(reps, nq)
-    single = timed_together(
+    # the exact references: the faster raw kernel for single queries, numpy's GEMM with FAISS's
+    # heaps for batches; the exact batch result is also the ground truth for recall
+    timer = Timer(gap=0.0 if quick else 0.05, quiet=0.0 if quick else 5.0)
+    single_reps = min(3 if quick else 30, nq)
+    pick = iter(range(1 << 30))
+
+    def one(fn: Callable[[np.ndarray], Any]) -> Callable[[], Any]:
+        return lambda: fn(queries[next(pick) % single_reps][None, :])
+
+    single = timer.run(
         {
-            "numpy": lambda i: numpy_single(matrix, queries[i]),
-            "numpy 2t": lambda i: numpy_single_2t(matrix, queries[i]),
-            "Flat": lambda i: flat.search(queries[i], K),
-            "HNSW32": lambda i: hnsw.search(queries[i], K),
+            "numpy": one(lambda q: numpy_raw(matrix, q)),
+            "FAISS": one(lambda q: faiss_raw(matrix, q)),
+            "Flat": one(lambda q: flat.search(q[0], K)),
+            "HNSW32": one(lambda q: hnsw.search(q[0], K)),
         },
         single_reps,
+        budget=60.0,
     )
-    flat_single = min(single["numpy"], single["numpy 2t"])
-    # the batch kernel that was faster at 100k x 3072 above (timing both here would double the
-    # longest measurement of the run)
-    exact_batch: Callable[[int], Any]
-    if faiss_faster:
-
-        def exact_batch(_: int) -> Any:
-            return faiss.knn(queries, matrix, K, metric=faiss.METRIC_INNER_PRODUCT)
-    else:
-
-        def exact_batch(_: int) -> Any:
-            return gemm_heap_batch(matrix, queries)
-
-    batch = timed_together(
+    flat_single = min(single["numpy"], single["FAISS"])
+    batch = timer.run(
         {
-            "exact": exact_batch,
-            "Flat": lambda _: flat.search_batch(queries, K),
-            "HNSW32": lambda _: hnsw.search_batch(queries, K),
-            "prefix": lambda _: flat.search_batch(queries, K, dimensions=prefix),
+            "exact": lambda: gemm_heaps_raw(matrix, queries),
+            "Flat": lambda: flat.search_batch(queries, K),
+            "HNSW32": lambda: hnsw.search_batch(queries, K),
+            "prefix": lambda: flat.search_batch(queries, K, dimensions=prefix),
         },
-        reps_batch,
+        1 if quick else 3,
         budget=120.0,
     )
     flat_batch = batch["exact"]
-    truth = gemm_heap_batch(matrix, queries)
+    truth = gemm_heaps_raw(matrix, queries)
 
     def recall(results: list[list[Any]], rows: np.ndarray) -> float:
         found = sum(
@@ -362,7 +485,7 @@ def funnel_section(n: int, nq: int, reps: int, reps_batch: int, faiss_faster: bo
             f"{flat_single[0] / single[name][0]:.1f}x | {recall(hits, truth[:judged]):.3f} |"
         )
     out.append(
-        f"| exact flat 3072, batch of {nq} (faster raw kernel) | {fmt_ms(flat_batch)} "
+        f"| exact flat 3072, batch of {nq} (numpy GEMM + FAISS heaps) | {fmt_ms(flat_batch)} "
         "| 1.00x | 1.000 |"
     )
     for name, store in stores.items():
@@ -395,50 +518,71 @@ def kernels() -> str:
     return "; ".join(parts)
 
 
+def run_worker(threads: int, argv: list[str]) -> dict[str, Any]:
+    """This script again in a process of its own, its thread pools sized by the environment."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", str(threads)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    result: dict[str, Any] = {}
+    for line in proc.stdout:
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT ") :])
+        else:
+            print(line, end="", flush=True)
+    if proc.wait() != 0:
+        raise SystemExit(f"the {threads}-thread run failed (exit status {proc.returncode})")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="thread counts, comma-separated (default: 1, 2 and all cores)",
+    )
+    parser.add_argument("--size", type=int, default=None, help="vectors (100000)")
+    parser.add_argument("--dimensions", type=int, default=768, help="their width (768)")
     parser.add_argument(
         "--funnel-size", type=int, default=None, help="vectors in the funnel section (250000)"
     )
     parser.add_argument("--funnel-only", action="store_true", help="skip the exact sections")
+    parser.add_argument("--no-funnel", action="store_true", help="skip the funnel section")
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        sizes, funnel_n, nq, reps, reps_batch = [(5_000, 768), (2_000, 3072)], 4_000, 50, 3, 1
-    else:
-        sizes, funnel_n, nq, reps, reps_batch = (
-            [(100_000, 768), (100_000, 3072)],
-            250_000,
-            1000,
-            30,
-            3,
-        )
+    n = args.size or (5_000 if args.quick else 100_000)
+    batches = [1, 8, 32, 128] if args.quick else [1, 8, 32, 128, 1000]
+    if args.worker is not None:
+        lines, result = exact_section(n, args.dimensions, batches, args.worker, args.quick)
+        print("\n".join(lines), flush=True)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+
     print("# store_search" + (" --quick" if args.quick else ""))
     print(
         f"numpy {np.__version__}, faiss {faiss.__version__}, {os.cpu_count()} CPUs, "
-        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} [{load()}]"
     )
-    print(f"BLAS: {kernels()}")
-    if args.quick:
-        bandwidth, gemm = read_rate(2, 1 << 26), gemm_rate(1, 768, 4096)
-    else:
-        bandwidth, gemm = read_rate(5, 1 << 30), gemm_rate(3, 768, 65536)
-    print(
-        f"measured: large-array read {bandwidth / 1e9:.1f} GB/s (2 threads), "
-        f"float32 GEMM {gemm / 1e9:.0f} GFLOP/s [{load()}]"
-    )
-    if args.funnel_size:
-        funnel_n = args.funnel_size
-    if args.funnel_only:
-        sizes = []
-    faiss_faster = False  # numpy GEMM + FAISS heaps won at 100k x 3072 on the machine measured
-    for n, d in sizes:
-        if not args.quick:
-            # the load of a shared machine drifts: measure the limits again next to each section
-            bandwidth, gemm = read_rate(5, 1 << 30), gemm_rate(3, 768, 65536)
-        lines, faiss_faster = exact_section(n, d, nq, reps, reps_batch, bandwidth, gemm)
-        print("\n".join(lines), flush=True)
-    print("\n".join(funnel_section(funnel_n, nq, reps, reps_batch, faiss_faster)), flush=True)
+    print(f"BLAS and OpenMP: {kernels()}")
+    if not args.funnel_only:
+        cores = os.cpu_count() or 1
+        counts = sorted({1, min(2, cores), cores})
+        if args.threads:
+            counts = [int(x) for x in args.threads.split(",")]
+        forward = ["--size", str(n), "--dimensions", str(args.dimensions)]
+        forward += ["--quick"] if args.quick else []
+        results = [run_worker(threads, forward) for threads in counts]
+        print("\n".join(summary(results, n, args.dimensions)), flush=True)
+    if not args.no_funnel:
+        funnel_n = args.funnel_size or (4_000 if args.quick else 250_000)
+        print("\n".join(funnel_section(funnel_n, 50 if args.quick else 1000, args.quick)))
     print(f"\n[finished, {load()}]")
 
 

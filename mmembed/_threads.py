@@ -10,20 +10,27 @@ woken from its wait at once.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["worker_pool"]
 
 
-def _leave_interrupts_to_the_main_thread() -> None:
+def _start_worker(then: Callable[[], object] | None) -> None:
     if hasattr(signal, "pthread_sigmask"):  # POSIX
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    if then is not None:
+        then()
 
 
-def worker_pool(max_workers: int, name: str) -> ThreadPoolExecutor:
-    """A thread pool whose threads never take the process's Ctrl-C."""
+def worker_pool(
+    max_workers: int, name: str, initializer: Callable[[], object] | None = None
+) -> ThreadPoolExecutor:
+    """A thread pool whose threads never take the process's Ctrl-C; each runs ``initializer``
+    (if given) when it starts."""
     return ThreadPoolExecutor(
         max_workers=max_workers,
         thread_name_prefix=name,
-        initializer=_leave_interrupts_to_the_main_thread,
+        initializer=_start_worker,
+        initargs=(initializer,),
     )

@@ -113,11 +113,10 @@ def test_batch_over_many_blocks_equals_brute_force(
     monkeypatch: pytest.MonkeyPatch, kind: type[FaissStore] | type[InMemoryStore]
 ) -> None:
     """Large stores are scanned in blocks (the last one short); small blocks force that here,
-    for plain cosines and for cosines at a prefix (another kernel)."""
+    for plain cosines and for cosines at a prefix (scaled by the rows' inverse norms)."""
     import mmembed.stores._kernels as base
 
-    monkeypatch.setattr(base, "_BLOCK_VALUES", 1)  # 1024-row blocks: 1024, 1024, 952
-    monkeypatch.setattr(base, "_BLOCK_ROWS", 1024)
+    monkeypatch.setattr(base, "_BLOCK_ROWS", 1024)  # blocks of 1024, 1024 and 952 rows
     vectors = random_vectors(3000, 48, seed=5)
     queries = random_vectors(30, 48, seed=6)
     store = kind(48)

@@ -24,7 +24,7 @@ from mmembed.protocols import Hit
 from mmembed.stores import _persist
 from mmembed.stores._api import StoreMethods
 from mmembed.stores._filters import FilterCache
-from mmembed.stores._kernels import numpy_knn
+from mmembed.stores._kernels import knn
 from mmembed.stores._table import Record, RowTable
 from mmembed.stores._validate import Terms, check_spec
 
@@ -78,7 +78,7 @@ class ArrayStore(StoreMethods, RowTable):
         """The constructor options besides ``dimensions`` (keys of :attr:`_OPTIONS`)."""
         return {}
 
-    # -- search (search and search_batch: StoreMethods) -----------------------------------------
+    # -- search (search and search_batch: StoreMethods) ----------------------------------------
 
     def _search(
         self, queries: NDArray[np.float32], k: int, terms: Terms | None, prefix: int | None
@@ -109,7 +109,7 @@ class ArrayStore(StoreMethods, RowTable):
             )
         return hits
 
-    # -- exact search (numpy) ------------------------------------------------------------------
+    # -- exact search --------------------------------------------------------------------------
 
     def _prefix_inverse_norms(self, dimensions: int) -> NDArray[np.float32]:
         """1 / ‖row[:dimensions]‖ for every row (0 for zero prefixes), cached per version."""
@@ -141,9 +141,9 @@ class ArrayStore(StoreMethods, RowTable):
             matrix = matrix[allowed]
             if inverse is not None:
                 inverse = inverse[allowed]
-            scores, local = numpy_knn(queries, matrix, inverse, k, None)
+            scores, local = knn(queries, matrix, k, inverse=inverse)
             return scores, np.where(local >= 0, allowed[np.maximum(local, 0)], -1)
-        return numpy_knn(queries, matrix, inverse, k, allowed)
+        return knn(queries, matrix, k, inverse=inverse, allowed=allowed)
 
     # -- Matryoshka shrink ---------------------------------------------------------------------
 

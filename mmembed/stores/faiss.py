@@ -18,7 +18,7 @@ from mmembed.errors import ConfigurationError, CorruptStoreError, StoreError
 from mmembed.matryoshka import _unit_rows
 from mmembed.stores import _persist
 from mmembed.stores._base import ArrayStore
-from mmembed.stores._kernels import load_faiss, numpy_knn, rerank
+from mmembed.stores._kernels import knn, load_faiss, rerank
 from mmembed.stores._table import as_slice
 from mmembed.stores._validate import check_dimensions, check_positive_int
 
@@ -278,7 +278,7 @@ class FaissStore(ArrayStore):
         n = self._n
         if dimensions is not None:
             if self._flat and dimensions == self._funnel:
-                return numpy_knn(queries, self._prefix[:n], None, k, allowed)
+                return knn(queries, self._prefix[:n], k, allowed=allowed)
             return super()._knn(queries, k, allowed, dimensions)
         if not self._flat:
             if self._ann is not None:
@@ -294,7 +294,7 @@ class FaissStore(ArrayStore):
         n, width = self._n, self._index_width
         short = _unit_rows(np.array(queries[:, :width], dtype=np.float32, order="C"))
         size = min(max(self._candidates, k), n if allowed is None else int(allowed.size))
-        _, candidates = numpy_knn(short, self._prefix[:n], None, size, allowed)
+        _, candidates = knn(short, self._prefix[:n], size, allowed=allowed)
         return rerank(self._buffer, queries, candidates.astype(np.int64), k)
 
     def _search_params(self, fetch: int, selector: Any) -> Any:
