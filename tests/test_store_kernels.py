@@ -77,7 +77,7 @@ def faiss_threads(request: pytest.FixtureRequest) -> Iterator[int]:
         faiss.omp_set_num_threads(before)
 
 
-@pytest.fixture(params=["scan", "blas"])
+@pytest.fixture(params=["scan", "blas", "wide"])
 def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The kernel every search runs, whatever the race or the thread count would pick."""
 
@@ -92,10 +92,12 @@ def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks small enough that this small store is split, chunked and blocked as a large one:
-    scans split whatever the size, 64-row chunks and 96-row GEMM blocks (the last ones short)."""
+    scans split whatever the size, 64-row chunks, 96-row GEMM blocks and wide blocks of at
+    least 96 rows and 640 scores (the last ones short)."""
     monkeypatch.setattr(kernels, "_SPLIT_BYTES", 1)
     monkeypatch.setattr(kernels, "_SCAN_BYTES", 64 * D * 4)
     monkeypatch.setattr(kernels, "_BLOCK_ROWS", 96)
+    monkeypatch.setattr(kernels, "_BLOCK_VALUES", 640)
 
 
 def make(kind: str) -> InMemoryStore | FaissStore:
@@ -276,19 +278,26 @@ def test_the_race_runs_the_faster_kernel_and_keeps_timing_the_other() -> None:
     assert picked[-100:].count("blas") > 90
 
 
-def test_searches_report_to_their_race(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each race is one thread count, batch size, width and size range; every search of a
-    large matrix reports its time to its race, and small matrices take BLAS without one."""
+@pytest.mark.parametrize("faiss_threads", [1, 2], indirect=True)
+def test_searches_report_to_their_race(monkeypatch: pytest.MonkeyPatch, faiss_threads: int) -> None:
+    """Each race is one thread count, batch size (above three, a power of two), width and size
+    range; every search of a large matrix reports its time to its race (the scan against BLAS
+    up to three queries, 1024-row against wide GEMM blocks for batches on one thread), and
+    small matrices take BLAS without one."""
     monkeypatch.setattr(kernels, "_RACES", {})
     monkeypatch.setattr(kernels, "_RACE_BYTES", 1)
     matrix = np.ascontiguousarray(VECTORS / 2)
-    for nq in (1, 2, 3, 4):
+    for nq in (1, 2, 3, 4, 5, 6, 7, 8):
         for _ in range(8):
             kernels.knn(np.ascontiguousarray(QUERIES[:nq] / 2), matrix, K)
-    assert sorted(key[1] for key in kernels._RACES) == [1, 2, 3], kernels._RACES
+    batches = [1, 2, 3] + ([4, 8] if faiss_threads == 1 else [])
+    assert sorted(key[1] for key in kernels._RACES) == batches, kernels._RACES
     for key, race in kernels._RACES.items():
+        assert key[0] == faiss_threads
+        assert set(race._times) == ({"scan", "blas"} if key[1] <= 3 else {"blas", "wide"})
         counts = sorted(len(times) for times in race._times.values())
-        assert counts == [3, 5], (key, race._times)
+        # four batch sizes (4-7) share one race: 32 searches
+        assert counts == ([3, 5] if key[1] != 4 else [5, 5]), (key, race._times)
     monkeypatch.setattr(kernels, "_RACES", {})
     monkeypatch.setattr(kernels, "_RACE_BYTES", 1 << 22)
     kernels.knn(QUERIES[:1], VECTORS, K)

@@ -10,11 +10,14 @@ raw numpy and FAISS at one and two threads):
   and reads the rows once for a batch of two or three queries.
 - **BLAS**: one numpy GEMV and a partition for one query; for a batch, numpy's GEMM over
   blocks of 1024 rows with FAISS's heaps taking each block (``faiss.knn`` scans query by
-  query below its BLAS threshold, 2-166 queries at 768 dimensions, several times slower).
+  query below its BLAS threshold, 2-166 queries at 768 dimensions, several times slower), or
+  (**wide**) over blocks of 16M scores, which large batches on one thread may prefer.
 
-Which one runs for up to three queries over a large contiguous matrix is measured while the
-store works (:class:`_Race`); larger batches, small or strided matrices (a Matryoshka prefix
-view) take BLAS, and so does one query without FAISS.
+Which one runs is measured while the store works (:class:`_Race`): the scan against BLAS for
+up to three queries over a large contiguous matrix, 1024-row against wide blocks for larger
+batches on one thread. Larger batches on several threads take the scan's chunks of GEMM
+blocks; small or strided matrices (a Matryoshka prefix view) take BLAS, and so does one query
+without FAISS.
 
 The thread count is FAISS's: :func:`threads` (``OMP_NUM_THREADS``, ``faiss.omp_set_num_threads``
 or a threadpoolctl limit set it). Every kernel scores with inner products, so callers pass unit
@@ -48,8 +51,11 @@ __all__ = ["knn", "load_faiss", "rerank", "threads", "top_k"]
 
 # database rows per GEMM block of a batch, as in FAISS's own BLAS path: a block stays in cache
 # between the product and the heaps; on one thread 1.1-1.4x faster than 64 MB score blocks for
-# 2-128 queries, as fast for 1000
+# 2-128 queries
 _BLOCK_ROWS = 1024
+# scores per block of the wide GEMM (64 MB): for 1000 queries on one thread numpy's GEMM runs
+# 1.3x faster over such blocks than over 1024 rows on one machine, as fast on another
+_BLOCK_VALUES = 1 << 24
 # batches up to this size may be scanned (one FAISS inner-product pass per query over each
 # chunk of rows, the chunk read from memory once): on one thread 1.4x faster than GEMM blocks
 # for 2 queries of 768 dimensions, 1.3x for 3, 0.8x for 4
@@ -143,13 +149,16 @@ def knn(
         labels = _descending(n)
         query = np.ascontiguousarray(queries, dtype=np.float32)
         search = _Search(faiss, query, matrix, k, inverse, blocked, labels)
-        scores, found = (_scan if kernel == "scan" else _gemm_heaps)(search)
+        if kernel == "scan":
+            scores, found = _scan(search)
+        else:
+            scores, found = _gemm_heaps(search, wide=kernel == "wide")
         # empty heap slots (fewer than k rows) hold label -1 and -FLT_MAX
         missing = found < 0
         scores[missing] = -np.inf
         rows = np.where(missing, -1, labels.shape[0] - 1 - found)
     if race is not None:
-        race.record(kernel, (time.perf_counter() - start) / matrix.nbytes)
+        race.record(kernel, (time.perf_counter() - start) / (matrix.nbytes * nq))
     return scores, rows
 
 
@@ -163,7 +172,8 @@ _EXPLORE = 16
 class _Race:
     """Kernels that return the same answer, timed on the searches themselves.
 
-    Each search runs the kernel with the lowest median time per byte over its recent runs
+    Each search runs the kernel with the lowest median time per byte and query over its recent
+    runs
     (every kernel runs three times first); every :data:`_EXPLORE`-th search runs another
     one, so that a change (the machine's load, the data's size) is noticed. Which kernel is
     faster depends on the CPU, the BLAS, the width of the rows and the thread count (FAISS's
@@ -196,21 +206,28 @@ _RACES: dict[tuple[int, ...], _Race] = {}
 
 
 def _pick(nq: int, matrix: NDArray[np.float32]) -> tuple[str, _Race | None]:
-    """The kernel for ``nq`` queries against ``matrix``: ``"scan"`` or ``"blas"`` (one GEMV, or
-    GEMM blocks), raced where both apply; the race to report the search's time to, if any."""
+    """The kernel for ``nq`` queries against ``matrix``: ``"scan"``, ``"blas"`` (one GEMV, or
+    GEMM blocks of 1024 rows) or ``"wide"`` (wide GEMM blocks), raced where more than one
+    applies; the race to report the search's time to, if any."""
     if not matrix.flags.c_contiguous or matrix.nbytes < _RACE_BYTES:
         return "blas", None
     count = threads()
     if nq > _SCAN_QUERIES:
-        # a batch on several threads: GEMM chunks taken by each thread alone (one handover per
-        # search) rather than numpy's threads joining for every block (on a busy machine each
-        # join waits for a descheduled thread: measured up to 8x slower for 128 queries)
-        return ("scan" if count > 1 else "blas"), None
-    # one race per thread count, batch size, row width and 4x range of the matrix's size
-    key = (count, nq, matrix.shape[1], matrix.nbytes.bit_length() // 2)
+        if count > 1:
+            # a batch on several threads: GEMM chunks taken by each thread alone (one handover
+            # per search) rather than numpy's threads joining for every block (on a busy
+            # machine each join waits for a descheduled thread: measured up to 8x slower for
+            # 128 queries)
+            return "scan", None
+        kernels, batch = ("blas", "wide"), 1 << (nq.bit_length() - 1)
+    else:
+        kernels, batch = ("scan", "blas"), nq
+    # one race per thread count, batch size (a power of two above three), row width and 4x
+    # range of the matrix's size
+    key = (count, batch, matrix.shape[1], matrix.nbytes.bit_length() // 2)
     race = _RACES.get(key)
     if race is None:
-        race = _RACES.setdefault(key, _Race(("scan", "blas")))
+        race = _RACES.setdefault(key, _Race(kernels))
     return race.pick(), race
 
 
@@ -389,15 +406,20 @@ def _gemv_knn(
 # -- a batch: GEMM blocks ----------------------------------------------------------------------
 
 
-def _gemm_heaps(search: _Search) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+def _gemm_heaps(
+    search: _Search, *, wide: bool = False
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """A query batch on this thread: numpy's GEMM (on numpy's threads) over blocks of
-    :data:`_BLOCK_ROWS` rows, FAISS's heaps taking each block.
+    :data:`_BLOCK_ROWS` rows (``wide``: of :data:`_BLOCK_VALUES` scores), FAISS's heaps taking
+    each block.
 
     The split is deliberate. ``faiss.knn`` does both in C++, but scans query by query below
     ``distance_compute_blas_threshold``; FAISS's heaps take each block without the per-row
     sort numpy would need.
     """
-    return _scan_chunks(search, _BLOCK_ROWS, itertools.count(), blas=True)
+    nq = search.queries.shape[0]
+    rows = max(_BLOCK_ROWS, _BLOCK_VALUES // nq) if wide else _BLOCK_ROWS
+    return _scan_chunks(search, rows, itertools.count(), blas=True)
 
 
 # -- candidate rerank --------------------------------------------------------------------------
