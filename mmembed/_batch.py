@@ -328,7 +328,7 @@ def submit(
     client: BatchClient,
     queued: dict[Task, dict[str, _Queued]],
     *,
-    job_items: int = JOB_ITEMS,
+    job_items: int | None = None,
 ) -> list[str]:
     """Create jobs for everything queued; returns their names.
 
@@ -338,10 +338,11 @@ def submit(
     from mmembed.embedders.gemini._batch import new_job_id
 
     names: list[str] = []
+    size = job_items or JOB_ITEMS
     for task, queue in queued.items():
         entries = list(queue.items())
-        for start in range(0, len(entries), job_items):
-            part = entries[start : start + job_items]
+        for start in range(0, len(entries), size):
+            part = entries[start : start + size]
             job_id = new_job_id()
             book.begin(job_id, task, [(h, q.modality, q.tokens) for h, q in part])
             # refused or stopped here: the next run asks the service for a job of this id and

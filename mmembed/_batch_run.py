@@ -64,15 +64,18 @@ class BatchReport(IndexReport):
         out["jobs"] = [job.to_dict() for job in self.jobs]
         return out
 
-    def __str__(self) -> str:
-        lines = [IndexReport.__str__(self)]
+    def batch_lines(self) -> list[str]:
+        """What the batch run adds to the summary: files waiting, jobs and their advice."""
+        lines = []
         if self.pending or self.submitted:
             lines.append(
                 f"batch: {len(self.pending)} files waiting for results; "
                 f"{len(self.submitted)} jobs submitted"
             )
-        lines += [f"  job {job}" for job in self.jobs]
-        return "\n".join(lines)
+        return lines + [f"  job {job}" for job in self.jobs]
+
+    def __str__(self) -> str:
+        return "\n".join([IndexReport.__str__(self), *self.batch_lines()])
 
 
 def batch_client(index: Index) -> tuple[Any, BatchClient]:

@@ -97,19 +97,19 @@ CREATE VIRTUAL TABLE chunk_text USING fts5(
 # Version 3: Batch API jobs and their items (read and written by mmembed._batch). A job's ``id``
 # is ours, sent as its display name; ``name`` is the service's, NULL while it is being created.
 _SCHEMA_3 = """
-CREATE TABLE batch_jobs (
+CREATE TABLE IF NOT EXISTS batch_jobs (
     id TEXT PRIMARY KEY, name TEXT, state TEXT NOT NULL, task TEXT NOT NULL,
     items INTEGER NOT NULL, failed_items INTEGER NOT NULL DEFAULT 0,
     message TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL,
     settled INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL NOT NULL DEFAULT 0
 );
-CREATE TABLE batch_items (
+CREATE TABLE IF NOT EXISTS batch_items (
     job TEXT NOT NULL REFERENCES batch_jobs(id) ON DELETE CASCADE, ord INTEGER NOT NULL,
     hash TEXT NOT NULL, modality TEXT NOT NULL, tokens INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job, ord)
 );
-CREATE INDEX batch_items_by_hash ON batch_items(hash);
+CREATE INDEX IF NOT EXISTS batch_items_by_hash ON batch_items(hash);
 """
 
 
