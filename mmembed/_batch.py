@@ -15,28 +15,32 @@ cancelled keeps its items out of new jobs until the user asks to resubmit them.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._bases import WrapsEmbedder
-from mmembed._catalog import Catalog
+from mmembed._catalog import _Tx
 from mmembed._checks import check_rows
 from mmembed.content import Embeddable, Modality, Task, as_content, content_hash, main_modality
-from mmembed.errors import ConfigurationError, EmbeddingError
-from mmembed.limits import ModelLimits, cost_usd, estimate_item_tokens
+from mmembed.errors import ConfigurationError, EmbeddingError, StoreError
+from mmembed.limits import ModelLimits, cost_usd, estimate_item_tokens, inline_bytes
 
 if TYPE_CHECKING:
     from mmembed.cache import EmbeddingCache
     from mmembed.embedders.gemini._batch import BatchClient
 
-__all__ = ["PENDING_REASON", "BatchCollector", "BatchJob", "JobBook", "collect", "submit"]
+__all__ = ["PENDING_REASON", "BatchCollector", "BatchJob", "JobBook", "collect"]
 
 logger = logging.getLogger("mmembed.batch")
 
@@ -45,6 +49,8 @@ PENDING_REASON = "waiting for its Batch API job"
 #: The most items one job takes (Google allows far more; smaller jobs come back sooner and a
 #: failed one costs less to resubmit).
 JOB_ITEMS = 5000
+#: Media bytes (as sent, base64) queued before they are submitted in the middle of a pass.
+JOB_BYTES = 64 << 20
 _STOPPED = ("FAILED", "CANCELLED", "EXPIRED")
 
 
@@ -132,47 +138,73 @@ _SELECT_OPEN_JOBS = _SELECT_JOBS.replace(" ORDER BY", " WHERE settled = 0 ORDER 
 
 
 class JobBook:
-    """The jobs of one index in its catalog (one thread, the one holding the writer lock)."""
+    """The jobs of one index, in its catalog, on a connection of their own.
 
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
+    Safe to use from any thread (one lock): a batch pass submits jobs from its embedding worker
+    while the calling thread commits files through the catalog's own connection.
+    """
+
+    def __init__(self, catalog: str | os.PathLike[str]) -> None:
+        self._path = Path(catalog)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                self._path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"index catalog {self._path}: {exc}") from exc
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, tuple(params)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"index catalog {self._path}: {exc}") from exc
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run ``statements`` in one transaction."""
+        with self._lock:
+            try:
+                with _Tx(self._db, self._path):
+                    for sql, params in statements:
+                        self._db.execute(sql, tuple(params))
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"index catalog {self._path}: {exc}") from exc
 
     def jobs(self, *, open_only: bool = False) -> list[BatchJob]:
         """Every job, oldest first (``open_only``: those not collected yet)."""
-        rows = self._catalog._q(
-            _SELECT_OPEN_JOBS if open_only else _SELECT_JOBS,
-        ).fetchall()
-        return [_job(r) for r in rows]
+        return [_job(r) for r in self._rows(_SELECT_OPEN_JOBS if open_only else _SELECT_JOBS)]
 
     def held_hashes(self) -> set[str]:
         """Hashes of items in jobs not collected: never put into another job."""
-        rows = self._catalog._q(
+        rows = self._rows(
             "SELECT DISTINCT i.hash FROM batch_items AS i JOIN batch_jobs AS j ON j.id = i.job "
             "WHERE j.settled = 0"
-        ).fetchall()
+        )
         return {str(r[0]) for r in rows}
 
     def items(self, job_id: str) -> list[tuple[str, str, int]]:
         """(hash, modality, estimated tokens) of a job's items, in order."""
-        rows = self._catalog._q(
-            "SELECT hash, modality, tokens FROM batch_items WHERE job = ? ORDER BY ord",
-            (job_id,),
-        ).fetchall()
+        rows = self._rows(
+            "SELECT hash, modality, tokens FROM batch_items WHERE job = ? ORDER BY ord", (job_id,)
+        )
         return [(str(h), str(m), int(t)) for h, m, t in rows]
 
     def begin(self, job_id: str, task: Task, items: Sequence[tuple[str, str, int]]) -> None:
         """Record a job about to be created, with its items."""
         now = time.time()
-        with self._catalog._transaction():
-            self._catalog._q(
-                "INSERT INTO batch_jobs (id, name, state, task, items, created, updated) "
-                "VALUES (?, NULL, 'SUBMITTING', ?, ?, ?, ?)",
-                (job_id, str(task), len(items), now, now),
-            )
-            self._catalog._db.executemany(
-                "INSERT INTO batch_items (job, ord, hash, modality, tokens) VALUES (?,?,?,?,?)",
-                [(job_id, i, h, m, t) for i, (h, m, t) in enumerate(items)],
-            )
+        insert = "INSERT INTO batch_items (job, ord, hash, modality, tokens) VALUES (?,?,?,?,?)"
+        self._write(
+            [
+                (
+                    "INSERT INTO batch_jobs (id, name, state, task, items, created, updated) "
+                    "VALUES (?, NULL, 'SUBMITTING', ?, ?, ?, ?)",
+                    (job_id, str(task), len(items), now, now),
+                ),
+                *((insert, (job_id, i, h, m, t)) for i, (h, m, t) in enumerate(items)),
+            ]
+        )
 
     def created(self, job_id: str, name: str) -> None:
         """The service created the job under ``name``."""
@@ -180,9 +212,12 @@ class JobBook:
 
     def forget(self, job_id: str) -> None:
         """The job was never created: its items are free again."""
-        with self._catalog._transaction():
-            self._catalog._q("DELETE FROM batch_items WHERE job = ?", (job_id,))
-            self._catalog._q("DELETE FROM batch_jobs WHERE id = ?", (job_id,))
+        self._write(
+            [
+                ("DELETE FROM batch_items WHERE job = ?", (job_id,)),
+                ("DELETE FROM batch_jobs WHERE id = ?", (job_id,)),
+            ]
+        )
 
     def update(
         self,
@@ -197,41 +232,49 @@ class JobBook:
         cost: float = 0.0,
     ) -> None:
         """Record what the service said about a job (and whether it is collected)."""
-        with self._catalog._transaction():
-            self._catalog._q(
-                "UPDATE batch_jobs SET state = ?, name = COALESCE(?, name), message = ?, "
-                "settled = ?, failed_items = ?, tokens = ?, cost_usd = ?, updated = ? "
-                "WHERE id = ?",
+        self._write(
+            [
                 (
-                    state,
-                    name,
-                    message,
-                    int(settled),
-                    failed_items,
-                    tokens,
-                    cost,
-                    time.time(),
-                    job_id,
-                ),
-            )
+                    "UPDATE batch_jobs SET state = ?, name = COALESCE(?, name), message = ?, "
+                    "settled = ?, failed_items = ?, tokens = ?, cost_usd = ?, updated = ? "
+                    "WHERE id = ?",
+                    (
+                        state,
+                        name,
+                        message,
+                        int(settled),
+                        failed_items,
+                        tokens,
+                        cost,
+                        time.time(),
+                        job_id,
+                    ),
+                )
+            ]
+        )
 
     def clear_waiting(self) -> None:
         """Forget the failure records of files that only wait for a job (they are not failed)."""
-        with self._catalog._transaction():
-            self._catalog._q(
-                "DELETE FROM files WHERE status = 'failed' AND reason = ?", (PENDING_REASON,)
-            )
+        self._write(
+            [("DELETE FROM files WHERE status = 'failed' AND reason = ?", (PENDING_REASON,))]
+        )
 
     def release(self) -> list[BatchJob]:
         """Mark every failed, cancelled or expired job collected, so its items are resubmitted."""
         stopped = [j for j in self.jobs(open_only=True) if j.state in _STOPPED]
-        for job in stopped:
-            with self._catalog._transaction():
-                self._catalog._q(
-                    "UPDATE batch_jobs SET settled = 1, updated = ? WHERE id = ?",
-                    (time.time(), job.id),
-                )
+        now = time.time()
+        self._write(
+            [
+                ("UPDATE batch_jobs SET settled = 1, updated = ? WHERE id = ?", (now, j.id))
+                for j in stopped
+            ]
+        )
         return stopped
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
 
 
 def _job(row: Sequence[Any]) -> BatchJob:
@@ -265,21 +308,27 @@ class _Queued:
 class BatchCollector(WrapsEmbedder):
     """Stands where the embedder would, behind the cache: checks items and queues them.
 
-    Items in a job not collected yet (``held``) are not queued again. Every call ends with the
+    Items in a job not collected yet are not queued again. The queue is submitted as jobs when
+    it holds :data:`JOB_ITEMS` items or :data:`JOB_BYTES` media bytes (so memory stays bounded
+    on a large archive) and when the pass ends (:meth:`flush`). Every call ends with the
     "waiting" error, so the ingest pass keeps the files of these items uncommitted.
     """
 
-    __slots__ = ("_client", "_held", "_limits", "_lock", "queued")
+    __slots__ = ("_book", "_bytes", "_client", "_held", "_limits", "_lock", "_queued", "submitted")
 
     def __init__(
-        self, embedder: Any, client: BatchClient, held: set[str], limits: ModelLimits
+        self, embedder: Any, client: BatchClient, book: JobBook, limits: ModelLimits
     ) -> None:
         self._embedder = embedder
         self._client = client
-        self._held = held
+        self._book = book
+        self._held = book.held_hashes()
         self._limits = limits
         self._lock = threading.Lock()
-        self.queued: dict[Task, dict[str, _Queued]] = {}
+        self._queued: dict[Task, dict[str, _Queued]] = {}
+        self._bytes = 0
+        #: Names of the jobs created so far.
+        self.submitted: list[str] = []
 
     @property
     def dimensions(self) -> int:
@@ -298,12 +347,16 @@ class BatchCollector(WrapsEmbedder):
         self._client.check(items, task=task)
         found = [(content_hash(item), item) for item in items]
         with self._lock:
-            queue = self.queued.setdefault(Task(task), {})
+            queue = self._queued.setdefault(Task(task), {})
             for h, item in found:
-                if h not in self._held and h not in queue:
-                    estimate = estimate_item_tokens(item, self._limits)
-                    modality = main_modality(as_content(item)).value
-                    queue[h] = _Queued(item, modality, sum(estimate.values()))
+                if h in self._held or h in queue:
+                    continue
+                content = as_content(item)
+                tokens = sum(estimate_item_tokens(item, self._limits).values())
+                queue[h] = _Queued(item, main_modality(content).value, tokens)
+                self._bytes += inline_bytes(content)
+            if self._bytes >= JOB_BYTES or sum(map(len, self._queued.values())) >= JOB_ITEMS:
+                self._flush()
         raise _Waiting(PENDING_REASON)
 
     async def aembed(
@@ -311,6 +364,35 @@ class BatchCollector(WrapsEmbedder):
     ) -> NDArray[np.float32]:
         """Batch mode runs on the calling thread only."""
         raise ConfigurationError("batch mode has no async path; call Index.add(mode='batch')")
+
+    def flush(self) -> list[str]:
+        """Submit what is queued; returns the names of every job this collector created."""
+        with self._lock:
+            self._flush()
+            return list(self.submitted)
+
+    def _flush(self) -> None:
+        """Create jobs for everything queued, each recorded before it is created.
+
+        A crash between recording and naming a job leaves a ``SUBMITTING`` row that
+        :func:`collect` resolves by the job's id (its display name at the service); an error
+        leaves the items not submitted yet in the queue.
+        """
+        from mmembed.embedders.gemini._batch import new_job_id
+
+        for task, queue in self._queued.items():
+            while queue:
+                part = list(itertools.islice(queue.items(), JOB_ITEMS))
+                job_id = new_job_id()
+                self._book.begin(job_id, task, [(h, q.modality, q.tokens) for h, q in part])
+                name = self._client.submit([q.item for _, q in part], task=task, job_id=job_id)
+                self._book.created(job_id, name)
+                self.submitted.append(name)
+                logger.info("batch job %s: %d items submitted", name, len(part))
+                for h, _ in part:
+                    self._held.add(h)
+                    del queue[h]
+        self._bytes = 0
 
 
 @dataclass(slots=True)
@@ -321,37 +403,6 @@ class Collected:
     vectors: int = 0  # vectors put into the cache
     tokens: int = 0
     cost_usd: float = 0.0
-
-
-def submit(
-    book: JobBook,
-    client: BatchClient,
-    queued: dict[Task, dict[str, _Queued]],
-    *,
-    job_items: int | None = None,
-) -> list[str]:
-    """Create jobs for everything queued; returns their names.
-
-    Each job is recorded before it is created and named after: a crash in between leaves a
-    ``SUBMITTING`` row that :func:`collect` resolves by the job's display name.
-    """
-    from mmembed.embedders.gemini._batch import new_job_id
-
-    names: list[str] = []
-    size = job_items or JOB_ITEMS
-    for task, queue in queued.items():
-        entries = list(queue.items())
-        for start in range(0, len(entries), size):
-            part = entries[start : start + size]
-            job_id = new_job_id()
-            book.begin(job_id, task, [(h, q.modality, q.tokens) for h, q in part])
-            # refused or stopped here: the next run asks the service for a job of this id and
-            # frees the items when there is none
-            name = client.submit([q.item for _, q in part], task=task, job_id=job_id)
-            book.created(job_id, name)
-            names.append(name)
-            logger.info("batch job %s: %d items submitted", name, len(part))
-    return names
 
 
 def collect(

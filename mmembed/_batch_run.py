@@ -20,7 +20,6 @@ from mmembed._batch import (
     Collected,
     JobBook,
     collect,
-    submit,
     wait_for_jobs,
 )
 from mmembed._ingest import IndexReport, IngestContext
@@ -106,14 +105,7 @@ def batch_client(index: Index) -> tuple[Any, BatchClient]:
 def run_batch(
     index: Index,
     one_pass: Callable[[IngestContext, bool], IndexReport],
-    *,
-    metadata: Any,
-    wait: bool,
-    resubmit: bool,
-    poll_seconds: float,
-    wait_timeout: float | None,
-    show_jobs: Callable[[list[BatchJob]], None] | None,
-    started: float,
+    **options: Any,
 ) -> BatchReport:
     """Collect finished jobs, run a pass that commits what the cache holds and queues the rest,
     submit it; with ``wait``, wait for the jobs and go again (at most :data:`MAX_PASSES`).
@@ -124,7 +116,32 @@ def run_batch(
     front, client = batch_client(index)
     embedder = front.embedder
     limits = embedder.limits
-    book = JobBook(index._catalog)
+    book = JobBook(index._catalog.path)
+    try:
+        return _run(index, one_pass, book, front, client, embedder, limits, **options)
+    finally:
+        book.close()
+
+
+def _run(
+    index: Index,
+    one_pass: Callable[[IngestContext, bool], IndexReport],
+    book: JobBook,
+    front: Any,
+    client: BatchClient,
+    embedder: Any,
+    limits: Any,
+    *,
+    metadata: Any,
+    wait: bool,
+    resubmit: bool,
+    poll_seconds: float,
+    wait_timeout: float | None,
+    show_jobs: Callable[[list[BatchJob]], None] | None,
+    started: float,
+) -> BatchReport:
+    from mmembed.cache import CachedEmbedder
+
     known_before = {job.id for job in book.jobs(open_only=True)}
     if resubmit:
         book.release()
@@ -149,9 +166,7 @@ def run_batch(
     submitted: list[str] = []
     for n in range(MAX_PASSES):
         look()
-        collector = BatchCollector(embedder, client, book.held_hashes(), limits)
-        from mmembed.cache import CachedEmbedder
-
+        collector = BatchCollector(embedder, client, book, limits)
         behind_cache: Embedder = CachedEmbedder(collector, front.cache)
         context = dataclasses.replace(
             index._ingest_context(),
@@ -163,9 +178,8 @@ def run_batch(
             report = one_pass(context, n == 0)
         finally:
             book.clear_waiting()
+        names = collector.flush()  # a pass stopped by an error submits nothing more
         reports.append(report)
-        # everything the pass queued is submitted, even when the pass itself stopped on an error
-        names = submit(book, client, collector.queued)
         submitted += names
         waiting = [p for p in report.failed if p.reason == PENDING_REASON]
         if not wait or not waiting:

@@ -612,21 +612,24 @@ class Index(Closeable):
         from mmembed._batch import JobBook, collect
 
         with self._lock:
-            book = JobBook(self._catalog)
-            if refresh and book.jobs(open_only=True):
-                from mmembed._batch_run import batch_client
+            book = JobBook(self._catalog.path)
+            try:
+                if refresh and book.jobs(open_only=True):
+                    from mmembed._batch_run import batch_client
 
-                front, client = batch_client(self)
-                embedder = front.embedder
-                collect(
-                    book,
-                    client,
-                    front.cache,
-                    model=embedder.model,
-                    dimensions=embedder.dimensions,
-                    limits=embedder.limits,
-                )
-            return book.jobs()
+                    front, client = batch_client(self)
+                    embedder = front.embedder
+                    collect(
+                        book,
+                        client,
+                        front.cache,
+                        model=embedder.model,
+                        dimensions=embedder.dimensions,
+                        limits=embedder.limits,
+                    )
+                return book.jobs()
+            finally:
+                book.close()
 
     def remove(self, *paths: str | os.PathLike[str]) -> list[str]:
         """Drop files (or every file under folders) from the index; the files stay on disk.

@@ -148,7 +148,7 @@ def test_three_failed_items_are_resubmitted_exactly(tmp_path: Path) -> None:
             [again] = second.submitted
             assert server.batch_items(again) == 3
             # exactly the items that failed
-            book = JobBook(index._catalog)
+            book = JobBook(index._catalog.path)
             by_name = {j.name: j.id for j in book.jobs()}
             hashes = [h for h, _, _ in book.items(by_name[first.submitted[0]])]
             assert [h for h, _, _ in book.items(by_name[again])] == [hashes[i] for i in (3, 10, 17)]
@@ -208,7 +208,7 @@ def test_a_crash_between_creating_a_job_and_recording_it_does_not_resubmit(
                 with pytest.raises(KeyboardInterrupt):
                     index.add(folder, mode="batch")
             assert server.batch_creations == 1
-            [job] = JobBook(index._catalog).jobs()
+            [job] = JobBook(index._catalog.path).jobs()
             assert job.state == "SUBMITTING"
             assert job.name is None
             report = index.add(folder, mode="batch")
@@ -388,3 +388,21 @@ def test_the_cli_submits_returns_and_collects(
         assert "batch jobs: 1 pending" in err or "batch jobs: 1 running" in err
         assert server.batch_creations == 1
         assert server.usage.calls == 0
+
+
+def test_media_are_submitted_during_the_pass_so_memory_stays_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"p{i}.png").write_bytes(make_image("PNG", (32, 32), seed=i, noise=True))
+    (folder / "copy.png").write_bytes((folder / "p0.png").read_bytes())  # the same item twice
+    monkeypatch.setattr(mmembed._batch, "JOB_BYTES", 1)  # every round's media: a job at once
+    with FakeGeminiServer() as server:
+        with Index(tmp_path / "ix", embedder=gemini(server), batch_size=1) as index:
+            report = index.add(folder, mode="batch", wait=True, poll_seconds=0.05)
+        assert len(report.added) == 6
+        assert server.batch_creations == 5  # one job a round, the copy in none
+        assert sum(server.batch_items(name) for name in report.submitted) == 5
+        assert server.usage.batch_items == 5
