@@ -100,7 +100,7 @@ class BatchJob:
             )
             return (
                 f"the job {what}: its {self.items} items were not embedded. Resubmit them with "
-                "`mmembed index DIR --batch --resubmit` (Index.add(..., mode='batch', "
+                "`mmembed index DIR --batch --resubmit` (Index.add(..., batch=True, "
                 "resubmit=True)), or embed them now with `mmembed index DIR`"
             )
         return ""
@@ -363,7 +363,7 @@ class BatchCollector(WrapsEmbedder):
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
     ) -> NDArray[np.float32]:
         """Batch mode runs on the calling thread only."""
-        raise ConfigurationError("batch mode has no async path; call Index.add(mode='batch')")
+        raise ConfigurationError("batch mode has no async path; call Index.add(batch=True)")
 
     def flush(self) -> list[str]:
         """Submit what is queued; returns the names of every job this collector created."""

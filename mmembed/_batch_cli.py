@@ -66,7 +66,7 @@ def batch_options(args: argparse.Namespace, fail: Callable[[str], Exception]) ->
         raise fail(f"--poll takes a number of seconds > 0, got {args.poll}")
     show = None if args.json or args.quiet or not args.wait else _show_jobs
     return {
-        "mode": "batch",
+        "batch": True,
         "wait": args.wait,
         "resubmit": args.resubmit,
         "poll_seconds": args.poll,

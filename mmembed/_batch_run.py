@@ -57,7 +57,7 @@ class BatchReport(IndexReport):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: the :class:`IndexReport` fields, ``pending`` and ``jobs``."""
         out = IndexReport.to_dict(self)
-        out["mode"] = "batch"
+        out["batch"] = True
         out["pending"] = list(self.pending)
         out["submitted"] = list(self.submitted)
         out["jobs"] = [job.to_dict() for job in self.jobs]
@@ -91,7 +91,7 @@ def batch_client(index: Index) -> tuple[Any, BatchClient]:
     if not isinstance(embedder, GeminiEmbedder):
         raise ConfigurationError(
             f"batch mode uses Gemini's Batch API; this index embeds with {embedder.model!r}. "
-            "Index interactively (leave out --batch / mode='batch')"
+            "Index interactively (leave out --batch / batch=True)"
         )
     front = index._embed_with
     if not isinstance(front, CachedEmbedder):

@@ -496,7 +496,7 @@ class Index(Closeable):
         respect_ignore: bool = True,
         metadata: Mapping[str, Any] | None = None,
         max_cost: float | None = None,
-        mode: str = "interactive",
+        batch: bool = False,
         wait: bool = False,
         resubmit: bool = False,
         poll_seconds: float = 30.0,
@@ -530,8 +530,8 @@ class Index(Closeable):
             exclude: glob patterns of files and folders to leave out, e.g. ``["drafts/"]``.
             respect_ignore: leave out what ``.gitignore`` and ``.mmembedignore`` files in the
                 folders (and above them, up to the top of a git repository) say, as git does.
-            mode: ``"interactive"`` (embed now) or ``"batch"``: Gemini's Batch API at half
-                the price, with a turnaround of up to a day. A batch run commits what earlier
+            batch: embed through Gemini's Batch API, at half the price, with a turnaround
+                of up to a day, instead of now. A batch run commits what earlier
                 jobs returned, submits what is left as jobs (remembered in the catalog: an
                 item is never in two open jobs, across restarts and crashes) and returns a
                 :class:`~mmembed._batch_run.BatchReport` with the files still ``pending``.
@@ -561,8 +561,8 @@ class Index(Closeable):
         checked = check_add_metadata(metadata) if metadata is not None else None
         if max_cost is not None and not max_cost >= 0:
             raise ConfigurationError(f"max_cost must be a number of dollars >= 0, got {max_cost}")
-        if mode not in ("interactive", "batch"):
-            raise ConfigurationError(f"mode is 'interactive' or 'batch', got {mode!r}")
+        if (wait or resubmit) and not batch:
+            raise ConfigurationError("wait and resubmit go with batch=True (the Batch API)")
         started = time.perf_counter()
 
         def one_pass(context: IngestContext, first: bool) -> IndexReport:
@@ -582,7 +582,6 @@ class Index(Closeable):
                     self._save_store()
             return run.report(time.perf_counter() - started)
 
-        batch = mode == "batch"
         with self._lock:
             if batch and not dry_run:
                 from mmembed._batch_run import run_batch
@@ -602,7 +601,7 @@ class Index(Closeable):
             return one_pass(context, True)
 
     def jobs(self, *, refresh: bool = True) -> list[BatchJob]:
-        """The index's Batch API jobs, oldest first (see ``add(..., mode="batch")``).
+        """The index's Batch API jobs, oldest first (see ``add(..., batch=True)``).
 
         With ``refresh``, the service is asked about every open job first, and the results of
         finished ones go into the index's cache (the next batch run commits them without

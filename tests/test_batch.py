@@ -1,4 +1,4 @@
-"""Batch mode (``Index.add(mode="batch")``, ``mmembed index --batch``, ``mmembed jobs``) with the
+"""Batch mode (``Index.add(batch=True)``, ``mmembed index --batch``, ``mmembed jobs``) with the
 real google-genai SDK against FakeGeminiServer's Batch API."""
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def test_a_2000_item_mixed_run_gives_the_interactive_vectors_at_half_the_price(
         items = server.usage.items
         assert items >= 2000
         with Index(tmp_path / "later", embedder=gemini(server), chunk_options=options) as later:
-            batch = later.add(folder, mode="batch", wait=True, poll_seconds=0.05)
-            assert later.add(folder, mode="batch").unchanged  # nothing left to do
+            batch = later.add(folder, batch=True, wait=True, poll_seconds=0.05)
+            assert later.add(folder, batch=True).unchanged  # nothing left to do
         usage = server.usage
     assert batch.ok
     assert batch.pending == ()
@@ -107,7 +107,7 @@ def test_a_run_returns_at_once_and_the_next_one_collects(tmp_path: Path) -> None
     folder = notes(tmp_path / "notes")
     with FakeGeminiServer(batch_turnaround=0.6) as server:
         with Index(tmp_path / "ix", embedder=gemini(server)) as index:
-            first = index.add(folder, mode="batch")
+            first = index.add(folder, batch=True)
             assert first.added == ()
             assert len(first.pending) == 6
             assert first.failed == ()
@@ -117,7 +117,7 @@ def test_a_run_returns_at_once_and_the_next_one_collects(tmp_path: Path) -> None
             assert "again" in job.advice
             assert "waiting" in str(first)
             # before the job ends, a second run submits nothing more
-            second = index.add(folder, mode="batch")
+            second = index.add(folder, batch=True)
             assert second.submitted == ()
             assert len(second.pending) == 6
             time.sleep(0.7)
@@ -125,7 +125,7 @@ def test_a_run_returns_at_once_and_the_next_one_collects(tmp_path: Path) -> None
             assert [j.state for j in jobs] == ["SUCCEEDED"]
             assert jobs[0].collected
             assert jobs[0].cost_usd > 0
-            third = index.add(folder, mode="batch")
+            third = index.add(folder, batch=True)
             assert len(third.added) == 6
             assert third.pending == ()
             assert len(index) == 6
@@ -138,8 +138,8 @@ def test_three_failed_items_are_resubmitted_exactly(tmp_path: Path) -> None:
     with FakeGeminiServer() as server:
         server.fail_batch_items([3, 10, 17], message="Internal error encountered.")
         with Index(tmp_path / "ix", embedder=gemini(server)) as index:
-            first = index.add(folder, mode="batch")
-            second = index.add(folder, mode="batch")
+            first = index.add(folder, batch=True)
+            second = index.add(folder, batch=True)
             [job] = [j for j in second.jobs if j.name == first.submitted[0]]
             assert job.failed_items == 3
             assert "Internal error" in job.message
@@ -152,7 +152,7 @@ def test_three_failed_items_are_resubmitted_exactly(tmp_path: Path) -> None:
             by_name = {j.name: j.id for j in book.jobs()}
             hashes = [h for h, _, _ in book.items(by_name[first.submitted[0]])]
             assert [h for h, _, _ in book.items(by_name[again])] == [hashes[i] for i in (3, 10, 17)]
-            third = index.add(folder, mode="batch")
+            third = index.add(folder, batch=True)
             assert len(third.added) == 3
             assert len(index) == 20
         assert server.batch_creations == 2
@@ -169,8 +169,8 @@ def test_an_expired_job_is_reported_with_what_to_do_and_resubmitted_on_request(
             monkeypatch.setenv(key, value)
         server.end_next_batch("EXPIRED")
         with Index(ix, embedder=gemini(server)) as index:
-            index.add(folder, mode="batch")
-            report = index.add(folder, mode="batch")
+            index.add(folder, batch=True)
+            report = index.add(folder, batch=True)
             assert report.submitted == ()  # its items are not resubmitted unasked
             assert len(report.pending) == 4
             [job] = report.jobs
@@ -186,7 +186,7 @@ def test_an_expired_job_is_reported_with_what_to_do_and_resubmitted_on_request(
         assert shown["state"] == "EXPIRED"
         assert "--resubmit" in shown["advice"]
         with Index(ix, embedder=gemini(server)) as index:
-            again = index.add(folder, mode="batch", resubmit=True, wait=True, poll_seconds=0.05)
+            again = index.add(folder, batch=True, resubmit=True, wait=True, poll_seconds=0.05)
             assert len(again.added) == 4
             assert [j.state for j in index.jobs()] == ["EXPIRED", "SUCCEEDED"]
             assert all(j.collected for j in index.jobs())
@@ -206,12 +206,12 @@ def test_a_crash_between_creating_a_job_and_recording_it_does_not_resubmit(
             with monkeypatch.context() as patch:
                 patch.setattr(JobBook, "created", crash)
                 with pytest.raises(KeyboardInterrupt):
-                    index.add(folder, mode="batch")
+                    index.add(folder, batch=True)
             assert server.batch_creations == 1
             [job] = JobBook(index._catalog.path).jobs()
             assert job.state == "SUBMITTING"
             assert job.name is None
-            report = index.add(folder, mode="batch")
+            report = index.add(folder, batch=True)
             assert len(report.added) == 6  # found by its id, collected
         assert server.batch_creations == 1
 
@@ -229,9 +229,9 @@ def test_a_job_the_service_never_created_frees_its_items(
             with monkeypatch.context() as patch:
                 patch.setattr(BatchClient, "submit", refused)
                 with pytest.raises(KeyboardInterrupt):
-                    index.add(folder, mode="batch")
+                    index.add(folder, batch=True)
             assert server.batch_creations == 0
-            report = index.add(folder, mode="batch", wait=True, poll_seconds=0.05)
+            report = index.add(folder, batch=True, wait=True, poll_seconds=0.05)
             assert len(report.added) == 6
             assert [j.state for j in index.jobs()] == ["SUCCEEDED"]
         assert server.batch_creations == 1
@@ -271,7 +271,7 @@ def test_kill_9_after_submitting_then_a_restart_collects_without_resubmitting(
         )
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
-        assert report["mode"] == "batch"
+        assert report["batch"] is True
         assert len(report["added"]) == 12
         assert report["pending"] == []
         assert report["submitted"] == []
@@ -307,7 +307,7 @@ def test_bad_input_is_refused_before_any_job_with_the_interactive_message(
         with Index(tmp_path / "now", embedder=gemini(server), chunker=SevenImages()) as index:
             interactive = index.add(folder)
         with Index(tmp_path / "batch", embedder=gemini(server), chunker=SevenImages()) as index:
-            batch = index.add(folder, mode="batch", wait=True, poll_seconds=0.05)
+            batch = index.add(folder, batch=True, wait=True, poll_seconds=0.05)
         [wanted] = interactive.failed
         [got] = batch.failed
         assert got.reason == wanted.reason
@@ -325,16 +325,16 @@ def test_batch_mode_needs_gemini_on_the_developer_api(tmp_path: Path) -> None:
     folder = notes(tmp_path / "notes", n=1)
     with Index(tmp_path / "fake", embedder=FakeEmbedder(16)) as index:
         with pytest.raises(ConfigurationError, match="Batch API"):
-            index.add(folder, mode="batch")
-        with pytest.raises(ConfigurationError, match="interactive"):
-            index.add(folder, mode="later")
+            index.add(folder, batch=True)
+        with pytest.raises(ConfigurationError, match="batch=True"):
+            index.add(folder, wait=True)
     with FakeGeminiServer() as server:
         vertex = GeminiEmbedder(dimensions=DIMS, client=server.client(vertexai=True), batch_size=1)
         with pytest.raises(ConfigurationError, match="Developer API"):
             BatchClient(vertex)
         nocache = Index(tmp_path / "nocache", embedder=gemini(server), cache=False)
         with nocache, pytest.raises(ConfigurationError, match="cache"):
-            nocache.add(folder, mode="batch")
+            nocache.add(folder, batch=True)
         assert server.batch_creations == 0
 
 
@@ -348,7 +348,7 @@ def test_the_dry_run_shows_the_batch_price(
             monkeypatch.setenv(key, value)
         with Index(tmp_path / "ix", embedder=gemini(server)) as index:
             now = index.add(folder, dry_run=True)
-            later = index.add(folder, dry_run=True, mode="batch")
+            later = index.add(folder, dry_run=True, batch=True)
         assert now.cost_usd
         assert later.cost_usd
         assert later.cost_usd == pytest.approx(now.cost_usd / 2)
@@ -401,7 +401,7 @@ def test_media_are_submitted_during_the_pass_so_memory_stays_bounded(
     monkeypatch.setattr(mmembed._batch, "JOB_BYTES", 1)  # every round's media: a job at once
     with FakeGeminiServer() as server:
         with Index(tmp_path / "ix", embedder=gemini(server), batch_size=1) as index:
-            report = index.add(folder, mode="batch", wait=True, poll_seconds=0.05)
+            report = index.add(folder, batch=True, wait=True, poll_seconds=0.05)
         assert len(report.added) == 6
         assert server.batch_creations == 5  # one job a round, the copy in none
         assert sum(server.batch_items(name) for name in report.submitted) == 5

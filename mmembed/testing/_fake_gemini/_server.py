@@ -297,6 +297,7 @@ class FakeGeminiServer(BatchEndpoints, FilesEndpoints):
             self._requests.clear()
             self._faults.clear()
             self._billed.clear()
+            self._batch_billed.clear()
             self._rate_limited = 0
             self._admitted.clear()
             self._max_in_flight = self._in_flight
