@@ -406,3 +406,27 @@ def test_media_are_submitted_during_the_pass_so_memory_stays_bounded(
         assert server.batch_creations == 5  # one job a round, the copy in none
         assert sum(server.batch_items(name) for name in report.submitted) == 5
         assert server.usage.batch_items == 5
+
+
+def test_media_too_large_to_send_inline_are_uploaded_first(tmp_path: Path) -> None:
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"p{i}.png").write_bytes(make_image("PNG", (64, 64), seed=i, noise=True))
+    with FakeGeminiServer() as server:
+
+        def small(server: FakeGeminiServer) -> GeminiEmbedder:
+            return GeminiEmbedder(dimensions=DIMS, client=server.client(), inline_bytes_limit=2000)
+
+        with Index(tmp_path / "now", embedder=small(server)) as index:
+            assert len(index.add(folder).added) == 3
+        uploads = len(server.uploaded_files)
+        assert uploads == 3
+        with Index(tmp_path / "later", embedder=small(server)) as index:
+            report = index.add(folder, batch=True, wait=True, poll_seconds=0.05)
+        assert len(report.added) == 3
+        assert len(server.uploaded_files) == uploads + 3  # uploaded again by this embedder
+    want, got = vectors(tmp_path / "now"), vectors(tmp_path / "later")
+    assert want.keys() == got.keys()
+    for key, vector in want.items():
+        np.testing.assert_allclose(got[key], vector, atol=1e-6)

@@ -25,7 +25,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed.content import Embeddable, Task
-from mmembed.embedders.gemini._files import upload_steps
 from mmembed.embedders.gemini._items import as_list
 from mmembed.embedders.gemini._reply import Answer, rows
 from mmembed.embedders.gemini._retry import Call, run_sync
@@ -96,16 +95,7 @@ class BatchClient:
 
         emb = self._embedder
         prepared = emb._prepare(as_list(items), task)
-        uploaded = run_sync(
-            upload_steps(
-                [it for it in prepared if it.upload],
-                transport=self._transport,
-                uploads=emb._uploads,
-                retry=emb._retry,
-                wait_seconds=emb._file_wait,
-                redact=emb._redact,
-            )
-        )
+        uploaded = run_sync(emb._upload(prepared))
         contents = sdk_contents(types, prepared, uploaded)
         kind = task_type(task, emb.limits)
         config = types.EmbedContentConfig(output_dimensionality=self._dimensions, task_type=kind)
