@@ -33,7 +33,7 @@ from mmembed._bases import WrapsEmbedder
 from mmembed._catalog import _Tx
 from mmembed._checks import check_rows
 from mmembed.content import Embeddable, Modality, Task, as_content, content_hash, main_modality
-from mmembed.errors import ConfigurationError, EmbeddingError, StoreError
+from mmembed.errors import ConfigurationError, EmbeddingError, ProviderError, StoreError
 from mmembed.limits import ModelLimits, cost_usd, estimate_item_tokens, inline_bytes
 
 if TYPE_CHECKING:
@@ -427,7 +427,14 @@ def collect(
         if job.state in _STOPPED:
             continue  # reported; its items wait for a resubmission
         assert job.name is not None
-        reply = client.get(job.name)
+        try:
+            reply = client.get(job.name)
+        except ProviderError as exc:
+            if exc.status_code != 404:
+                raise
+            # deleted at the service (or by its retention): its items can only be resubmitted
+            book.update(job.id, "FAILED", message="the service no longer knows this job")
+            continue
         if reply.state in ("PENDING", "RUNNING"):
             if reply.state != job.state:
                 book.update(job.id, reply.state)

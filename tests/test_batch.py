@@ -430,3 +430,20 @@ def test_media_too_large_to_send_inline_are_uploaded_first(tmp_path: Path) -> No
     assert want.keys() == got.keys()
     for key, vector in want.items():
         np.testing.assert_allclose(got[key], vector, atol=1e-6)
+
+
+def test_a_job_the_service_forgot_is_reported_failed(tmp_path: Path) -> None:
+    folder = notes(tmp_path / "notes", n=2)
+    with (
+        FakeGeminiServer(batch_turnaround=30) as server,
+        Index(tmp_path / "ix", embedder=gemini(server)) as index,
+    ):
+        [name] = index.add(folder, batch=True).submitted
+        server.client().batches.delete(name=name)  # gone from the service
+        [job] = index.jobs()
+        assert job.state == "FAILED"
+        assert "no longer knows" in job.message
+        assert "--resubmit" in job.advice
+        again = index.add(folder, batch=True, resubmit=True)
+        assert len(again.submitted) == 1
+        assert again.submitted[0] != name

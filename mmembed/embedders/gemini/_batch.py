@@ -221,7 +221,7 @@ def _from_file(data: bytes) -> list[tuple[Any, str, int]]:
         if not line.strip():
             continue
         row = json.loads(line)
-        key = int(row.get("key", n))
+        key = int(row["key"]) if str(row.get("key", "")).isdigit() else n
         response = row.get("response") or {}
         values = (response.get("embedding") or {}).get("values")
         if values is None:

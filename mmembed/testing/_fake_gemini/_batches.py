@@ -66,7 +66,7 @@ def _stamp(t: float) -> str:
 
 
 class BatchEndpoints(EmbeddingEndpoints):
-    """``asyncBatchEmbedContent``, ``batches.get/list/cancel`` and result-file downloads.
+    """``asyncBatchEmbedContent``, ``batches.get/list/cancel/delete`` and result-file downloads.
 
     Items of a job are checked and answered one by one as ``batchEmbedContents`` answers them
     (the same limits, vectors and token counts); a bad item fails alone, inside a job that
@@ -137,6 +137,11 @@ class BatchEndpoints(EmbeddingEndpoints):
         """Answer a Batch API request, or ``None`` when ``path`` is not one."""
         if (m := _CREATE.match(path)) and method == "POST":
             return "batches.create", self._create_job(m.group("model"), body)
+        if (m := _JOB.match(path)) and method == "DELETE" and not m.group("cancel"):
+            self._job(m.group("id"))
+            with self._lock:
+                self._batch_jobs.pop(m.group("id"), None)
+            return "batches.delete", {}
         if (m := _JOB.match(path)) and method in ("GET", "POST"):
             job = self._job(m.group("id"))
             if m.group("cancel"):

@@ -162,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     fake._delete_file(m.group("id"))
                     answer = {}
-            elif method in ("GET", "POST") and _looks_like_batch(path):
+            elif _looks_like_batch(path):
                 fake._check_key(headers, query)
                 served = fake._serve_batch(method, path, body)
                 if served is None:
