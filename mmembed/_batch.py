@@ -403,6 +403,18 @@ class Collected:
     vectors: int = 0  # vectors put into the cache
     tokens: int = 0
     cost_usd: float = 0.0
+    #: tokens and cost of the collected items by modality, at the batch price
+    by_modality: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def add(self, other: Collected) -> None:
+        """Count ``other`` in as well."""
+        self.finished += other.finished
+        self.vectors += other.vectors
+        self.tokens += other.tokens
+        self.cost_usd += other.cost_usd
+        for name, (n, usd) in other.by_modality.items():
+            had = self.by_modality.get(name, (0, 0.0))
+            self.by_modality[name] = (had[0] + n, had[1] + usd)
 
 
 def collect(
@@ -479,6 +491,10 @@ def collect(
         out.vectors += len(good)
         out.tokens += total
         out.cost_usd += cost
+        for modality, n in tokens.items():
+            had = out.by_modality.get(modality.value, (0, 0.0))
+            usd = cost_usd({modality: n}, limits, batch=True)
+            out.by_modality[modality.value] = (had[0] + n, had[1] + usd)
     return out
 
 

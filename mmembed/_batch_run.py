@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mmembed._batch import (
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mmembed.embedders.gemini._batch import BatchClient
     from mmembed.index import Index
 
-__all__ = ["BatchReport", "batch_client", "run_batch"]
+__all__ = ["BatchReport", "batch_client", "index_jobs", "run_batch"]
 
 #: Passes one waiting run makes at most: items that keep failing inside jobs are resubmitted
 #: this many times less one, then left to the next run.
@@ -48,11 +48,14 @@ class BatchReport(IndexReport):
         pending: files waiting for a job's results (committed by a later batch run).
         submitted: names of the jobs created by this run.
         jobs: the index's jobs not collected yet, and those collected by this run.
+        cost_by_modality: the results collected by this run, per modality: ``(tokens, cost in
+            US dollars at the batch price)``.
     """
 
     pending: tuple[str, ...] = ()
     submitted: tuple[str, ...] = ()
     jobs: tuple[BatchJob, ...] = ()
+    cost_by_modality: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: the :class:`IndexReport` fields, ``pending`` and ``jobs``."""
@@ -61,6 +64,10 @@ class BatchReport(IndexReport):
         out["pending"] = list(self.pending)
         out["submitted"] = list(self.submitted)
         out["jobs"] = [job.to_dict() for job in self.jobs]
+        out["cost_by_modality"] = {
+            name: {"tokens": n, "cost_usd": round(usd, 6)}
+            for name, (n, usd) in sorted(self.cost_by_modality.items())
+        }
         return out
 
     def batch_lines(self) -> list[str]:
@@ -70,6 +77,14 @@ class BatchReport(IndexReport):
             lines.append(
                 f"batch: {len(self.pending)} files waiting for results; "
                 f"{len(self.submitted)} jobs submitted"
+            )
+        if self.cost_by_modality:
+            lines.append(
+                "batch price of the results collected: "
+                + ", ".join(
+                    f"{name} {n:,} tokens ${usd:.4f}"
+                    for name, (n, usd) in sorted(self.cost_by_modality.items())
+                )
             )
         return lines + [f"  job {job}" for job in self.jobs]
 
@@ -100,6 +115,26 @@ def batch_client(index: Index) -> tuple[Any, BatchClient]:
             "with cache=True"
         )
     return front, BatchClient(embedder)
+
+
+def index_jobs(index: Index, *, refresh: bool) -> list[BatchJob]:
+    """What :meth:`Index.jobs` answers (the caller holds the index's writer lock)."""
+    book = JobBook(index._catalog.path)
+    try:
+        if refresh and book.jobs(open_only=True):
+            front, client = batch_client(index)
+            embedder = front.embedder
+            collect(
+                book,
+                client,
+                front.cache,
+                model=embedder.model,
+                dimensions=embedder.dimensions,
+                limits=embedder.limits,
+            )
+        return book.jobs()
+    finally:
+        book.close()
 
 
 def run_batch(
@@ -148,18 +183,16 @@ def _run(
     got = Collected()
 
     def look() -> list[BatchJob]:
-        found = collect(
-            book,
-            client,
-            front.cache,
-            model=embedder.model,
-            dimensions=embedder.dimensions,
-            limits=limits,
+        got.add(
+            collect(
+                book,
+                client,
+                front.cache,
+                model=embedder.model,
+                dimensions=embedder.dimensions,
+                limits=limits,
+            )
         )
-        got.vectors += found.vectors
-        got.tokens += found.tokens
-        got.cost_usd += found.cost_usd
-        got.finished += found.finished
         return book.jobs(open_only=True)
 
     reports: list[IndexReport] = []
@@ -225,6 +258,7 @@ def _merge(
         pending=tuple(p.path for p in last.failed if p.reason == PENDING_REASON),
         submitted=tuple(submitted),
         jobs=tuple(jobs),
+        cost_by_modality=dict(got.by_modality),
     )
 
 

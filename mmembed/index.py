@@ -608,27 +608,10 @@ class Index(Closeable):
         paying again). Each :class:`~mmembed._batch.BatchJob` has its state, item counts, cost
         and :attr:`~mmembed._batch.BatchJob.advice`: what to do about it.
         """
-        from mmembed._batch import JobBook, collect
+        from mmembed._batch_run import index_jobs
 
         with self._lock:
-            book = JobBook(self._catalog.path)
-            try:
-                if refresh and book.jobs(open_only=True):
-                    from mmembed._batch_run import batch_client
-
-                    front, client = batch_client(self)
-                    embedder = front.embedder
-                    collect(
-                        book,
-                        client,
-                        front.cache,
-                        model=embedder.model,
-                        dimensions=embedder.dimensions,
-                        limits=embedder.limits,
-                    )
-                return book.jobs()
-            finally:
-                book.close()
+            return index_jobs(self, refresh=refresh)
 
     def remove(self, *paths: str | os.PathLike[str]) -> list[str]:
         """Drop files (or every file under folders) from the index; the files stay on disk.

@@ -101,6 +101,13 @@ def test_a_2000_item_mixed_run_gives_the_interactive_vectors_at_half_the_price(
     assert batch.cost_usd
     assert batch.cost_usd == pytest.approx(interactive.cost_usd / 2, rel=0.02)
     assert batch.cost_usd == pytest.approx(usage.batch_cost_usd, rel=0.02)
+    # per modality, at the batch price
+    assert set(batch.cost_by_modality) == {"text", "image", "pdf", "audio"}
+    assert sum(usd for _, usd in batch.cost_by_modality.values()) == pytest.approx(batch.cost_usd)
+    assert "batch price of the results collected: audio" in str(batch)
+    assert (
+        batch.to_dict()["cost_by_modality"]["text"]["tokens"] == batch.cost_by_modality["text"][0]
+    )
 
 
 def test_a_run_returns_at_once_and_the_next_one_collects(tmp_path: Path) -> None:
