@@ -171,3 +171,15 @@ def test_unknown_jobs_and_bad_knobs() -> None:
             server.fail_batch_items([-1])
     with pytest.raises(ConfigurationError):
         FakeGeminiServer(batch_turnaround=-1)
+
+
+def test_item_failures_and_an_end_state_can_be_asked_of_one_job() -> None:
+    with FakeGeminiServer() as server:
+        server.fail_batch_items([0], message="bad item")
+        server.end_next_batch("FAILED", message="quota for batch jobs exceeded")
+        job = create_inline(server, "a", "b")
+        done = server.client().batches.get(name=job.name)
+        assert done.state.name == "JOB_STATE_FAILED"
+        assert done.error is None or "quota" in str(done.error)
+        states = server.batch_states()
+        assert states[job.name] == "FAILED"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +56,8 @@ class _Job:
     from_file: bool
     fail_items: frozenset[int] = frozenset()
     end: str = ""  # a forced end state: FAILED, EXPIRED, CANCELLED
-    message: str = ""
+    message: str = ""  # the job's error when it ends without results
+    item_message: str = ""  # the error of each item in ``fail_items``
     results: list[dict[str, Any]] | None = None
     responses_file: str = ""
     create_time: str = field(default_factory=lambda: _stamp(time.time()))
@@ -80,6 +82,7 @@ class BatchEndpoints(EmbeddingEndpoints):
     _batch_next: dict[str, Any]
     _batch_created: int
     _batch_billed: dict[str, dict[str, int]]
+    _batch_compute: threading.Lock  # one job's results are computed once
 
     def _bill_batch(self, model: str, items: int, tokens: dict[str, int]) -> None:
         with self._lock:
@@ -200,9 +203,8 @@ class BatchEndpoints(EmbeddingEndpoints):
                 fail_items=nxt.get("fail_items", frozenset()),
                 end=nxt.get("end", ""),
                 message=nxt.get("message", ""),
+                item_message=nxt.get("item_message", ""),
             )
-            if "item_message" in nxt:
-                job.message = nxt["item_message"]
             self._batch_jobs[job.id] = job
             self._batch_created += 1
         return self._operation(job)
@@ -278,16 +280,21 @@ class BatchEndpoints(EmbeddingEndpoints):
         return answer
 
     def _results(self, job: _Job) -> list[dict[str, Any]]:
-        """The job's per-item answers, computed once when it first reports success."""
-        if job.results is not None:
+        """The job's per-item answers, computed (and billed) once, when it first reports
+        success."""
+        with self._batch_compute:
+            if job.results is None:
+                job.results = self._compute(job)
             return job.results
+
+    def _compute(self, job: _Job) -> list[dict[str, Any]]:
         limits = limits_for(job.model)
         results: list[dict[str, Any]] = []
         billed: dict[str, int] = {}
         answered = 0
         for i, req in enumerate(job.requests):
             if i in job.fail_items:
-                results.append({"error": {"code": 400, "message": job.message}})
+                results.append({"error": {"code": 400, "message": job.item_message}})
                 continue
             try:
                 vec, _, tokens = self._one(limits, req, f"requests[{i}].")
@@ -324,5 +331,4 @@ class BatchEndpoints(EmbeddingEndpoints):
                     done=True,
                 )
             job.responses_file = f"files/{file_id}"
-        job.results = results
         return results

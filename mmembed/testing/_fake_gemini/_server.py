@@ -178,6 +178,7 @@ class FakeGeminiServer(BatchEndpoints, FilesEndpoints):
         self._batch_next = {}
         self._batch_created = 0
         self._batch_billed = {}
+        self._batch_compute = threading.Lock()
         self._admitted: deque[float] = deque()  # arrival times of calls let in, last 60 s
         self._rate_limited = 0
         self._billed: dict[str, dict[str, int]] = {}
