@@ -122,19 +122,23 @@ def index_jobs(index: Index, *, refresh: bool) -> list[BatchJob]:
     book = JobBook(index._catalog.path)
     try:
         if refresh and book.jobs(open_only=True):
-            front, client = batch_client(index)
-            embedder = front.embedder
-            collect(
-                book,
-                client,
-                front.cache,
-                model=embedder.model,
-                dimensions=embedder.dimensions,
-                limits=embedder.limits,
-            )
+            _collect(book, *batch_client(index))
         return book.jobs()
     finally:
         book.close()
+
+
+def _collect(book: JobBook, front: Any, client: BatchClient) -> Collected:
+    """Collect the open jobs into the cache in front of the index's embedder."""
+    embedder = front.embedder
+    return collect(
+        book,
+        client,
+        front.cache,
+        model=embedder.model,
+        dimensions=embedder.dimensions,
+        limits=embedder.limits,
+    )
 
 
 def run_batch(
@@ -183,16 +187,7 @@ def _run(
     got = Collected()
 
     def look() -> list[BatchJob]:
-        got.add(
-            collect(
-                book,
-                client,
-                front.cache,
-                model=embedder.model,
-                dimensions=embedder.dimensions,
-                limits=limits,
-            )
-        )
+        got.add(_collect(book, front, client))
         return book.jobs(open_only=True)
 
     reports: list[IndexReport] = []
