@@ -15,6 +15,10 @@ estimated cost next to the cost the server billed, the peak RSS of the indexing 
 (its decoder processes included), the index size on disk, and search latency (p50/p95 over 200
 text and image queries, the query's embedding call timed apart).
 
+With ``--batch`` each strategy also indexes the course in batch mode (Gemini's Batch API, the
+fake's jobs taking ``--batch-turnaround`` seconds): jobs, items, the reported cost against the
+interactive run's, and wall time.
+
 The segments strategy also runs its chunkers alone over the course, to set the wall time against
 the larger of (chunking alone, the quota's floor). ``--kill`` kills a run with SIGKILL at three
 random moments, runs it to the end, and checks the result against an uninterrupted run.
@@ -22,6 +26,7 @@ random moments, runs it to the end, and checks the result against an uninterrupt
     python benchmarks/course.py                  # full size: about an hour on 2 cores
     python benchmarks/course.py --scale 0.1      # a tenth
     python benchmarks/course.py --scale 0.002 --strategies keyframes --kill   # a smoke run
+    python benchmarks/course.py --scale 0.01 --strategies keyframes --batch  # batch vs interactive
 """
 
 from __future__ import annotations
@@ -184,10 +189,10 @@ MODEL = "gemini-embedding-2"
 DIMENSIONS = 768
 
 
-def _serve(conn: Any, rpm: int) -> None:
+def _serve(conn: Any, rpm: int, turnaround: float) -> None:
     from mmembed.testing import FakeGeminiServer
 
-    service = {**SERVICE, "requests_per_minute": rpm}
+    service = {**SERVICE, "requests_per_minute": rpm, "batch_turnaround": turnaround}
     with FakeGeminiServer(keep_bodies=False, **service) as server:  # type: ignore[arg-type]
         conn.send(server.base_url)
         while True:
@@ -205,6 +210,9 @@ def _serve(conn: Any, rpm: int) -> None:
                     "bytes": u.bytes_received,
                     "rate_limited": u.rate_limited,
                     "cost_usd": u.cost_usd,
+                    "batch_jobs": server.batch_creations,
+                    "batch_items": u.batch_items,
+                    "batch_cost_usd": u.batch_cost_usd,
                 }
             )
 
@@ -212,11 +220,11 @@ def _serve(conn: Any, rpm: int) -> None:
 class Service:
     """The fake service in its own process (its JSON work never competes for our GIL)."""
 
-    def __init__(self, rpm: int) -> None:
+    def __init__(self, rpm: int, turnaround: float = 0.0) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.rpm = rpm
-        self.proc = ctx.Process(target=_serve, args=(child, rpm), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, rpm, turnaround), daemon=True)
         self.proc.start()
         self.base_url = self.conn.recv()
 
@@ -257,7 +265,19 @@ def _index(ix: str, strategy: str) -> Any:
 
 def task_index(course: str, ix: str, strategy: str, dry: bool) -> dict[str, Any]:
     index = _index(ix, strategy)
-    report = index.add(course, dry_run=dry)
+    # the course lives under benchmarks/out/, which the repository's .gitignore leaves out
+    report = index.add(course, dry_run=dry, respect_ignore=False)
+    index.close()
+    out = report.to_dict()
+    out.pop("added", None)
+    out.pop("unchanged", None)
+    return out
+
+
+def task_batch(course: str, ix: str, strategy: str) -> dict[str, Any]:
+    """Index in batch mode, waiting for the jobs (polled every half second)."""
+    index = _index(ix, strategy)
+    report = index.add(course, batch=True, wait=True, poll_seconds=0.5, respect_ignore=False)
     index.close()
     out = report.to_dict()
     out.pop("added", None)
@@ -418,7 +438,12 @@ def dir_size(path: Path) -> int:
 
 
 def measure(
-    strategy: str, course: Path, manifest: dict[str, Any], service: Service, work: Path
+    strategy: str,
+    course: Path,
+    manifest: dict[str, Any],
+    service: Service,
+    work: Path,
+    batch: bool = False,
 ) -> dict[str, Any]:
     import shutil
 
@@ -458,7 +483,47 @@ def measure(
     )
     print(f"[{strategy}] searching…", file=sys.stderr, flush=True)
     row["search"] = run_child(["search", str(course), str(ix), strategy, json.dumps(manifest)], env)
+    if batch:
+        bix = work / f"ix-{strategy}-batch"
+        shutil.rmtree(bix, ignore_errors=True)
+        print(f"[{strategy}] indexing in batch mode…", file=sys.stderr, flush=True)
+        before = service.usage()
+        run = run_child(["batch", str(course), str(bix), strategy], env)
+        after = service.usage()
+        row["batch"] = {
+            "wall": run["wall"],
+            "jobs": after["batch_jobs"] - before["batch_jobs"],
+            "items": after["batch_items"] - before["batch_items"],
+            "interactive_calls": after["calls"] - before["calls"],
+            "chunks": run["chunks"],
+            "pending": len(run["pending"]),
+            "failed": len(run["failed"]),
+            "reported": run["cost_usd"] or 0.0,
+            "billed": after["batch_cost_usd"] - before["batch_cost_usd"],
+            "rss": run["peak_rss_mb"],
+        }
     return row
+
+
+def batch_lines(rows: list[dict[str, Any]], turnaround: float) -> list[str]:
+    """Batch mode against interactive mode, one line per strategy."""
+    out = []
+    for row in rows:
+        b = row.get("batch")
+        if b is None:
+            continue
+        ratio = b["reported"] / row["reported"] if row["reported"] else float("nan")
+        out.append(
+            f"{row['strategy']} in batch mode (jobs take {turnaround:g} s): {b['jobs']} jobs, "
+            f"{b['items']:,} items, {b['chunks']:,} chunks ({row['chunks']:,} interactive), "
+            f"{b['pending']} pending, {b['failed']} failed, {b['interactive_calls']} interactive "
+            f"calls; reported ${b['reported']:,.4f} (billed ${b['billed']:,.4f}) vs interactive "
+            f"${row['reported']:,.4f} = {ratio * 100:.1f} % (target ≤ 52 %): "
+            + ("met" if ratio <= 0.52 else "MISSED")
+            + f"; wall {b['wall']:.0f} s vs {row['wall']:.0f} s interactive; peak RSS "
+            f"{b['rss']:,.0f} MB"
+        )
+    return out
 
 
 def kill_check(course: Path, service: Service, work: Path, strategy: str, seed: int) -> str:
@@ -544,12 +609,21 @@ def main(argv: list[str] | None = None) -> int:
         default=int(SERVICE["requests_per_minute"]),
         help="the quota",  # type: ignore[call-overload]
     )
+    parser.add_argument("--batch", action="store_true", help="also index in batch mode")
+    parser.add_argument(
+        "--batch-turnaround",
+        type=float,
+        default=5.0,
+        help="seconds the fake's batch jobs take (5)",
+    )
     parser.add_argument("--task", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.task:
         name, *rest = args.task
         if name == "index":
             result = task_index(rest[0], rest[1], rest[2], rest[3] == "1")
+        elif name == "batch":
+            result = task_batch(rest[0], rest[1], rest[2])
         elif name == "chunk":
             result = task_chunk(rest[0], rest[1])
         else:
@@ -565,12 +639,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = OUT / "work"
     work.mkdir(parents=True, exist_ok=True)
-    service = Service(args.rpm)
+    service = Service(args.rpm, args.batch_turnaround)
     rows = []
     notes = []
     try:
         for strategy in args.strategies.split(","):
-            row = measure(strategy, root, manifest, service, work)
+            row = measure(strategy, root, manifest, service, work, args.batch)
             rows.append(row)
             search = row["search"]
             notes.append(
@@ -630,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['strategy']}: " + "; ".join(verdicts))
     print()
     print("\n".join(notes))
+    if args.batch:
+        print()
+        print("\n".join(batch_lines(rows, args.batch_turnaround)))
     return 0
 
 

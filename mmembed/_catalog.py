@@ -39,7 +39,7 @@ __all__ = [
     "span_to_row",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SELECT_CHUNK = (
     "SELECT id, path, ord, modality, span_kind, span_a, span_b, preview, content_hash, metadata"
 )
@@ -92,6 +92,24 @@ ALTER TABLE chunks ADD COLUMN text_rowid INTEGER;
 CREATE VIRTUAL TABLE chunk_text USING fts5(
     chunk_id UNINDEXED, name, body, tokenize = 'porter unicode61 remove_diacritics 2'
 );
+"""
+
+# Version 3: Batch API jobs and their items (read and written by mmembed._batch). A job's ``id``
+# is ours, sent as its display name; ``name`` is the service's, NULL while it is being created.
+_SCHEMA_3 = """
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    id TEXT PRIMARY KEY, name TEXT, state TEXT NOT NULL, task TEXT NOT NULL,
+    items INTEGER NOT NULL, failed_items INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batch_items (
+    job TEXT NOT NULL REFERENCES batch_jobs(id) ON DELETE CASCADE, ord INTEGER NOT NULL,
+    hash TEXT NOT NULL, modality TEXT NOT NULL, tokens INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job, ord)
+);
+CREATE INDEX IF NOT EXISTS batch_items_by_hash ON batch_items(hash);
 """
 
 
@@ -598,8 +616,15 @@ def _unchanged_text(path: str, sha256: str) -> str | None:
     return part.text if isinstance(part, Text) else None
 
 
+def _to_3(catalog: Catalog) -> None:
+    """Add the tables of Batch API jobs (empty: no older catalog had any)."""
+    for statement in _SCHEMA_3.split(";"):
+        if statement.strip():
+            catalog._db.execute(statement)
+
+
 #: The step that brings a catalog to each version from the one before (version 1 is the base).
-_MIGRATIONS: dict[int, Callable[[Catalog], None]] = {2: _to_2}
+_MIGRATIONS: dict[int, Callable[[Catalog], None]] = {2: _to_2, 3: _to_3}
 
 
 def _chunk(row: Sequence[Any]) -> ChunkRecord:

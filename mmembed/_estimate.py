@@ -85,8 +85,9 @@ class _Line:
 class Planner:
     """Adds files up into plan lines, from headers where the chunker is a built-in one."""
 
-    def __init__(self, limits: ModelLimits | None) -> None:
+    def __init__(self, limits: ModelLimits | None, *, batch: bool = False) -> None:
         self.limits = limits
+        self.batch = batch  # priced at the Batch API's rate
         self._lines: dict[str, _Line] = {}
 
     # -- files ------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ class Planner:
                     chunks=line.chunks,
                     calls=math.ceil(line.calls - 1e-9),
                     tokens=sum(line.tokens.values()),
-                    cost_usd=cost_usd(line.tokens, self.limits)
+                    cost_usd=cost_usd(line.tokens, self.limits, batch=self.batch)
                     if self.limits is not None
                     else None,
                     media_seconds=line.media_seconds,

@@ -237,6 +237,7 @@ class IngestContext:
         batch_size: the most chunks being embedded at once (all rounds in flight together).
         limits: the model's limits, when it publishes them.
         metadata: the user metadata for every file of the run (``None``: files keep theirs).
+        batch: the run goes through the Batch API: its plan is priced at the batch rate.
     """
 
     root: Path
@@ -249,6 +250,7 @@ class IngestContext:
     batch_size: int
     limits: ModelLimits | None
     metadata: Mapping[str, Any] | None = None
+    batch: bool = False
 
 
 class Ingest:
@@ -350,7 +352,7 @@ class Ingest:
         Raises:
             BudgetExceededError: the estimate is over ``max_cost``.
         """
-        planner = Planner(self.ctx.limits)
+        planner = Planner(self.ctx.limits, batch=self.ctx.batch)
         for path, st in self.targets.items():
             todo = self._classify(path, st, planning=True)
             if todo is None:

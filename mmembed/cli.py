@@ -32,6 +32,13 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from mmembed._batch_cli import (
+    add_index_options,
+    add_jobs_command,
+    batch_options,
+    cmd_jobs,
+    print_batch,
+)
 from mmembed._search_cli import Outcome, SearchFailure
 from mmembed.content import Modality
 from mmembed.errors import (
@@ -194,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no list of skipped files"
     )
+    add_index_options(p)
 
     s = sub.add_parser(
         "search", parents=[common], help="search the index with text, or with a file"
@@ -236,6 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--group", action="store_true", help="one result per file")
 
     sub.add_parser("info", parents=[common], help="what is in the index and how it was built")
+    add_jobs_command(sub, common)
 
     r = sub.add_parser(
         "remove", parents=[common], help="drop files or folders from the index (not from disk)"
@@ -277,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "search": _cmd_search,
         "info": _cmd_info,
         "remove": _cmd_remove,
+        "jobs": lambda a: cmd_jobs(_open_existing(a), a),
     }[args.command]
     try:
         return handler(args)
@@ -377,6 +387,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         raise _Fail(
             f"--max-cost must be a number of dollars >= 0, got {args.max_cost}", ExitCode.USAGE
         )
+    batch = batch_options(args, lambda message: _Fail(message, ExitCode.USAGE))
     options = None
     if args.video_strategy:
         if existing:
@@ -401,7 +412,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 chunk_options=options,
             )
-            report = index.add(*args.paths, dry_run=True, **_selection(args))
+            report = index.add(*args.paths, dry_run=True, **_selection(args), **batch)
             index.close()
     else:
         index = Index(
@@ -418,6 +429,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
                 progress=bar,
                 max_cost=args.max_cost,
                 **_selection(args),
+                **batch,
             )
         finally:
             if bar is not None:
@@ -484,6 +496,7 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
     print(
         "\n".join([head, *(f"  failed: {p.path}: {plain_reason(p.reason)}" for p in report.failed)])
     )
+    print_batch(report)
     if args.quiet or not report.skipped:
         return
     groups: dict[str, list[str]] = {}

@@ -31,6 +31,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._bases import Closeable
+from mmembed._batch import BatchJob
+from mmembed._batch_run import BatchReport
 from mmembed._catalog import Catalog, ChunkRecord
 from mmembed._files import write_json_atomic
 from mmembed._index_config import (
@@ -77,6 +79,8 @@ from mmembed.protocols import Embedder, PageSpan, Span, TextSpan, TimeSpan, Vect
 from mmembed.results import Result, Results
 
 __all__ = [
+    "BatchJob",
+    "BatchReport",
     "FileProblem",
     "Index",
     "IndexLockedError",
@@ -492,6 +496,12 @@ class Index(Closeable):
         respect_ignore: bool = True,
         metadata: Mapping[str, Any] | None = None,
         max_cost: float | None = None,
+        batch: bool = False,
+        wait: bool = False,
+        resubmit: bool = False,
+        poll_seconds: float = 30.0,
+        wait_timeout: float | None = None,
+        show_jobs: Callable[[list[BatchJob]], None] | None = None,
     ) -> IndexReport:
         """Index files and folders; reindex what changed; drop what disappeared from a folder.
 
@@ -520,6 +530,18 @@ class Index(Closeable):
             exclude: glob patterns of files and folders to leave out, e.g. ``["drafts/"]``.
             respect_ignore: leave out what ``.gitignore`` and ``.mmembedignore`` files in the
                 folders (and above them, up to the top of a git repository) say, as git does.
+            batch: embed through Gemini's Batch API, at half the price, with a turnaround
+                of up to a day, instead of now. A batch run commits what earlier
+                jobs returned, submits what is left as jobs (remembered in the catalog: an
+                item is never in two open jobs, across restarts and crashes) and returns a
+                :class:`~mmembed._batch_run.BatchReport` with the files still ``pending``.
+                Run it again (or :meth:`jobs`) to collect; see docs/index-and-cli.md.
+            wait: in batch mode, wait for the jobs (polling every ``poll_seconds``, up to
+                ``wait_timeout`` seconds) and commit their results before returning; items
+                that failed inside a job are resubmitted meanwhile.
+            resubmit: in batch mode, put the items of failed, cancelled or expired jobs into
+                new jobs (they are otherwise left out and reported).
+            show_jobs: in batch mode with ``wait``, called with the open jobs at each poll.
 
         Files left out by ``include``, ``exclude`` or ignore files are not read, not reported as
         failed or skipped (only counted in :attr:`IndexReport.ignored`), and, when indexed
@@ -539,14 +561,18 @@ class Index(Closeable):
         checked = check_add_metadata(metadata) if metadata is not None else None
         if max_cost is not None and not max_cost >= 0:
             raise ConfigurationError(f"max_cost must be a number of dollars >= 0, got {max_cost}")
+        if (wait or resubmit) and not batch:
+            raise ConfigurationError("wait and resubmit go with batch=True (the Batch API)")
         started = time.perf_counter()
-        with self._lock:
+
+        def one_pass(context: IngestContext, first: bool) -> IndexReport:
             self._replay(self._store)
-            context = dataclasses.replace(self._ingest_context(), metadata=checked)
-            run = Ingest(context, dry_run=dry_run, progress=progress, max_cost=max_cost)
+            run = Ingest(
+                context, dry_run=dry_run, progress=progress, max_cost=max_cost if first else None
+            )
             try:
                 run.walk(paths, select)
-                if dry_run or max_cost is not None:
+                if dry_run or (max_cost is not None and first):
                     run.plan()
                 if not dry_run:
                     run.process()
@@ -554,7 +580,38 @@ class Index(Closeable):
                 if not dry_run:
                     self._replay(self._store)
                     self._save_store()
-        return run.report(time.perf_counter() - started)
+            return run.report(time.perf_counter() - started)
+
+        with self._lock:
+            if batch and not dry_run:
+                from mmembed._batch_run import run_batch
+
+                return run_batch(
+                    self,
+                    one_pass,
+                    metadata=checked,
+                    wait=wait,
+                    resubmit=resubmit,
+                    poll_seconds=poll_seconds,
+                    wait_timeout=wait_timeout,
+                    show_jobs=show_jobs,
+                    started=started,
+                )
+            context = dataclasses.replace(self._ingest_context(), metadata=checked, batch=batch)
+            return one_pass(context, True)
+
+    def jobs(self, *, refresh: bool = True) -> list[BatchJob]:
+        """The index's Batch API jobs, oldest first (see ``add(..., batch=True)``).
+
+        With ``refresh``, the service is asked about every open job first, and the results of
+        finished ones go into the index's cache (the next batch run commits them without
+        paying again). Each :class:`~mmembed._batch.BatchJob` has its state, item counts, cost
+        and :attr:`~mmembed._batch.BatchJob.advice`: what to do about it.
+        """
+        from mmembed._batch_run import index_jobs
+
+        with self._lock:
+            return index_jobs(self, refresh=refresh)
 
     def remove(self, *paths: str | os.PathLike[str]) -> list[str]:
         """Drop files (or every file under folders) from the index; the files stay on disk.

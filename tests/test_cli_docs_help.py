@@ -21,6 +21,7 @@ def test_the_page_shows_the_help_of_every_command() -> None:
         "mmembed search --help",
         "mmembed info --help",
         "mmembed remove --help",
+        "mmembed jobs --help",
     }
 
 

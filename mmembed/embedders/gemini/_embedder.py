@@ -403,14 +403,7 @@ class GeminiEmbedder(Closeable):
         while the last reply is read.
         """
         try:
-            uploaded = yield from upload_steps(
-                [it for it in batch if it.upload],
-                transport=self._transport,
-                uploads=self._uploads,
-                retry=self._retry,
-                wait_seconds=self._file_wait,
-                redact=self._redact,
-            )
+            uploaded = yield from self._upload(batch)
             build = partial(self._transport.request, batch, uploaded, task)
             # reading media files and base64 belong off the event loop
             request = (yield Work(build)) if any(it.inline_bytes for it in batch) else build()
@@ -421,6 +414,17 @@ class GeminiEmbedder(Closeable):
             if named is err:
                 raise
             raise named from err
+
+    def _upload(self, batch: list[Item]) -> Steps[dict[str, tuple[str, str]]]:
+        """The steps that upload the media of ``batch`` that go through the Files API."""
+        return upload_steps(
+            [it for it in batch if it.upload],
+            transport=self._transport,
+            uploads=self._uploads,
+            retry=self._retry,
+            wait_seconds=self._file_wait,
+            redact=self._redact,
+        )
 
     def _retry(self, call: Call, n_items: int) -> Steps[Any]:
         return retrying(call, self._policy, self._translate, n_items)

@@ -39,7 +39,7 @@ from mmembed.limits import ModelLimits
 if TYPE_CHECKING:
     from google import genai
 
-__all__ = ["RawTransport", "SdkTransport", "Transport", "open_transport"]
+__all__ = ["RawTransport", "SdkTransport", "Transport", "open_transport", "sdk_contents"]
 
 # a file already uploaded: sha256 of its bytes -> (file uri, mime type)
 Uploaded = Mapping[str, tuple[str, str]]
@@ -140,20 +140,7 @@ class SdkTransport(Transport):
 
     def request(self, batch: list[Item], uploaded: Uploaded, task: Task) -> Any:
         types = self._types
-        contents: list[Any] = []
-        for item in batch:
-            parts: list[Any] = []
-            text_iter = iter(item.texts)
-            for part in item.parts:
-                if isinstance(part, Text):
-                    parts.append(types.Part(text=next(text_iter)))
-                elif item.upload:
-                    uri, mime = uploaded[part.sha256()]
-                    parts.append(types.Part(file_data=types.FileData(file_uri=uri, mime_type=mime)))
-                else:
-                    blob = types.Blob(data=part.read_bytes(), mime_type=part.mime_type)
-                    parts.append(types.Part(inline_data=blob))
-            contents.append(types.Content(parts=parts))
+        contents = sdk_contents(types, batch, uploaded)
         config = types.EmbedContentConfig(
             output_dimensionality=self._dimensions,
             task_type=task_type(task, self._limits),
@@ -219,6 +206,25 @@ class RawTransport(Transport):
             return str((await api.async_request("post", path, request, options)).body or "")
 
         return Call(run, arun)
+
+
+def sdk_contents(types: Any, batch: list[Item], uploaded: Uploaded) -> list[Any]:
+    """One ``types.Content`` per item (the SDK's public form, used by the Batch API too)."""
+    contents: list[Any] = []
+    for item in batch:
+        parts: list[Any] = []
+        text_iter = iter(item.texts)
+        for part in item.parts:
+            if isinstance(part, Text):
+                parts.append(types.Part(text=next(text_iter)))
+            elif item.upload:
+                uri, mime = uploaded[part.sha256()]
+                parts.append(types.Part(file_data=types.FileData(file_uri=uri, mime_type=mime)))
+            else:
+                blob = types.Blob(data=part.read_bytes(), mime_type=part.mime_type)
+                parts.append(types.Part(inline_data=blob))
+        contents.append(types.Content(parts=parts))
+    return contents
 
 
 def open_transport(

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from mmembed.testing._fake_gemini._batches import RawBytes
 from mmembed.testing._fake_gemini._wire import (
     _EMBED_PATH,
     _FILE_PATH,
@@ -161,6 +162,12 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     fake._delete_file(m.group("id"))
                     answer = {}
+            elif _looks_like_batch(path):
+                fake._check_key(headers, query)
+                served = fake._serve_batch(method, path, body)
+                if served is None:
+                    raise _ApiError(404, f"The requested URL {path} was not found on this server.")
+                endpoint, answer = served
             else:
                 raise _ApiError(404, f"The requested URL {path} was not found on this server.")
         except _ApiError as err:
@@ -200,10 +207,12 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _send(self, status: int, answer: Any, extra: Mapping[str, str]) -> None:
-        payload = _encode(answer).encode()
+        raw = isinstance(answer, RawBytes)
+        payload = answer.data if isinstance(answer, RawBytes) else _encode(answer).encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            kind = "application/octet-stream" if raw else "application/json; charset=UTF-8"
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(payload)))
             for k, v in extra.items():
                 self.send_header(k, v)
@@ -211,3 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (its timeout); nothing to do
+
+
+def _looks_like_batch(path: str) -> bool:
+    return ":asyncBatchEmbedContent" in path or "/batches" in path or path.endswith(":download")

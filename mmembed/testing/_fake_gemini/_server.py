@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mmembed.content import Modality
 from mmembed.errors import ConfigurationError, MMEmbedError
 from mmembed.limits import cost_usd, limits_for
-from mmembed.testing._fake_gemini._embedding import EmbeddingEndpoints
+from mmembed.testing._fake_gemini._batches import BatchEndpoints
 from mmembed.testing._fake_gemini._files import FilesEndpoints
 from mmembed.testing._fake_gemini._http import _Handler, _HTTPServer
 from mmembed.testing._fake_gemini._wire import (
@@ -59,6 +59,9 @@ class FakeGeminiUsage:
         rate_limited: calls refused with 429 for ``requests_per_minute``.
         tokens_by_modality: input tokens billed, by modality.
         cost_usd: the price of those tokens at the model's list prices.
+        batch_items: items answered inside Batch API jobs (not counted in ``items``).
+        batch_tokens_by_modality: their input tokens, by modality.
+        batch_cost_usd: their price at the Batch API's rate (half the list price).
     """
 
     calls: int = 0
@@ -68,9 +71,14 @@ class FakeGeminiUsage:
     rate_limited: int = 0
     tokens_by_modality: Mapping[Modality, int] = field(default_factory=lambda: MappingProxyType({}))
     cost_usd: float = 0.0
+    batch_items: int = 0
+    batch_tokens_by_modality: Mapping[Modality, int] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    batch_cost_usd: float = 0.0
 
 
-class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
+class FakeGeminiServer(BatchEndpoints, FilesEndpoints):
     """A Gemini embedding API on 127.0.0.1 for offline tests of code that uses google-genai.
 
     Identical content always gives the identical vector (whatever the key casing or base64
@@ -101,6 +109,9 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
             default. Larger media must come through the Files API.
         keep_bodies: keep each request's parsed body in :attr:`requests`; ``False`` keeps only
             sizes and item counts, so a long benchmark does not hold every byte it was sent.
+        batch_turnaround: seconds a Batch API job takes from its creation to its end (PENDING
+            for the first half, RUNNING for the second); see :meth:`fail_batch_items`,
+            :meth:`end_next_batch` and :attr:`batch_creations`.
 
     >>> with FakeGeminiServer() as server:
     ...     client = server.client()
@@ -130,6 +141,7 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
         requests_per_minute: int | None = None,
         max_inline_bytes: int | None = None,
         keep_bodies: bool = True,
+        batch_turnaround: float = 0.0,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ConfigurationError(f"FakeGeminiServer listens on loopback only, got {host!r}")
@@ -157,6 +169,16 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
             raise ConfigurationError(f"max_inline_bytes must be positive, got {max_inline_bytes}")
         self.max_inline_bytes = max_inline_bytes
         self.keep_bodies = keep_bodies
+        if not batch_turnaround >= 0:
+            raise ConfigurationError(
+                f"batch_turnaround must be >= 0 seconds, got {batch_turnaround}"
+            )
+        self.batch_turnaround = float(batch_turnaround)
+        self._batch_jobs = {}
+        self._batch_next = {}
+        self._batch_created = 0
+        self._batch_billed = {}
+        self._batch_compute = threading.Lock()
         self._admitted: deque[float] = deque()  # arrival times of calls let in, last 60 s
         self._rate_limited = 0
         self._billed: dict[str, dict[str, int]] = {}
@@ -276,6 +298,7 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
             self._requests.clear()
             self._faults.clear()
             self._billed.clear()
+            self._batch_billed.clear()
             self._rate_limited = 0
             self._admitted.clear()
             self._max_in_flight = self._in_flight
@@ -347,6 +370,7 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
         """
         with self._lock:
             billed = {m: dict(b) for m, b in self._billed.items()}
+            batch_billed = {m: dict(b) for m, b in self._batch_billed.items()}
             requests = list(self._requests)
             limited = self._rate_limited
         tokens: dict[Modality, int] = {}
@@ -359,6 +383,15 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
             for modality, n in by.items():
                 tokens[modality] = tokens.get(modality, 0) + n
             cost += cost_usd(by, limits_for(model))
+        batch_tokens: dict[Modality, int] = {}
+        batch_items = 0
+        batch_cost = 0.0
+        for model, bill in batch_billed.items():
+            batch_items += bill.pop("#items", 0)
+            by = {_SERVICE_MODALITY.get(name, Modality.TEXT): n for name, n in bill.items()}
+            for modality, n in by.items():
+                batch_tokens[modality] = batch_tokens.get(modality, 0) + n
+            batch_cost += cost_usd(by, limits_for(model), batch=True)
         embed = [r for r in requests if r.endpoint in ("batchEmbedContents", "embedContent")]
         return FakeGeminiUsage(
             calls=calls,
@@ -368,6 +401,9 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
             rate_limited=limited,
             tokens_by_modality=MappingProxyType(tokens),
             cost_usd=cost,
+            batch_items=batch_items,
+            batch_tokens_by_modality=MappingProxyType(batch_tokens),
+            batch_cost_usd=batch_cost,
         )
 
     def _latency_for(self, body: Any) -> float:
