@@ -296,8 +296,10 @@ def test_searches_report_to_their_race(monkeypatch: pytest.MonkeyPatch, faiss_th
         assert key[0] == faiss_threads
         assert set(race._times) == ({"scan", "blas"} if key[1] <= 3 else {"blas", "wide"})
         counts = sorted(len(times) for times in race._times.values())
-        # four batch sizes (4-7) share one race: 32 searches
-        assert counts == ([3, 5] if key[1] != 4 else [5, 5]), (key, race._times)
+        if key[1] == 4:  # four batch sizes (4-7) share one race: 32 searches, 5 kept each
+            assert counts == [5, 5], (key, race._times)
+        else:  # 8 searches: 3 of each first, then the faster of the moment
+            assert counts[0] >= 3 and sum(counts) == 8, (key, race._times)
     monkeypatch.setattr(kernels, "_RACES", {})
     monkeypatch.setattr(kernels, "_RACE_BYTES", 1 << 22)
     kernels.knn(QUERIES[:1], VECTORS, K)
