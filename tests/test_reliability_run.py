@@ -1,0 +1,150 @@
+"""A run under attack: hostile index folders, API faults, odd file names, paid work.
+
+Each test reproduces a way a run went wrong (a write through a planted link, files dropped
+from a run, a file name that blocked a folder, answered items sent again) and checks it holds
+now. Everything runs against the real google-genai SDK and FakeGeminiServer on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mmembed import GeminiEmbedder, Index
+from mmembed.cli import ExitCode, main
+from mmembed.errors import AuthenticationError, EmbeddingError, RateLimitError
+from mmembed.index import IndexProgress
+from mmembed.testing import FakeGeminiServer
+
+DAILY = "GenerateRequestsPerDayPerProjectPerModel"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGeminiServer]:
+    with FakeGeminiServer() as fake:
+        for key, value in fake.env().items():
+            monkeypatch.setenv(key, value)
+        yield fake
+
+
+def notes(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"note{i:03d}.txt"
+        path.write_text(f"note {i}: a paragraph about topic {i * 7} and nothing else\n")
+        paths.append(path)
+    return paths
+
+
+def fast_gemini(**kw: object) -> GeminiEmbedder:
+    options: dict[str, object] = {
+        "max_retries": 1,
+        "retry_initial_delay": 0.01,
+        "retry_max_delay": 0.02,
+        **kw,
+    }
+    return GeminiEmbedder(**options)  # type: ignore[arg-type]
+
+
+def catalog_status(index_dir: Path) -> dict[str, str]:
+    db = sqlite3.connect(index_dir / "catalog.sqlite")
+    try:
+        return dict(db.execute("SELECT path, status FROM files").fetchall())
+    finally:
+        db.close()
+
+
+# -- 2. no file silently dropped from a run -------------------------------------------------------
+
+FAULTS = {
+    "403": (AuthenticationError, {"status": 403}),
+    "401": (AuthenticationError, {"status": 401}),
+    "daily-429": (RateLimitError, {"status": 429, "quota_id": DAILY}),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize("after_files", [0, 100])
+def test_a_key_or_quota_failure_stops_the_run_and_says_what_is_left(
+    tmp_path: Path, server: FakeGeminiServer, fault: str, after_files: int
+) -> None:
+    error, knobs = FAULTS[fault]
+    files = notes(tmp_path / "notes", 300)
+    index = Index(tmp_path / "ix", embedder=fast_gemini(), batch_size=50)
+
+    armed: list[int] = []
+
+    def progress(event: IndexProgress) -> None:
+        if event.files_done >= after_files and not armed:
+            armed.append(1)
+            server.fail_next(**knobs)  # type: ignore[arg-type]
+
+    with pytest.raises(error) as caught:
+        index.add(tmp_path / "notes", progress=progress)
+    status = catalog_status(tmp_path / "ix")
+    # nothing recorded as failed for the key's or the quota's sake; what is left is said
+    assert set(status.values()) <= {"indexed"}
+    left = 300 - len(status)
+    assert f"{left} of 300 files left to do" in str(caught.value)
+    assert "run the same command again" in str(caught.value)
+    # the next run finishes the job
+    report = index.add(tmp_path / "notes")
+    assert not report.failed
+    assert len(report.added) + len(report.unchanged) == 300
+    assert len(report.added) == left
+    assert set(catalog_status(tmp_path / "ix")) == {str(p) for p in files}
+    index.close()
+
+
+def test_a_429_storm_with_small_rounds_drops_no_file(
+    tmp_path: Path, server: FakeGeminiServer
+) -> None:
+    files = notes(tmp_path / "notes", 300)
+    index = Index(tmp_path / "ix", embedder=fast_gemini(), batch_size=50)
+    storm: list[int] = []
+
+    def progress(event: IndexProgress) -> None:
+        if event.files_done >= 100 and not storm:
+            storm.append(1)
+            server.rate_limit_next(40, retry_delay=0.01)
+
+    with pytest.raises(RateLimitError) as caught:
+        index.add(tmp_path / "notes", progress=progress)
+    status = catalog_status(tmp_path / "ix")
+    assert set(status.values()) == {"indexed"}
+    assert 100 <= len(status) < 300
+    assert f"{300 - len(status)} of 300 files left to do" in str(caught.value)
+    server.reset()
+    report = index.add(tmp_path / "notes")
+    assert (len(report.added), len(report.unchanged), report.failed) == (
+        300 - len(status),
+        len(status),
+        (),
+    )
+    assert set(catalog_status(tmp_path / "ix")) == {str(p) for p in files}
+    index.close()
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_the_cli_exits_5_on_a_key_or_quota_stop_and_a_rerun_finishes(
+    tmp_path: Path,
+    server: FakeGeminiServer,
+    capsys: pytest.CaptureFixture[str],
+    fault: str,
+) -> None:
+    notes(tmp_path / "notes", 300)
+    ix = str(tmp_path / "ix")
+    args = ["index", str(tmp_path / "notes"), "--index", ix, "--batch-size", "50"]
+    server.fail_next(**FAULTS[fault][1])  # type: ignore[arg-type]
+    assert main(args) == ExitCode.EMBEDDING
+    err = capsys.readouterr().err
+    assert "300 of 300 files left to do" in err
+    assert "Traceback" not in err
+    assert main(args) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert out.startswith("added 300, replaced 0, unchanged 0, removed 0, failed 0, skipped 0")
+    assert issubclass(FAULTS[fault][0], EmbeddingError)
