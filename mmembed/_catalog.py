@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._files import SQLITE_SIDECARS, refuse_links
 from mmembed.errors import CorruptStoreError, MMEmbedError, StoreError
 from mmembed.protocols import PageSpan, Span, TextSpan, TimeSpan
 
@@ -52,6 +53,8 @@ _SELECT_FILE = (
 _CHUNKS_AND_FILES = "SELECT c.id FROM chunks AS c JOIN files AS f ON f.path = c.path WHERE "
 
 # Version 1: the tables every later version starts from.
+# the tables of a catalog (besides the keyword index, chunk_text*)
+_TABLES = frozenset({"meta", "files", "chunks", "changes"})
 _SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -160,8 +163,10 @@ class Catalog:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        refuse_links(*(f"{self.path}{suffix}" for suffix in SQLITE_SIDECARS))
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._refuse_foreign()
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed file survives power loss, not only a killed process
             self._db.execute("PRAGMA synchronous=FULL")
@@ -172,6 +177,23 @@ class Catalog:
                 f"{self.path} is not a readable mmembed catalog ({exc}); delete the index "
                 "directory and index again"
             ) from exc
+
+    def _refuse_foreign(self) -> None:
+        """Refuse an SQLite database mmembed did not write, before anything is changed in it."""
+        tables = {
+            str(row[0])
+            for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        foreign = sorted(
+            t for t in tables if t not in _TABLES and not t.startswith(("chunk_text", "sqlite_"))
+        )
+        if foreign or (tables and "meta" not in tables):
+            self._db.close()
+            shown = ", ".join((foreign or sorted(tables))[:5])
+            raise CorruptStoreError(
+                f"{self.path} is an SQLite database that mmembed did not write (tables: {shown}); "
+                "it was left as it is. Move it out of the index directory, or use another index"
+            )
 
     def _migrate(self) -> None:
         """Create the tables of a new catalog, or bring an older one up to this version."""

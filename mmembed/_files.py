@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mmembed.errors import CorruptStoreError
+
 __all__ = [
     "HASH_BLOCK",
     "fsync_dir",
@@ -111,3 +113,23 @@ def open_new(path: str | os.PathLike[str]) -> BinaryIO:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
     return os.fdopen(fd, "wb")
+
+
+# the files SQLite keeps beside a database: written as the database is
+SQLITE_SIDECARS = ("", "-wal", "-shm", "-journal")
+
+
+def refuse_links(*paths: str | os.PathLike[str]) -> None:
+    """Refuse any of ``paths`` that is a symbolic link: mmembed never writes through one.
+
+    For the files and folders of an index: a planted link would make a write land outside it.
+
+    Raises:
+        CorruptStoreError: one of ``paths`` is a symbolic link.
+    """
+    for path in paths:
+        if os.path.islink(path):
+            raise CorruptStoreError(
+                f"{path} is a symbolic link; mmembed never writes through one, so it does not use "
+                "it. Put the file or folder itself there (or remove the link) and try again"
+            )

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from mmembed._bases import Closeable
 from mmembed._catalog import Catalog, ChunkRecord
-from mmembed._files import write_json_atomic
+from mmembed._files import SQLITE_SIDECARS, refuse_links, write_json_atomic
 from mmembed._index_config import (
     CONFIG_VERSION,
     Chunkers,
@@ -255,6 +255,11 @@ class Index(Closeable):
 
         # -- files ----------------------------------------------------------------------------
         self.path.mkdir(parents=True, exist_ok=True)
+        # nothing in the folder is followed for writing (the lock and the catalog check theirs)
+        refuse_links(
+            *(self.path / f"cache.sqlite{suffix}" for suffix in SQLITE_SIDECARS),
+            self.path / "store",
+        )
         self._lock = WriterLock(self.path / "lock")
         self._catalog = Catalog(self.path / "catalog.sqlite")
         self._keywords = KeywordReader(self.path / "catalog.sqlite")

@@ -58,7 +58,7 @@ def catalog_status(index_dir: Path) -> dict[str, str]:
         db.close()
 
 
-# -- 2. no file silently dropped from a run -------------------------------------------------------
+# -- 2. no file silently dropped from a run --------------------------------------------------------
 
 FAULTS = {
     "403": (AuthenticationError, {"status": 403}),
@@ -148,3 +148,100 @@ def test_the_cli_exits_5_on_a_key_or_quota_stop_and_a_rerun_finishes(
     out = capsys.readouterr().out
     assert out.startswith("added 300, replaced 0, unchanged 0, removed 0, failed 0, skipped 0")
     assert issubclass(FAULTS[fault][0], EmbeddingError)
+
+
+# -- 1. nothing in an index folder is followed for writing ----------------------------------------
+
+PLANTED = [
+    "lock",
+    "store/LOCK",
+    "catalog.sqlite",
+    "catalog.sqlite-wal",
+    "catalog.sqlite-shm",
+    "cache.sqlite",
+    "cache.sqlite-wal",
+    "store",
+    "config.json",
+    "store.json",
+]
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def victim_for(name: str, outside: Path, original: Path) -> Path:
+    """Something outside the index for a link planted at ``name`` to point at."""
+    outside.mkdir(exist_ok=True)
+    if name == "store":
+        target = outside / "elsewhere"
+        target.mkdir()
+        (target / "keep.txt").write_text("precious")
+    elif name.endswith(".sqlite"):
+        target = outside / "other.sqlite"
+        db = sqlite3.connect(target)
+        db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT)")
+        db.execute("INSERT INTO accounts (owner) VALUES ('someone')")
+        db.commit()
+        db.close()
+    elif name.endswith(".json"):
+        target = outside / "copy.json"
+        target.write_bytes(original.read_bytes())  # a valid file: only writing would show
+    else:
+        target = outside / "victim.txt"
+        target.write_text("precious\n")
+    return target
+
+
+@pytest.mark.parametrize("name", PLANTED)
+def test_a_link_planted_in_the_index_is_never_written_through(
+    tmp_path: Path, server: FakeGeminiServer, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    notes(tmp_path / "notes", 3)
+    ix = tmp_path / "ix"
+    args = ["index", str(tmp_path / "notes"), "--index", str(ix)]
+    assert main(args) == ExitCode.OK
+    planted = ix / name
+    victim = victim_for(name, tmp_path / "outside", planted)
+    if planted.is_dir():
+        import shutil
+
+        shutil.rmtree(planted)
+    else:
+        planted.unlink(missing_ok=True)
+    planted.symlink_to(victim)
+    before = snapshot(victim)
+    (tmp_path / "notes" / "new.txt").write_text("a new note to index")
+    capsys.readouterr()
+    code = main(args)
+    err = capsys.readouterr().err
+    assert snapshot(victim) == before  # nothing written through the link
+    assert not list((tmp_path / "outside").glob("*-wal"))
+    assert "Traceback" not in err
+    if name.endswith(".json"):
+        # replaced, never followed: the index works on, with a file of its own there
+        assert code == ExitCode.OK
+    else:
+        assert code == ExitCode.INDEX
+        assert "symbolic link" in err
+        assert planted.is_symlink()
+
+
+def test_a_foreign_sqlite_database_is_refused_not_adopted(
+    tmp_path: Path, server: FakeGeminiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes(tmp_path / "notes", 3)
+    ix = tmp_path / "ix"
+    ix.mkdir()
+    foreign = victim_for("catalog.sqlite", tmp_path, ix)
+    (ix / "catalog.sqlite").write_bytes(foreign.read_bytes())
+    before = (ix / "catalog.sqlite").read_bytes()
+    index_args = ["index", str(tmp_path / "notes"), "--index", str(ix)]
+    assert main(index_args) == ExitCode.INDEX
+    err = capsys.readouterr().err
+    assert "did not write" in err
+    assert "accounts" in err
+    assert (ix / "catalog.sqlite").read_bytes() == before
+    assert not (ix / "catalog.sqlite-wal").exists()
