@@ -416,7 +416,7 @@ class Catalog:
         sql += " ORDER BY score LIMIT ?"
         params.append(int(k))
         try:
-            rows = self._db.execute(sql, params).fetchall()
+            rows = self._db.execute(sql, [_storable(p) for p in params]).fetchall()
         except sqlite3.OperationalError as exc:
             raise StoreError(f"index catalog {self.path}: keyword search failed: {exc}") from exc
         return [(str(r[0]), -float(r[1])) for r in rows]
@@ -510,7 +510,7 @@ class Catalog:
 
     def _q(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
-            return self._db.execute(sql, tuple(params))
+            return self._db.execute(sql, tuple(_storable(p) for p in params))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"index catalog {self.path}: {exc}") from exc
 
@@ -635,3 +635,15 @@ def _chunk(row: Sequence[Any]) -> ChunkRecord:
         content_hash=row[8],
         metadata=json.loads(row[9]),
     )
+
+
+def _storable(value: Any) -> Any:
+    """A query value SQLite can take. A path whose name is not UTF-8 (lone surrogates) is never
+    in the catalog (the walk skips it), so it becomes a value no stored path equals or is below
+    (paths hold no NUL)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "\0" + value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value

@@ -7,7 +7,11 @@ now. Everything runs against the real google-genai SDK and FakeGeminiServer on 1
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,3 +249,91 @@ def test_a_foreign_sqlite_database_is_refused_not_adopted(
     assert "accounts" in err
     assert (ix / "catalog.sqlite").read_bytes() == before
     assert not (ix / "catalog.sqlite-wal").exists()
+
+
+# -- 3. odd file names: indexed or skipped with a reason, printed safely --------------------------
+
+ODD_OK = ["plain.txt", "new\nline.txt", "\u202eevil.txt", "\x1b[31mred.txt", "tab\there.txt"]
+
+
+def odd_folder(root: Path) -> Path:
+    folder = root / "odd"
+    folder.mkdir()
+    for i, name in enumerate(ODD_OK):
+        (folder / name).write_text(f"odd name number {i}")
+    raw = os.fsencode(folder)
+    with open(raw + b"/\xff.txt", "wb") as fh:
+        fh.write(b"a file whose name is not UTF-8")
+    os.mkdir(raw + b"/dir\xfe")
+    with open(raw + b"/dir\xfe/inside.txt", "wb") as fh:
+        fh.write(b"a file in a folder whose name is not UTF-8")
+    return folder
+
+
+def mmembed_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """The command as a user runs it: strict UTF-8 output, nothing captured in-process."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "MMEMBED_HELPER": "off"}
+    return subprocess.run(
+        [sys.executable, "-m", "mmembed", *args], capture_output=True, env=env, timeout=120
+    )
+
+
+def assert_safe_terminal_text(data: bytes) -> str:
+    text = data.decode("utf-8")  # strict: nothing but UTF-8 was written
+    assert "Traceback" not in text
+    for ch in ("\u202e", "\x1b", "\t", "\r"):
+        assert ch not in text
+    return text
+
+
+def test_odd_file_names_never_block_a_folder_nor_break_the_terminal(
+    tmp_path: Path, server: FakeGeminiServer
+) -> None:
+    folder = odd_folder(tmp_path)
+    ix = str(tmp_path / "ix")
+    done = mmembed_cli("index", str(folder), "--index", ix)
+    assert done.returncode == ExitCode.OK, done.stderr
+    out = assert_safe_terminal_text(done.stdout)
+    err = assert_safe_terminal_text(done.stderr)
+    assert out.startswith("added 5, replaced 0, unchanged 0, removed 0, failed 0, skipped 2")
+    assert "\\xff.txt" in err
+    assert "dir\\xfe" in err
+    assert "not valid UTF-8" in err
+    # the catalog holds the five names as they are, and nothing it cannot store
+    assert sorted(catalog_status(tmp_path / "ix")) == sorted(str(folder / n) for n in ODD_OK)
+    # a re-run is not blocked either
+    again = mmembed_cli("index", str(folder), "--index", ix)
+    assert again.returncode == ExitCode.OK
+    assert assert_safe_terminal_text(again.stdout).startswith(
+        "added 0, replaced 0, unchanged 5, removed 0, failed 0, skipped 2"
+    )
+    # every odd name is one escaped line of the search table
+    found = mmembed_cli("search", "odd name number", "--index", ix, "-k", "10")
+    assert found.returncode == ExitCode.OK
+    table = assert_safe_terminal_text(found.stdout).splitlines()
+    assert len(table) == 1 + 5
+    assert any("new\\nline.txt" in line for line in table)
+    assert any("\\u202eevil.txt" in line for line in table)
+    assert any("\\x1b[31mred.txt" in line for line in table)
+    # --json keeps the names exactly: the bytes come back through os.fsencode
+    data = mmembed_cli("index", str(folder), "--index", ix, "--json")
+    report = json.loads(data.stdout)
+    skipped = {os.fsencode(p["path"]) for p in report["skipped"]}
+    assert skipped == {os.fsencode(folder) + b"/\xff.txt", os.fsencode(folder) + b"/dir\xfe"}
+    removed = mmembed_cli("remove", str(folder / "new\nline.txt"), "--index", ix)
+    assert removed.returncode == ExitCode.OK
+    assert assert_safe_terminal_text(removed.stdout).strip().endswith("new\\nline.txt")
+
+
+def test_a_name_that_is_not_utf8_given_by_name_is_skipped_with_its_reason(
+    tmp_path: Path, server: FakeGeminiServer
+) -> None:
+    folder = odd_folder(tmp_path)
+    index = Index(tmp_path / "ix", embedder=fast_gemini())
+    bad = os.fsdecode(os.fsencode(folder) + b"/\xff.txt")
+    report = index.add(bad)
+    assert [p.path for p in report.skipped] == [bad]
+    assert "not valid UTF-8" in report.skipped[0].reason
+    assert index.remove(bad) == []
+    assert len(index.search("odd", where={"source": bad})) == 0
+    index.close()
