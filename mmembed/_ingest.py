@@ -652,20 +652,21 @@ class Ingest:
             files = {id(p): p for p, _ in entries}
             if len(files) == 1:
                 return [None] * len(items), {id(entries[0][0]): _reason(exc, entries[0][0].path)}
-        # find the culprit: embed file by file (the cache keeps what already succeeded)
+        # find the culprit: embed each half of the round's files, and halve again where a half
+        # fails; a bad file is found in about 2*log2(files) calls, and the replies that came
+        # back are in the cache, so no answered item is paid for again
+        order = list(dict.fromkeys(id(p) for p, _ in entries))
+        first = set(order[: len(order) // 2])
         out: list[NDArray[np.float32] | None] = [None] * len(items)
         errors: dict[int, str] = {}
-        by_file: dict[int, list[int]] = {}
-        for j, (pending, _) in enumerate(entries):
-            by_file.setdefault(id(pending), []).append(j)
-        for key, positions in by_file.items():
+        for in_first in (True, False):
+            positions = [j for j, (p, _) in enumerate(entries) if (id(p) in first) == in_first]
             got, bad = self._embed_round(
                 [entries[j] for j in positions], [items[j] for j in positions]
             )
             errors.update(bad)
-            if key not in bad:
-                for j, vector in zip(positions, got, strict=True):
-                    out[j] = vector
+            for j, vector in zip(positions, got, strict=True):
+                out[j] = vector
         return out, errors
 
     def _commit_ready(self) -> None:

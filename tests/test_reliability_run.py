@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mmembed import GeminiEmbedder, Index
+from mmembed.cache import CachedEmbedder, EmbeddingCache
 from mmembed.cli import ExitCode, main
 from mmembed.errors import AuthenticationError, EmbeddingError, RateLimitError
 from mmembed.index import IndexProgress
@@ -337,3 +342,122 @@ def test_a_name_that_is_not_utf8_given_by_name_is_skipped_with_its_reason(
     assert index.remove(bad) == []
     assert len(index.search("odd", where={"source": bad})) == 0
     index.close()
+
+
+# -- 4. answered work is never paid for again ------------------------------------------------------
+
+
+def texts_of(body: object) -> Iterator[str]:
+    if isinstance(body, dict):
+        for key, inner in body.items():
+            if key == "text" and isinstance(inner, str):
+                yield inner
+            else:
+                yield from texts_of(inner)
+    elif isinstance(body, list):
+        for inner in body:
+            yield from texts_of(inner)
+
+
+def answered(server: FakeGeminiServer) -> Counter[str]:
+    """How many times each text was answered (paid for)."""
+    return Counter(t for r in server.embed_requests if r.status == 200 for t in texts_of(r.body))
+
+
+def small_calls() -> GeminiEmbedder:
+    # ten items per call, four calls at once: one round of 100 chunks is ten calls
+    return fast_gemini(batch_size=10, concurrency=4)
+
+
+def test_each_reply_is_in_the_cache_as_soon_as_it_arrives(
+    tmp_path: Path, server: FakeGeminiServer
+) -> None:
+    cache = EmbeddingCache(tmp_path / "cache.sqlite")
+    embedder = CachedEmbedder(small_calls(), cache)
+    server.slow_next(1, seconds=4.0)
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (embedder.embed([f"text {i}" for i in range(100)]), done.set())
+    )
+    worker.start()
+    deadline = time.monotonic() + 3.0
+    while len(cache) < 90 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kept_while_one_call_was_slow = len(cache)
+    assert not done.is_set()  # the slow call is still out
+    worker.join()
+    assert kept_while_one_call_was_slow == 90
+    assert len(cache) == 100
+
+
+def test_a_run_killed_while_one_call_is_slow_does_not_pay_the_answered_calls_again(
+    tmp_path: Path, server: FakeGeminiServer
+) -> None:
+    notes(tmp_path / "notes", 100)
+    ix = tmp_path / "ix"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from mmembed import GeminiEmbedder, Index\n"
+            "embedder = GeminiEmbedder(batch_size=10, concurrency=4)\n"
+            "Index(sys.argv[1], embedder=embedder).add(sys.argv[2])\n",
+            str(ix),
+            str(tmp_path / "notes"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        server.slow_next(1, seconds=6.0)
+        deadline = time.monotonic() + 30.0
+        while sum(answered(server).values()) < 90 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the last reply reaches the child
+        assert sum(answered(server).values()) == 90
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    paid = answered(server)
+    server.reset()
+    index = Index(ix, embedder=small_calls())
+    report = index.add(tmp_path / "notes")
+    index.close()
+    assert len(report.added) == 100
+    again = answered(server)
+    assert sum(again.values()) == 10  # only the items of the call that never answered
+    assert not set(again) & set(paid)
+
+
+def test_one_refused_call_of_a_round_repays_nothing(
+    tmp_path: Path, server: FakeGeminiServer
+) -> None:
+    notes(tmp_path / "notes", 100)
+    index = Index(tmp_path / "ix", embedder=small_calls())
+    server.fail_next(1, status=400)
+    report = index.add(tmp_path / "notes")
+    index.close()
+    assert (len(report.added), report.failed) == (100, ())
+    paid = answered(server)
+    assert len(paid) == 100
+    assert max(paid.values()) == 1  # no answered item was sent again
+
+
+def test_a_bad_item_is_found_by_halving_not_by_one_call_per_file(
+    tmp_path: Path, server: FakeGeminiServer
+) -> None:
+    notes(tmp_path / "notes", 100)
+    (tmp_path / "notes" / "note037.txt").write_text("POISON: the service refuses this one")
+    server.refuse_text("POISON")
+    index = Index(tmp_path / "ix", embedder=small_calls())
+    report = index.add(tmp_path / "notes")
+    index.close()
+    assert len(report.added) == 99
+    assert [p.path for p in report.failed] == [str(tmp_path / "notes" / "note037.txt")]
+    assert "invalid argument" in report.failed[0].reason
+    paid = answered(server)
+    assert len(paid) == 99
+    assert max(paid.values()) == 1
+    # ten calls for the round, then about two per halving (log2 100 = 7 halvings)
+    assert len(server.embed_requests) <= 40

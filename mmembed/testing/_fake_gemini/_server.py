@@ -13,7 +13,7 @@ import itertools
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -163,6 +163,7 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
+        self._refused: list[str] = []
         self._files: dict[str, _StoredFile] = {}
         self._sessions: dict[str, _StoredFile] = {}
         self._ids = itertools.count(1)
@@ -270,11 +271,12 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
             return {f"files/{f.id}": bytes(f.data) for f in self._files.values() if f.done}
 
     def reset(self) -> None:
-        """Forget recorded requests, pending faults, what was billed and the quota's window
-        (uploaded files stay)."""
+        """Forget recorded requests, pending faults and refusals, what was billed and the quota's
+        window (uploaded files stay)."""
         with self._lock:
             self._requests.clear()
             self._faults.clear()
+            self._refused.clear()
             self._billed.clear()
             self._rate_limited = 0
             self._admitted.clear()
@@ -308,6 +310,19 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
     def rate_limit_next(self, count: int = 1, *, retry_delay: float | None = 1.0) -> None:
         """Answer the next ``count`` embedding calls with 429 RESOURCE_EXHAUSTED."""
         self.fail_next(count, status=429, retry_delay=retry_delay)
+
+    def refuse_text(self, marker: str) -> None:
+        """Answer 400 INVALID_ARGUMENT to every embedding call with a text that contains
+        ``marker``, every time: an input the service will not take (until :meth:`reset`)."""
+        if not marker:
+            raise ConfigurationError("refuse_text needs a non-empty marker")
+        with self._lock:
+            self._refused.append(marker)
+
+    def _refuses(self, body: Any) -> bool:
+        with self._lock:
+            markers = list(self._refused)
+        return bool(markers) and any(m in text for text in _texts(body) for m in markers)
 
     def drop_next(self, count: int = 1) -> None:
         """Close the connection without answering on the next ``count`` embedding calls."""
@@ -424,3 +439,16 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
     def __repr__(self) -> str:
         where = self.base_url if self._httpd is not None else "stopped"
         return f"FakeGeminiServer({where})"
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every ``text`` field of a request body."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "text" and isinstance(inner, str):
+                yield inner
+            else:
+                yield from _texts(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _texts(inner)
