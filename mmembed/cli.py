@@ -36,10 +36,12 @@ from mmembed._files import printable
 from mmembed._search_cli import Outcome, SearchFailure
 from mmembed.content import Modality
 from mmembed.errors import (
+    ChunkingError,
     ConfigurationError,
     CorruptStoreError,
     EmbeddingError,
     IncompatibleIndexError,
+    InputLimitError,
     MissingDependencyError,
     MMEmbedError,
     StoreError,
@@ -322,8 +324,8 @@ def _code_for(exc: MMEmbedError) -> ExitCode:
         return ExitCode.SETUP
     if isinstance(exc, (IncompatibleIndexError, CorruptStoreError, StoreError)):
         return ExitCode.INDEX
-    if isinstance(exc, (ConfigurationError, UnsupportedMediaError)):
-        return ExitCode.USAGE
+    if isinstance(exc, (ConfigurationError, UnsupportedMediaError, InputLimitError, ChunkingError)):
+        return ExitCode.USAGE  # something given on the command line: an option, a file, a query
     return ExitCode.SETUP
 
 
