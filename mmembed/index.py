@@ -656,9 +656,13 @@ class Index(Closeable):
         return self._text_known[1]
 
     def close(self) -> None:
-        """Close the catalog (the index stays usable on disk)."""
+        """Close the catalog and the embedding cache (the index stays usable on disk)."""
         self._keywords.close()
         self._catalog.close()
+        cache = getattr(self._cached, "cache", None) if self._use_cache else None
+        if cache is not None:
+            cache.close()
+            self._cached = None
 
     def __repr__(self) -> str:
         spec = self._spec

@@ -238,6 +238,18 @@ def test_a_link_planted_in_the_index_is_never_written_through(
         assert planted.is_symlink()
 
 
+def test_close_lets_go_of_the_cache_so_sqlite_leaves_nothing_behind(
+    tmp_path: Path, server: FakeGeminiServer
+) -> None:
+    notes(tmp_path / "notes", 3)
+    index = Index(tmp_path / "ix", embedder=fast_gemini())
+    index.add(tmp_path / "notes")
+    index.close()
+    # a connection left open keeps the -wal and -shm files (and whatever is planted there)
+    leftovers = sorted(p.name for p in (tmp_path / "ix").glob("*.sqlite-*"))
+    assert leftovers == []
+
+
 def test_a_foreign_sqlite_database_is_refused_not_adopted(
     tmp_path: Path, server: FakeGeminiServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
