@@ -359,21 +359,9 @@ def test_a_name_that_is_not_utf8_given_by_name_is_skipped_with_its_reason(
 # -- 4. answered work is never paid for again ------------------------------------------------------
 
 
-def texts_of(body: object) -> Iterator[str]:
-    if isinstance(body, dict):
-        for key, inner in body.items():
-            if key == "text" and isinstance(inner, str):
-                yield inner
-            else:
-                yield from texts_of(inner)
-    elif isinstance(body, list):
-        for inner in body:
-            yield from texts_of(inner)
-
-
 def answered(server: FakeGeminiServer) -> Counter[str]:
     """How many times each text was answered (paid for)."""
-    return Counter(t for r in server.embed_requests if r.status == 200 for t in texts_of(r.body))
+    return Counter(t for r in server.embed_requests if r.status == 200 for t in r.texts)
 
 
 def small_calls() -> GeminiEmbedder:

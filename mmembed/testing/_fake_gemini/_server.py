@@ -13,7 +13,7 @@ import itertools
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from mmembed.testing._fake_gemini._wire import (
     _StoredFile,
     _Values,
     body_modalities,
+    texts_in,
 )
 
 if TYPE_CHECKING:
@@ -322,7 +323,7 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
     def _refuses(self, body: Any) -> bool:
         with self._lock:
             markers = list(self._refused)
-        return bool(markers) and any(m in text for text in _texts(body) for m in markers)
+        return bool(markers) and any(m in text for text in texts_in(body) for m in markers)
 
     def drop_next(self, count: int = 1) -> None:
         """Close the connection without answering on the next ``count`` embedding calls."""
@@ -439,16 +440,3 @@ class FakeGeminiServer(EmbeddingEndpoints, FilesEndpoints):
     def __repr__(self) -> str:
         where = self.base_url if self._httpd is not None else "stopped"
         return f"FakeGeminiServer({where})"
-
-
-def _texts(value: Any) -> Iterator[str]:
-    """Every ``text`` field of a request body."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if key == "text" and isinstance(inner, str):
-                yield inner
-            else:
-                yield from _texts(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            yield from _texts(inner)
