@@ -537,6 +537,9 @@ class Index(Closeable):
             BudgetExceededError: the estimate is over ``max_cost``.
             AuthenticationError: the API key was refused (nothing more can be embedded).
             RateLimitError: the quota was still exhausted after retries.
+
+        On those two the run stops at once: the files committed so far stay, the message says
+        how many files are left, and calling ``add`` again indexes them.
         """
         if not paths:
             raise ConfigurationError("add() needs at least one file or folder")
