@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._files import SQLITE_SIDECARS, refuse_links
 from mmembed.errors import CorruptStoreError, MMEmbedError, StoreError
 from mmembed.protocols import PageSpan, Span, TextSpan, TimeSpan
 
@@ -52,6 +53,8 @@ _SELECT_FILE = (
 _CHUNKS_AND_FILES = "SELECT c.id FROM chunks AS c JOIN files AS f ON f.path = c.path WHERE "
 
 # Version 1: the tables every later version starts from.
+# the tables of a catalog (besides the keyword index, chunk_text*)
+_TABLES = frozenset({"meta", "files", "chunks", "changes", "batch_jobs", "batch_items"})
 _SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -178,8 +181,10 @@ class Catalog:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        refuse_links(*(f"{self.path}{suffix}" for suffix in SQLITE_SIDECARS))
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._refuse_foreign()
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed file survives power loss, not only a killed process
             self._db.execute("PRAGMA synchronous=FULL")
@@ -190,6 +195,23 @@ class Catalog:
                 f"{self.path} is not a readable mmembed catalog ({exc}); delete the index "
                 "directory and index again"
             ) from exc
+
+    def _refuse_foreign(self) -> None:
+        """Refuse an SQLite database mmembed did not write, before anything is changed in it."""
+        tables = {
+            str(row[0])
+            for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        foreign = sorted(
+            t for t in tables if t not in _TABLES and not t.startswith(("chunk_text", "sqlite_"))
+        )
+        if foreign or (tables and "meta" not in tables):
+            self._db.close()
+            shown = ", ".join((foreign or sorted(tables))[:5])
+            raise CorruptStoreError(
+                f"{self.path} is an SQLite database that mmembed did not write (tables: {shown}); "
+                "it was left as it is. Move it out of the index directory, or use another index"
+            )
 
     def _migrate(self) -> None:
         """Create the tables of a new catalog, or bring an older one up to this version."""
@@ -412,7 +434,7 @@ class Catalog:
         sql += " ORDER BY score LIMIT ?"
         params.append(int(k))
         try:
-            rows = self._db.execute(sql, params).fetchall()
+            rows = self._db.execute(sql, [_storable(p) for p in params]).fetchall()
         except sqlite3.OperationalError as exc:
             raise StoreError(f"index catalog {self.path}: keyword search failed: {exc}") from exc
         return [(str(r[0]), -float(r[1])) for r in rows]
@@ -506,7 +528,7 @@ class Catalog:
 
     def _q(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
-            return self._db.execute(sql, tuple(params))
+            return self._db.execute(sql, tuple(_storable(p) for p in params))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"index catalog {self.path}: {exc}") from exc
 
@@ -638,3 +660,15 @@ def _chunk(row: Sequence[Any]) -> ChunkRecord:
         content_hash=row[8],
         metadata=json.loads(row[9]),
     )
+
+
+def _storable(value: Any) -> Any:
+    """A query value SQLite can take. A path whose name is not UTF-8 (lone surrogates) is never
+    in the catalog (the walk skips it), so it becomes a value no stored path equals or is below
+    (paths hold no NUL)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "\0" + value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mmembed.errors import CorruptStoreError
+
 __all__ = [
     "HASH_BLOCK",
     "fsync_dir",
@@ -111,3 +113,50 @@ def open_new(path: str | os.PathLike[str]) -> BinaryIO:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
     return os.fdopen(fd, "wb")
+
+
+# the files SQLite keeps beside a database: written as the database is
+SQLITE_SIDECARS = ("", "-wal", "-shm", "-journal")
+
+
+def refuse_links(*paths: str | os.PathLike[str]) -> None:
+    """Refuse any of ``paths`` that is a symbolic link: mmembed never writes through one.
+
+    For the files and folders of an index: a planted link would make a write land outside it.
+
+    Raises:
+        CorruptStoreError: one of ``paths`` is a symbolic link.
+    """
+    for path in paths:
+        if os.path.islink(path):
+            raise CorruptStoreError(
+                f"{path} is a symbolic link; mmembed never writes through one, so it does not use "
+                "it. Put the file or folder itself there (or remove the link) and try again"
+            )
+
+
+# invisible characters that reorder what a terminal shows (bidirectional controls)
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal line: control characters, line breaks and
+    bidirectional controls escaped (``\\n``, ``\\u202e``), and the bytes of a name that is not
+    UTF-8 (kept by Python as lone surrogates) shown as ``\\xff``. Other text is unchanged.
+
+    >>> printable("notes\\n.txt"), printable("a\\udcffb.txt"), printable("caf\u00e9.md")
+    ('notes\\\\n.txt', 'a\\\\xffb.txt', 'café.md')
+    """
+    if text.isprintable() and not any(ch in _BIDI for ch in text):
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch in _BIDI or (not ch.isprintable() and ch != " "):
+            escaped = ch.encode("unicode_escape").decode("ascii")
+            out.append(escaped if escaped != ch else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)

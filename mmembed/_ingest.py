@@ -297,6 +297,7 @@ class Ingest:
         self.in_flight_items = 0
         self.pool: ThreadPoolExecutor | None = None
         self.lanes = 1
+        self.wound_down = False
         # read without building the embedder: a run with nothing to embed never loads a model
         self.usage_before = ctx.usage()
 
@@ -406,13 +407,29 @@ class Ingest:
             while self.in_flight:
                 self._collect(block=True)
                 self._tick(total, "")
+        except EmbeddingError as exc:
+            # the key or the quota: every other file would fail the same way, so the run
+            # stops; the message says what is left, and the next run picks it up
+            self._wind_down(total)
+            indexed = len(self.added) + len(self.replaced)
+            exc.args = (
+                f"{exc}. The run stopped: {indexed} files indexed, {total - self.done} of "
+                f"{total} files left to do; run the same command again to index them",
+            )
+            raise
         finally:
-            # whatever stops the run (an error, Ctrl-C): calls already sent finish, files whose
-            # vectors are all here are committed; nothing more is sent
-            if self.pool is not None:
-                self.pool.shutdown(wait=True, cancel_futures=True)
-            self._collect(block=False, final=True)
-            self._tick(total, "")
+            self._wind_down(total)
+
+    def _wind_down(self, total: int) -> None:
+        """Whatever stops the run (an error, Ctrl-C): calls already sent finish, files whose
+        vectors are all here are committed; nothing more is sent."""
+        if self.wound_down:
+            return
+        self.wound_down = True
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self._collect(block=False, final=True)
+        self._tick(total, "")
 
     def _tick(self, total: int, path: str) -> None:
         if self.progress is not None:
@@ -505,11 +522,12 @@ class Ingest:
                     chunk = next(chunks)
                 except StopIteration:
                     break
+                except MMEmbedError as exc:  # the file's own fault; not a round's (those stop)
+                    pending.error = pending.error or _reason(exc, path)
+                    break
                 self.chunk_seconds += time.perf_counter() - started
                 self._queue(pending, len(pending.records), chunk)
                 started = time.perf_counter()
-        except MMEmbedError as exc:
-            pending.error = pending.error or _reason(exc, path)
         finally:
             self.chunk_seconds += time.perf_counter() - started
             pending.chunked = True
@@ -636,20 +654,21 @@ class Ingest:
             files = {id(p): p for p, _ in entries}
             if len(files) == 1:
                 return [None] * len(items), {id(entries[0][0]): _reason(exc, entries[0][0].path)}
-        # find the culprit: embed file by file (the cache keeps what already succeeded)
+        # find the culprit: embed each half of the round's files, and halve again where a half
+        # fails; a bad file is found in about 2*log2(files) calls, and the replies that came
+        # back are in the cache, so no answered item is paid for again
+        order = list(dict.fromkeys(id(p) for p, _ in entries))
+        first = set(order[: len(order) // 2])
         out: list[NDArray[np.float32] | None] = [None] * len(items)
         errors: dict[int, str] = {}
-        by_file: dict[int, list[int]] = {}
-        for j, (pending, _) in enumerate(entries):
-            by_file.setdefault(id(pending), []).append(j)
-        for key, positions in by_file.items():
+        for in_first in (True, False):
+            positions = [j for j, (p, _) in enumerate(entries) if (id(p) in first) == in_first]
             got, bad = self._embed_round(
                 [entries[j] for j in positions], [items[j] for j in positions]
             )
             errors.update(bad)
-            if key not in bad:
-                for j, vector in zip(positions, got, strict=True):
-                    out[j] = vector
+            for j, vector in zip(positions, got, strict=True):
+                out[j] = vector
         return out, errors
 
     def _commit_ready(self) -> None:

@@ -178,7 +178,8 @@ def run(index: Index, request: Mapping[str, Any], *, index_dir: str) -> Outcome:
 
 def _named(exc: BaseException, request: Mapping[str, Any]) -> str:
     """The message with "item 0" (the one query) replaced by what the user searched with."""
-    return re.sub(r"\bitem 0( \([^)]*\))?", _described(request), str(exc))
+    described = _described(request)
+    return re.sub(r"\bitem 0( \([^)]*\))?", lambda _: described, str(exc))
 
 
 def _renamed(exc: MMEmbedError, request: Mapping[str, Any]) -> MMEmbedError:

@@ -197,6 +197,9 @@ def walk(
     except OSError as exc:
         yield Found(top, None, f"cannot read: {exc.strerror or exc}")
         return
+    if not _utf8(top):
+        yield Found(top, None, _NOT_UTF8)
+        return
     if not stat.S_ISDIR(st.st_mode):
         if select is not None and not select.keeps_file(os.path.basename(top)):
             yield Found(top, None, ignored=True)
@@ -236,6 +239,9 @@ def walk(
             if select is not None and _left_out(select, rules, top, entry):
                 yield Found(path, None, ignored=True)
                 continue
+            if not _utf8(entry.name):
+                yield Found(path, None, _NOT_UTF8)
+                continue
             if entry.is_symlink():
                 target = os.path.realpath(path)
                 if not _inside(target, real_root):
@@ -267,6 +273,18 @@ def _left_out(select: Selection, rules: list[_Rules], top: str, entry: os.DirEnt
     if is_dir:
         return select._exclude is not None and bool(select._exclude.match_file(rel + "/"))
     return not select.keeps_file(rel)
+
+
+_NOT_UTF8 = "the name is not valid UTF-8; rename it (convmv does it for a whole folder) to index it"
+
+
+def _utf8(name: str) -> bool:
+    """Whether a name is valid UTF-8 (bytes that are not come back as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _classify(path: str, st: os.stat_result) -> Found:

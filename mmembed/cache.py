@@ -174,6 +174,10 @@ class EmbeddingCache(Closeable):
         return f"EmbeddingCache({self._path!r})"
 
 
+Saver = Callable[[Sequence[int], NDArray[np.float32]], None]
+"""Keeps rows as they arrive: (positions in the list being computed, their rows)."""
+
+
 def embed_through_cache(
     cache: EmbeddingCache,
     items: Sequence[Embeddable],
@@ -181,9 +185,13 @@ def embed_through_cache(
     model: str,
     dimensions: int,
     task: Task,
-    compute: Callable[[list[Embeddable]], NDArray[np.float32]],
+    compute: Callable[[list[Embeddable], Saver], NDArray[np.float32]],
 ) -> tuple[NDArray[np.float32], int]:
     """Serve ``items`` from ``cache``, computing each distinct miss once.
+
+    ``compute(todo, save)`` returns the rows of ``todo``; it may hand rows to ``save`` as each
+    reply arrives, so that they are kept even when a later call fails (or the process is
+    killed): answered work is never paid for twice.
 
     Returns the rows and the number of items that were not sent (cache hits, and repeats of an
     item earlier in the same call).
@@ -191,8 +199,17 @@ def embed_through_cache(
     hashes = [content_hash(item) for item in items]
     cached = cache.get_many(hashes, model=model, dimensions=dimensions, task=task)
     todo, todo_hashes = _misses(items, hashes, cached)
-    fresh = compute(todo) if todo else np.empty((0, dimensions), dtype=np.float32)
-    return _assemble(cache, hashes, cached, todo_hashes, fresh, model, dimensions, task)
+    saved: set[int] = set()
+
+    def save(positions: Sequence[int], rows: NDArray[np.float32]) -> None:
+        rows = check_rows(rows, len(positions), dimensions, who=model)
+        cache.put_many(
+            [todo_hashes[j] for j in positions], rows, model=model, dimensions=dimensions, task=task
+        )
+        saved.update(positions)
+
+    fresh = compute(todo, save) if todo else np.empty((0, dimensions), dtype=np.float32)
+    return _assemble(cache, hashes, cached, todo_hashes, fresh, model, dimensions, task, saved)
 
 
 async def aembed_through_cache(
@@ -214,7 +231,7 @@ async def aembed_through_cache(
     todo, todo_hashes = _misses(items, hashes, cached)
     fresh = await compute(todo) if todo else np.empty((0, dimensions), dtype=np.float32)
     return await asyncio.to_thread(
-        _assemble, cache, hashes, cached, todo_hashes, fresh, model, dimensions, task
+        _assemble, cache, hashes, cached, todo_hashes, fresh, model, dimensions, task, set()
     )
 
 
@@ -243,10 +260,18 @@ def _assemble(
     model: str,
     dimensions: int,
     task: Task,
+    saved: set[int],
 ) -> tuple[NDArray[np.float32], int]:
     fresh = check_rows(fresh, len(todo_hashes), dimensions, who=model)
-    if todo_hashes:
-        cache.put_many(todo_hashes, fresh, model=model, dimensions=dimensions, task=task)
+    unsaved = [j for j in range(len(todo_hashes)) if j not in saved]
+    if unsaved:
+        cache.put_many(
+            [todo_hashes[j] for j in unsaved],
+            fresh[unsaved],
+            model=model,
+            dimensions=dimensions,
+            task=task,
+        )
     by_hash = dict(zip(todo_hashes, fresh, strict=True))
     out = np.empty((len(hashes), dimensions), dtype=np.float32)
     for i, (h, vec) in enumerate(zip(hashes, cached, strict=True)):
@@ -291,13 +316,20 @@ class CachedEmbedder(WrapsEmbedder):
     ) -> NDArray[np.float32]:
         """Embed ``items``, sending only cache misses to the wrapped embedder."""
         task = Task(task)
+        # an embedder that hands over each call's rows as they arrive (GeminiEmbedder) has them
+        # kept at once, so a call that fails later does not cost the answered ones again
+        each = getattr(self._embedder, "embed_each", None)
         out, hits = embed_through_cache(
             self._cache,
             items,
             model=self.model,
             dimensions=self.dimensions,
             task=task,
-            compute=lambda todo: self._embedder.embed(todo, task=task),
+            compute=lambda todo, save: (
+                each(todo, task=task, on_rows=save)
+                if callable(each)
+                else self._embedder.embed(todo, task=task)
+            ),
         )
         self._count(len(items), hits)
         return out

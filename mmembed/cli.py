@@ -39,13 +39,16 @@ from mmembed._batch_cli import (
     cmd_jobs,
     print_batch,
 )
+from mmembed._files import printable
 from mmembed._search_cli import Outcome, SearchFailure
 from mmembed.content import Modality
 from mmembed.errors import (
+    ChunkingError,
     ConfigurationError,
     CorruptStoreError,
     EmbeddingError,
     IncompatibleIndexError,
+    InputLimitError,
     MissingDependencyError,
     MMEmbedError,
     StoreError,
@@ -331,18 +334,18 @@ def _code_for(exc: MMEmbedError) -> ExitCode:
         return ExitCode.SETUP
     if isinstance(exc, (IncompatibleIndexError, CorruptStoreError, StoreError)):
         return ExitCode.INDEX
-    if isinstance(exc, (ConfigurationError, UnsupportedMediaError)):
-        return ExitCode.USAGE
+    if isinstance(exc, (ConfigurationError, UnsupportedMediaError, InputLimitError, ChunkingError)):
+        return ExitCode.USAGE  # something given on the command line: an option, a file, a query
     return ExitCode.SETUP
 
 
 def _error(message: str) -> None:
     # one line: a message that says what to do, never a traceback
-    print(f"mmembed: error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"mmembed: error: {printable(' '.join(message.split()))}", file=sys.stderr)
 
 
 def _notice(message: str) -> None:
-    print(f"mmembed: {message}", file=sys.stderr)
+    print(f"mmembed: {printable(message)}", file=sys.stderr)
 
 
 def _exists(index_dir: str) -> bool:
@@ -494,7 +497,15 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
     """The summary and the failures on stdout; skipped files, grouped by why, on stderr."""
     head = str(report).splitlines()[0]
     print(
-        "\n".join([head, *(f"  failed: {p.path}: {plain_reason(p.reason)}" for p in report.failed)])
+        "\n".join(
+            [
+                head,
+                *(
+                    f"  failed: {printable(p.path)}: {printable(plain_reason(p.reason))}"
+                    for p in report.failed
+                ),
+            ]
+        )
     )
     print_batch(report)
     if args.quiet or not report.skipped:
@@ -511,7 +522,7 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
                 kinds[key].append(modality)
         else:  # the same cause for different bytes ("unknown binary data (first bytes: …)")
             key = re.sub(r" *\([^)]*\)", "", reason)
-        groups.setdefault(key, []).append(problem.path)
+        groups.setdefault(key, []).append(printable(problem.path))
     for key, paths in groups.items():
         shown = ", ".join(paths[:_SHOWN_SKIPS])
         more = f" and {len(paths) - _SHOWN_SKIPS} more" if len(paths) > _SHOWN_SKIPS else ""
@@ -634,6 +645,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
         )
     if not given and not text:
         raise _Fail('nothing to search for: mmembed search "your question"', ExitCode.USAGE)
+    if _SURROGATE.search(text):
+        raise _Fail(
+            f"the query '{printable(text)}' is not valid UTF-8; check the terminal's encoding "
+            "(locale) and type it again",
+            ExitCode.USAGE,
+        )
     request: dict[str, Any] = {"text": text, "index_dir": args.index, "json": args.json}
     if given:
         request["modality"], request["file"] = given[0]
@@ -748,7 +765,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     by = ", ".join(f"{n} {m}" for m, n in sorted(info["chunks_by_modality"].items())) or "none"
     store = info["store"].get("class", "?").rpartition(":")[2]
     lines = [
-        f"index      {info['path']}",
+        f"index      {printable(str(info['path']))}",
         f"embedder   {spec['model']} ({spec['kind']}), {spec['dimensions']} dimensions",
         f"store      {store}",
         f"files      {info['files']}"
@@ -773,15 +790,19 @@ def _cmd_remove(args: argparse.Namespace) -> int:
         _print_json({"removed": shown})
     else:
         for p in shown:
-            print(f"removed {p}")
+            print(f"removed {printable(p)}")
         if not shown:
             _notice("nothing in the index matched " + " ".join(args.paths))
     return ExitCode.OK if removed else ExitCode.PARTIAL
 
 
 def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    # a name that is not UTF-8 keeps its bytes as lone surrogates: written as JSON escapes
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    sys.stdout.write(_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 if __name__ == "__main__":  # pragma: no cover

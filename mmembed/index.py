@@ -34,7 +34,7 @@ from mmembed._bases import Closeable
 from mmembed._batch import BatchJob
 from mmembed._batch_run import BatchReport
 from mmembed._catalog import Catalog, ChunkRecord
-from mmembed._files import write_json_atomic
+from mmembed._files import SQLITE_SIDECARS, refuse_links, write_json_atomic
 from mmembed._index_config import (
     CONFIG_VERSION,
     Chunkers,
@@ -259,6 +259,11 @@ class Index(Closeable):
 
         # -- files ----------------------------------------------------------------------------
         self.path.mkdir(parents=True, exist_ok=True)
+        # nothing in the folder is followed for writing (the lock and the catalog check theirs)
+        refuse_links(
+            *(self.path / f"cache.sqlite{suffix}" for suffix in SQLITE_SIDECARS),
+            self.path / "store",
+        )
         self._lock = WriterLock(self.path / "lock")
         self._catalog = Catalog(self.path / "catalog.sqlite")
         self._keywords = KeywordReader(self.path / "catalog.sqlite")
@@ -554,6 +559,9 @@ class Index(Closeable):
             BudgetExceededError: the estimate is over ``max_cost``.
             AuthenticationError: the API key was refused (nothing more can be embedded).
             RateLimitError: the quota was still exhausted after retries.
+
+        On those two the run stops at once: the files committed so far stay, the message says
+        how many files are left, and calling ``add`` again indexes them.
         """
         if not paths:
             raise ConfigurationError("add() needs at least one file or folder")
@@ -708,9 +716,13 @@ class Index(Closeable):
         return self._text_known[1]
 
     def close(self) -> None:
-        """Close the catalog (the index stays usable on disk)."""
+        """Close the catalog and the embedding cache (the index stays usable on disk)."""
         self._keywords.close()
         self._catalog.close()
+        cache = getattr(self._cached, "cache", None) if self._use_cache else None
+        if cache is not None:
+            cache.close()
+            self._cached = None
 
     def __repr__(self) -> str:
         spec = self._spec

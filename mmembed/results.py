@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from mmembed._files import printable
 from mmembed.content import Modality
 from mmembed.protocols import PageSpan, Span, TextSpan, TimeSpan
 
@@ -209,11 +210,11 @@ class Results(Sequence[Result]):
                 (
                     str(i),
                     f"{r.score:.3f}",
-                    r.source,
-                    r.location,
+                    printable(r.source),
+                    printable(r.location),
                     r.modality.value,
                     r.found_by,
-                    r.preview,
+                    printable(r.preview),
                 )
             )
         head = ("#", "score", "source", "location", "modality", "found", "preview")

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._bases import Closeable
-from mmembed.cache import EmbeddingCache, aembed_through_cache, embed_through_cache
+from mmembed.cache import EmbeddingCache, Saver, aembed_through_cache, embed_through_cache
 from mmembed.content import Embeddable, Modality, Task
 from mmembed.embedders.gemini._errors import Failure, Redactor, from_exception, name_item
 from mmembed.embedders.gemini._files import Uploads, upload_steps
@@ -319,22 +319,42 @@ class GeminiEmbedder(Closeable):
             UnsupportedMediaError: an item holds a type or format the model does not take.
             RateLimitError, AuthenticationError, ProviderError: the service failed.
         """
+        return self.embed_each(items, task=task)
+
+    def embed_each(
+        self,
+        items: Sequence[Embeddable],
+        *,
+        task: Task = Task.DOCUMENT,
+        on_rows: Saver | None = None,
+    ) -> NDArray[np.float32]:
+        """:meth:`embed`, handing each call's rows to ``on_rows(positions, rows)`` as its reply
+        arrives (positions in ``items``), before the other calls are done.
+
+        A cache in front of the embedder keeps each reply at once this way, so a call that
+        fails later (or a killed process) does not cost the calls already answered again.
+        ``GeminiEmbedder(cache=...)`` does this with its own cache.
+        """
         task = as_task(task)
         items = as_list(items)
         tally = Tally()
-        if self._cache is not None:
-            out, hits = embed_through_cache(
-                self._cache,
-                items,
-                model=self._model,
-                dimensions=self._dimensions,
-                task=task,
-                compute=lambda todo: self._embed_sync(todo, task, tally),
-            )
-            tally.cached += hits
-        else:
-            out = self._embed_sync(items, task, tally)
-        self._record(tally)
+        try:
+            if self._cache is not None:
+                out, hits = embed_through_cache(
+                    self._cache,
+                    items,
+                    model=self._model,
+                    dimensions=self._dimensions,
+                    task=task,
+                    compute=lambda todo, save: self._embed_sync(todo, task, tally, save),
+                )
+                tally.cached += hits
+                if on_rows is not None:
+                    on_rows(range(len(items)), out)
+            else:
+                out = self._embed_sync(items, task, tally, on_rows)
+        finally:
+            self._record(tally)  # the calls answered are paid for, even when one failed
         return out
 
     async def aembed(
@@ -433,12 +453,20 @@ class GeminiEmbedder(Closeable):
         return from_exception(exc, model=self._model, timeout=self._timeout, redact=self._redact)
 
     def _store(
-        self, out: NDArray[np.float32], batch: list[Item], reply: Answer | str, *, tally: Tally
+        self,
+        out: NDArray[np.float32],
+        batch: list[Item],
+        reply: Answer | str,
+        *,
+        tally: Tally,
+        on_rows: Saver | None = None,
     ) -> None:
         answer = parse(reply, model=self._model) if isinstance(reply, str) else reply
         indexes = [item.index for item in batch]
         out[indexes] = rows(answer, indexes, dimensions=self._dimensions, model=self._model)
         tally.add(usage_of(batch, answer, self._limits))
+        if on_rows is not None:
+            on_rows(indexes, out[indexes])
 
     def _record(self, tally: Tally) -> None:
         call = tally.total()
@@ -458,14 +486,16 @@ class GeminiEmbedder(Closeable):
 
     # ---------------------------------------------------------------- sync and async
 
-    def _embed_sync(self, items: list[Embeddable], task: Task, tally: Tally) -> NDArray[np.float32]:
+    def _embed_sync(
+        self, items: list[Embeddable], task: Task, tally: Tally, on_rows: Saver | None = None
+    ) -> NDArray[np.float32]:
         prepared = self._prepare(items, task)
         out = np.empty((len(items), self._dimensions), dtype=np.float32)
         if prepared:
             send_all(
                 self._calls(prepared),
                 partial(self._send, task=task),
-                partial(self._store, out, tally=tally),
+                partial(self._store, out, tally=tally, on_rows=on_rows),
                 concurrency=self._concurrency,
             )
         return out

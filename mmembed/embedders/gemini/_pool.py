@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import as_completed
+from concurrent.futures import Future, as_completed
 from typing import TypeVar
 
 from mmembed._threads import worker_pool
@@ -50,14 +50,20 @@ def send_all(
     try:
         futures = [pool.submit(send, b) for b in calls]
         batch_of = dict(zip(futures, calls, strict=True))
+        stored: set[Future[R]] = set()
         for fut in as_completed(futures):
             if fut.exception() is None:
                 store(batch_of[fut], fut.result())
+                stored.add(fut)
                 continue
-            # the calls in flight end at their current attempt; then the first real
-            # failure (translated already) is raised, not a call skipped for it
+            # the calls in flight end at their current attempt, and every reply that came
+            # back is stored (paid for: never sent again); then the first real failure
+            # (translated already) is raised, not a call skipped for it
             failed.set()
             pool.shutdown(wait=True, cancel_futures=True)
+            for f in futures:
+                if f not in stored and f.done() and not f.cancelled() and f.exception() is None:
+                    store(batch_of[f], f.result())
             for f in futures:
                 if f.done() and not f.cancelled():
                     error = f.exception()

@@ -118,6 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
                     if wait is not None:
                         raise _fault_error(_Fault("error", 1, status=429, retry_delay=wait))
                     fake._check_key(headers, query)
+                    if fake._refuses(body):
+                        raise _ApiError(400, "Request contains an invalid argument.")
                     assert model is not None
                     answer = fake._embed(model, endpoint, body)
                     if fault is not None and fault.tamper is not None:

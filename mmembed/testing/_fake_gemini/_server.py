@@ -30,6 +30,7 @@ from mmembed.testing._fake_gemini._wire import (
     _StoredFile,
     _Values,
     body_modalities,
+    texts_in,
 )
 
 if TYPE_CHECKING:
@@ -185,6 +186,7 @@ class FakeGeminiServer(BatchEndpoints, FilesEndpoints):
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
+        self._refused: list[str] = []
         self._files: dict[str, _StoredFile] = {}
         self._sessions: dict[str, _StoredFile] = {}
         self._ids = itertools.count(1)
@@ -292,11 +294,12 @@ class FakeGeminiServer(BatchEndpoints, FilesEndpoints):
             return {f"files/{f.id}": bytes(f.data) for f in self._files.values() if f.done}
 
     def reset(self) -> None:
-        """Forget recorded requests, pending faults, what was billed and the quota's window
-        (uploaded files stay)."""
+        """Forget recorded requests, pending faults and refusals, what was billed and the quota's
+        window (uploaded files stay)."""
         with self._lock:
             self._requests.clear()
             self._faults.clear()
+            self._refused.clear()
             self._billed.clear()
             self._batch_billed.clear()
             self._rate_limited = 0
@@ -331,6 +334,19 @@ class FakeGeminiServer(BatchEndpoints, FilesEndpoints):
     def rate_limit_next(self, count: int = 1, *, retry_delay: float | None = 1.0) -> None:
         """Answer the next ``count`` embedding calls with 429 RESOURCE_EXHAUSTED."""
         self.fail_next(count, status=429, retry_delay=retry_delay)
+
+    def refuse_text(self, marker: str) -> None:
+        """Answer 400 INVALID_ARGUMENT to every embedding call with a text that contains
+        ``marker``, every time: an input the service will not take (until :meth:`reset`)."""
+        if not marker:
+            raise ConfigurationError("refuse_text needs a non-empty marker")
+        with self._lock:
+            self._refused.append(marker)
+
+    def _refuses(self, body: Any) -> bool:
+        with self._lock:
+            markers = list(self._refused)
+        return bool(markers) and any(m in text for text in texts_in(body) for m in markers)
 
     def drop_next(self, count: int = 1) -> None:
         """Close the connection without answering on the next ``count`` embedding calls."""

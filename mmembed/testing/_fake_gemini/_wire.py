@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,6 +93,24 @@ class RecordedRequest:
         if self.endpoint == "embedContent":
             return [self.body.get("content")]
         return []
+
+    @property
+    def texts(self) -> list[str]:
+        """The text parts of an embedding request's contents, in order."""
+        return list(texts_in(self.contents))
+
+
+def texts_in(value: Any) -> Iterator[str]:
+    """Every ``text`` field in a request body (or a part of one)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "text" and isinstance(inner, str):
+                yield inner
+            else:
+                yield from texts_in(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from texts_in(inner)
 
 
 def count_items(endpoint: str, body: Any) -> int:
