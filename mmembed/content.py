@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -292,6 +292,35 @@ def as_content(item: Embeddable) -> Content:
         f"cannot embed a {type(item).__name__}: pass a str, Text, Image, Audio, Video, Pdf or "
         "Content (use mmembed.load(path) for files)"
     )
+
+
+def as_items(items: object) -> list[Embeddable]:
+    """The items of an ``embed()`` call as a list: a sequence of items, never one item alone.
+
+    A bare ``str``, ``bytes``, part or :class:`Content` is refused (wrap it: ``[item]``), as
+    are a mapping (its keys would be embedded) and anything that is not a collection of items;
+    each item itself is checked by :func:`as_content`.
+    """
+    if isinstance(items, (str, bytes, Text, Media, Content)):
+        raise ConfigurationError(
+            "embed() takes a sequence of items, e.g. embed(['some text']); got a single "
+            f"{type(items).__name__}"
+        )
+    if isinstance(items, Mapping) or not isinstance(items, Iterable):
+        raise ConfigurationError(
+            "embed() takes a sequence of items, e.g. embed(['some text']); got a "
+            f"{type(items).__name__}"
+        )
+    return list(items)
+
+
+def as_task(task: object) -> Task:
+    """``task`` as a :class:`Task`, or a :class:`ConfigurationError` listing the tasks."""
+    try:
+        return Task(task)  # type: ignore[arg-type]  # anything a caller passed
+    except (ValueError, TypeError):
+        names = ", ".join(t.name for t in Task)
+        raise ConfigurationError(f"unknown task {task!r}; use one of Task.{{{names}}}") from None
 
 
 def main_modality(item: Embeddable) -> Modality:

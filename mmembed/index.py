@@ -38,7 +38,9 @@ from mmembed._index_config import (
     Chunkers,
     build_empty_store,
     check_chunking,
+    check_config,
     check_embedder,
+    check_store_state,
     embedder_entry,
     load_store,
     read_json,
@@ -75,6 +77,7 @@ from mmembed.errors import (
 from mmembed.limits import ModelLimits
 from mmembed.protocols import Embedder, PageSpan, Span, TextSpan, TimeSpan, VectorStore
 from mmembed.results import Result, Results
+from mmembed.stores._validate import check_k, check_positive_int
 
 __all__ = [
     "FileProblem",
@@ -187,9 +190,17 @@ class Index(Closeable):
         cache: bool = True,
         batch_size: int = 256,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
-        self.path = Path(path).absolute()
+        batch_size = check_positive_int(batch_size, "batch_size")
+        self.path = Path(_path_arg(path, "Index()")).absolute()
+        for name, value, needs in (
+            ("embedder", embedder, ("embed", "dimensions", "model")),
+            ("store", store, ("add", "search", "delete", "dimensions")),
+        ):
+            if value is not None and not all(hasattr(value, attr) for attr in needs):
+                raise ConfigurationError(
+                    f"{name} takes an mmembed {name} object (with {', '.join(needs)}), got "
+                    f"{type(value).__name__}; build one with mmembed.registry.build_{name}(...)"
+                )
         if self.path.exists() and not self.path.is_dir():
             raise ConfigurationError(f"{self.path} exists and is not an index directory")
         self._batch_size = batch_size
@@ -200,6 +211,8 @@ class Index(Closeable):
                 f"{self.path} was written by another mmembed version (index format "
                 f"{config.get('version')!r}); delete it and index again"
             )
+        if config is not None:
+            config = check_config(self.path, config)
 
         # -- embedder (built lazily when the index can rebuild it: `info` needs no model) ------
         self._embedder_obj: Embedder | None = embedder
@@ -283,6 +296,8 @@ class Index(Closeable):
 
     def _open_store(self, given: VectorStore | None) -> VectorStore:
         state = read_json(self.path / "store.json")
+        if state is not None:
+            check_store_state(self.path, state)
         if given is not None:
             if int(given.dimensions) != self._dimensions:
                 raise DimensionMismatchError(
@@ -309,11 +324,10 @@ class Index(Closeable):
                         f"{self.path / 'store'} could not be read ({exc}); delete the index "
                         "directory and index again"
                     ) from exc
-                self._seq = int(state.get("seq", 0))
+                self._seq = check_store_state(self.path, state)
                 # a writer may have compacted the log past our snapshot meanwhile: reread
-                if self._catalog.oldest_logged_seq() <= self._seq:
+                if self._replay(store):
                     self._saved_seq = self._seq
-                    self._replay(store)
                     return store
                 state = read_json(self.path / "store.json") or state
             # the snapshot and the log do not meet (files restored by hand?): the catalog holds
@@ -338,9 +352,23 @@ class Index(Closeable):
                 self._store_add(store, batch)
         self._seq = seq
 
-    def _replay(self, store: VectorStore) -> None:
-        """Apply the catalog changes made after the store's snapshot (idempotent)."""
+    def _catch_up(self) -> None:
+        """Bring the store to the catalog's newest commit, whoever made it.
+
+        Another process that saved a snapshot may have compacted the change log past this
+        store's position: the log no longer says what changed, so the store is reloaded (from
+        that snapshot, or rebuilt from the catalog) instead of searched as it was.
+        """
+        if not self._replay(self._store):
+            self._saved_seq = None
+            self._store = self._open_store(None)
+
+    def _replay(self, store: VectorStore) -> bool:
+        """Apply the catalog changes made after the store's position (idempotent); ``False``,
+        with nothing applied, when the log was compacted past that position."""
         with self._catalog.reading():
+            if self._catalog.oldest_logged_seq() > self._seq:
+                return False
             ids, newest = self._catalog.changed_since(self._seq)
             if ids:
                 present = self._catalog.chunk_vectors(ids)
@@ -350,6 +378,7 @@ class Index(Closeable):
                 if present:
                     self._store_add(store, list(present.values()))
         self._seq = newest
+        return True
 
     def _store_add(
         self, store: VectorStore, batch: Sequence[tuple[ChunkRecord, NDArray[np.float32]]]
@@ -442,7 +471,8 @@ class Index(Closeable):
 
     @property
     def store(self) -> VectorStore:
-        """The vector store."""
+        """The vector store, brought up to the catalog's newest commit (another process's too)."""
+        self._catch_up()
         return self._store
 
     @property
@@ -535,13 +565,17 @@ class Index(Closeable):
         """
         if not paths:
             raise ConfigurationError("add() needs at least one file or folder")
+        paths = tuple(_path_arg(p, "add()") for p in paths)
         select = Selection.build(include, exclude, respect_ignore=respect_ignore)
         checked = check_add_metadata(metadata) if metadata is not None else None
-        if max_cost is not None and not max_cost >= 0:
+        cost: object = max_cost
+        if cost is not None and (
+            isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0
+        ):
             raise ConfigurationError(f"max_cost must be a number of dollars >= 0, got {max_cost}")
         started = time.perf_counter()
         with self._lock:
-            self._replay(self._store)
+            self._catch_up()
             context = dataclasses.replace(self._ingest_context(), metadata=checked)
             run = Ingest(context, dry_run=dry_run, progress=progress, max_cost=max_cost)
             try:
@@ -552,7 +586,7 @@ class Index(Closeable):
                     run.process()
             finally:
                 if not dry_run:
-                    self._replay(self._store)
+                    self._catch_up()
                     self._save_store()
         return run.report(time.perf_counter() - started)
 
@@ -561,16 +595,17 @@ class Index(Closeable):
 
         Returns the removed paths (as stored: absolute).
         """
+        paths = tuple(_path_arg(p, "remove()") for p in paths)
         removed: list[str] = []
         with self._lock:
-            self._replay(self._store)
+            self._catch_up()
             for p in paths:
                 target = os.path.abspath(p)
                 for f in self._catalog.files(under=target):
                     self._catalog.remove_file(f.path)
                     if f.status == "indexed":
                         removed.append(f.path)
-            self._replay(self._store)
+            self._catch_up()
             self._save_store()
         return removed
 
@@ -609,8 +644,9 @@ class Index(Closeable):
         Raises:
             ConfigurationError: a bad ``k``, ``where`` or ``mode``, or an empty query.
         """
-        if k < 1:
-            raise ConfigurationError(f"k must be >= 1, got {k}")
+        k = check_k(k)
+        if not isinstance(group, bool):
+            raise ConfigurationError(f"group takes True or False, got {group!r}")
         if isinstance(query, str) and not query.strip():
             raise ConfigurationError("the query is empty; pass some text, or a file with --image")
         text = is_text(query)
@@ -624,21 +660,28 @@ class Index(Closeable):
         keyword_hits: list[tuple[str, float]] = []
         match = keyword_match(query_text(query)) if chosen != "vector" else None
         within = filt.sql if filt is not None else None
-        if chosen == "keyword" and match is not None:
-            keyword_hits = self._catalog.keyword_hits(match, depth, within=within)
+        vector: NDArray[np.float32] | None = None
+        pending = None
         if chosen != "keyword":
             # the keyword side runs while the query is embedded and the vectors searched
             pending = self._keywords.submit(match, depth, within) if match is not None else None
-            self._replay(self._store)
             task = Task.QUERY if text else Task.DOCUMENT
             vector = self._embed_with.embed([query], task=task)[0]
-            vector_hits = vector_candidates(self._store, self._catalog, vector, depth, filt)
-            keyword_hits = pending.result() if pending is not None else []
-        if chosen == "hybrid":
-            candidates = fuse(vector_hits, keyword_hits)
-        else:
-            candidates = single(vector_hits or keyword_hits, chosen)
-        results = merge_nested(results_of(self._catalog, candidates[:wanted]))
+        # the store is brought to one committed state of the catalog, and the hits are read
+        # from that same state: a writer committing meanwhile is seen by the next search, never
+        # half by this one (hits it removed or replaced are not dropped from these results)
+        with self._catalog.reading():
+            if vector is None and match is not None:
+                keyword_hits = self._catalog.keyword_hits(match, depth, within=within)
+            if vector is not None:
+                self._catch_up()
+                vector_hits = vector_candidates(self._store, self._catalog, vector, depth, filt)
+                keyword_hits = pending.result() if pending is not None else []
+            if chosen == "hybrid":
+                candidates = fuse(vector_hits, keyword_hits)
+            else:
+                candidates = single(vector_hits or keyword_hits, chosen)
+            results = merge_nested(results_of(self._catalog, candidates[:wanted]))
         if group:
             results = _group(results)
         return Results(results[:k], query=query if isinstance(query, str) else repr(query))
@@ -660,6 +703,15 @@ class Index(Closeable):
         return (
             f"Index({str(self.path)!r}, model={spec['model']!r}, dimensions={spec['dimensions']})"
         )
+
+
+def _path_arg(value: object, where: str) -> str | os.PathLike[str]:
+    """A path argument, or a :class:`ConfigurationError` naming what was given instead."""
+    if isinstance(value, (str, os.PathLike)) and str(value) and "\0" not in str(value):
+        return value
+    raise ConfigurationError(
+        f"{where} takes file or folder paths (str or pathlib.Path), got {value!r}"
+    )
 
 
 def _group(results: list[Result]) -> list[Result]:
