@@ -193,11 +193,22 @@ def check_embedder(path: Path, stored: Mapping[str, Any], given: Mapping[str, An
 # -- chunking --------------------------------------------------------------------------------
 
 
+# options that say which files are read, not how they are cut: an existing index takes new ones
+_NOT_FINGERPRINTED = {"text": ("max_bytes",)}
+
+
+def _cutting(chunking: Mapping[str, Any]) -> str:
+    """The chunk settings that decide the chunks, as comparable JSON."""
+    options = {
+        modality: {k: v for k, v in values.items() if k not in _NOT_FINGERPRINTED.get(modality, ())}
+        for modality, values in dict(chunking.get("options") or {}).items()
+    }
+    return json.dumps({**chunking, "options": options}, sort_keys=True, default=str)
+
+
 def check_chunking(path: Path, stored: Mapping[str, Any], given: Mapping[str, Any]) -> None:
     """Refuse chunk settings that differ from the index's (its chunks would not match)."""
-    if json.dumps(stored, sort_keys=True, default=str) != json.dumps(
-        given, sort_keys=True, default=str
-    ):
+    if _cutting(stored) != _cutting(given):
         raise IncompatibleIndexError(
             f"{path} was built with chunk settings {dict(stored)}, not {dict(given)}; use "
             "another index directory, or delete this one to rebuild it"

@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, ClassVar, TypeAlias
 
-from mmembed._sniff import HEAD_BYTES, describe, sniff
+from mmembed._sniff import HEAD_BYTES, check_text_block, describe, sniff
 from mmembed.errors import ConfigurationError, UnsupportedMediaError
 
 __all__ = [
@@ -408,6 +408,7 @@ def _sniff_head(head: bytes) -> tuple[str | None, Modality | None]:
 
 
 def _decode_text(data: bytes, name: str) -> str:
+    check_text_block(data, 0, name)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
