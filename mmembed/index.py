@@ -566,6 +566,10 @@ class Index(Closeable):
         if not paths:
             raise ConfigurationError("add() needs at least one file or folder")
         paths = tuple(_path_arg(p, "add()") for p in paths)
+        if progress is not None and not callable(progress):
+            raise ConfigurationError(
+                f"progress takes a function called with an IndexProgress, got {progress!r}"
+            )
         select = Selection.build(include, exclude, respect_ignore=respect_ignore)
         checked = check_add_metadata(metadata) if metadata is not None else None
         cost: object = max_cost

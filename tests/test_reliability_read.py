@@ -6,8 +6,9 @@ marked ``reliability``; it runs with the rest of the tests.
 
 from __future__ import annotations
 
+import importlib.util
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,22 @@ import pytest
 
 import mmembed
 from mmembed.chunkers import TextChunker
-from mmembed.errors import ConfigurationError, InputLimitError, UnsupportedMediaError
+from mmembed.content import Text
+from mmembed.embedders.gemini import GeminiEmbedder
+from mmembed.embedders.static import StaticEmbedder, static_model_available
+from mmembed.errors import (
+    ConfigurationError,
+    DimensionMismatchError,
+    InputLimitError,
+    MMEmbedError,
+    UnsupportedMediaError,
+)
 from mmembed.index import Index
 from mmembed.limits import MAX_TEXT_FILE_BYTES
+from mmembed.matryoshka import truncate
 from mmembed.protocols import Hit
-from mmembed.testing import FakeEmbedder
+from mmembed.stores import FaissStore, InMemoryStore, QdrantStore
+from mmembed.testing import FakeEmbedder, FakeGeminiServer
 from mmembed.testing.media import make_text
 
 pytestmark = pytest.mark.reliability
@@ -194,3 +206,259 @@ def test_a_long_text_file_is_cut_in_bounded_memory(tmp_path: Path) -> None:
     assert count > 1000
     # a few 1 MiB blocks as text (up to 4 bytes a character in Python), never the whole file
     assert peak < 12 * 2**20, f"peak {peak / 2**20:.1f} MiB while cutting a 24 MiB file"
+
+
+# -- bad calls are mmembed errors --------------------------------------------------------------
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+class _Env:
+    """What the bad calls are made on: an index of one file, three embedders, three stores."""
+
+    def __init__(self, root: Path, server: FakeGeminiServer) -> None:
+        docs = root / "docs"
+        docs.mkdir()
+        self.file = make_text(50, seed=1, path=docs / "a.txt")
+        self.root = root
+        self.index = Index(root / "ix", embedder=FakeEmbedder(dimensions=8))
+        self.index.add(docs)
+        self.embedders: dict[str, Any] = {
+            "fake": FakeEmbedder(dimensions=8),
+            "gemini": GeminiEmbedder(
+                client=server.client(), dimensions=128, retry_initial_delay=0.01
+            ),
+        }
+        if static_model_available():
+            self.embedders["static"] = StaticEmbedder()
+        self.stores: dict[str, Any] = {"memory": InMemoryStore(8), "faiss": FaissStore(8)}
+        if importlib.util.find_spec("qdrant_client") is not None:
+            self.stores["qdrant"] = QdrantStore(8)
+        for store in self.stores.values():
+            store.add(["x", "y"], np.eye(2, 8, dtype=np.float32), [{"k": 1}, {"k": 2}])
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Env]:
+    with FakeGeminiServer() as server:
+        made = _Env(tmp_path_factory.mktemp("bad-calls"), server)
+        yield made
+        made.index.close()
+
+
+Call = Callable[[_Env], object]
+
+
+def _new_index(e: _Env, options: object) -> Index:
+    return Index(e.root / "new", embedder=FakeEmbedder(), chunk_options=options)  # type: ignore[arg-type]
+
+
+def _options_call(modality: str, key: str, value: object) -> Call:
+    return lambda e: _new_index(e, {modality: {key: value}})
+
+
+_CE, _DM, _UM = ConfigurationError, DimensionMismatchError, UnsupportedMediaError
+
+# (name, call, the error it must raise)
+_INDEX_CALLS: list[tuple[str, Call, type[MMEmbedError]]] = [
+    ("search k='5'", lambda e: e.index.search("x", k="5"), _CE),  # type: ignore[arg-type]
+    ("search k=None", lambda e: e.index.search("x", k=None), _CE),  # type: ignore[arg-type]
+    ("search k=1.5", lambda e: e.index.search("x", k=1.5), _CE),  # type: ignore[arg-type]
+    ("search k=0", lambda e: e.index.search("x", k=0), _CE),
+    ("search k=-3", lambda e: e.index.search("x", k=-3), _CE),
+    ("search k=True", lambda e: e.index.search("x", k=True), _CE),
+    ("search k=[1]", lambda e: e.index.search("x", k=[1]), _CE),  # type: ignore[arg-type]
+    ("search where str", lambda e: e.index.search("x", where="modality=text"), _CE),  # type: ignore[arg-type]
+    ("search where list", lambda e: e.index.search("x", where=["modality"]), _CE),  # type: ignore[arg-type]
+    ("search where modality nope", lambda e: e.index.search("x", where={"modality": "nope"}), _CE),
+    ("search where $gt", lambda e: e.index.search("x", where={"k": {"$gt": 1}}), _CE),
+    ("search where page str", lambda e: e.index.search("x", where={"page": "x"}), _CE),
+    ("search where page 0", lambda e: e.index.search("x", where={"page": 0}), _CE),
+    ("search where int key", lambda e: e.index.search("x", where={1: 2}), _CE),  # type: ignore[dict-item]
+    ("search where time str", lambda e: e.index.search("x", where={"time": "soon"}), _CE),
+    ("search where source int", lambda e: e.index.search("x", where={"source": 5}), _CE),
+    ("search where modality dict", lambda e: e.index.search("x", where={"modality": {}}), _CE),
+    ("search None", lambda e: e.index.search(None), _CE),  # type: ignore[arg-type]
+    ("search int", lambda e: e.index.search(5), _CE),  # type: ignore[arg-type]
+    ("search bytes", lambda e: e.index.search(b"abc"), _CE),  # type: ignore[arg-type]
+    ("search empty", lambda e: e.index.search(""), _CE),
+    ("search blank", lambda e: e.index.search("  \n"), _CE),
+    ("search dict", lambda e: e.index.search({"a": 1}), _CE),  # type: ignore[arg-type]
+    ("search list", lambda e: e.index.search(["a", "b"]), _CE),  # type: ignore[arg-type]
+    ("search mode bad", lambda e: e.index.search("x", mode="bad"), _CE),  # type: ignore[arg-type]
+    ("search mode int", lambda e: e.index.search("x", mode=5), _CE),  # type: ignore[arg-type]
+    ("search group str", lambda e: e.index.search("x", group="yes"), _CE),  # type: ignore[arg-type]
+    ("search group None", lambda e: e.index.search("x", group=None), _CE),  # type: ignore[arg-type]
+    ("add nothing", lambda e: e.index.add(), _CE),
+    ("add None", lambda e: e.index.add(None), _CE),  # type: ignore[arg-type]
+    ("add int", lambda e: e.index.add(5), _CE),  # type: ignore[arg-type]
+    ("add empty path", lambda e: e.index.add(""), _CE),
+    ("add NUL path", lambda e: e.index.add("a\0b"), _CE),
+    ("add missing path", lambda e: e.index.add(e.root / "nope"), _CE),
+    ("add metadata str", lambda e: e.index.add(e.file, metadata="x"), _CE),  # type: ignore[arg-type]
+    ("add metadata deep", lambda e: e.index.add(e.file, metadata=_deep(200)), _CE),
+    ("add metadata very deep", lambda e: e.index.add(e.file, metadata=_deep(5000)), _CE),
+    ("add metadata object", lambda e: e.index.add(e.file, metadata={"a": object()}), _CE),
+    ("add metadata NaN", lambda e: e.index.add(e.file, metadata={"a": float("nan")}), _CE),
+    ("add metadata int key", lambda e: e.index.add(e.file, metadata={1: "x"}), _CE),  # type: ignore[dict-item]
+    ("add metadata reserved", lambda e: e.index.add(e.file, metadata={"source": "x"}), _CE),
+    ("add include int", lambda e: e.index.add(e.file, include=5), _CE),  # type: ignore[arg-type]
+    ("add exclude int", lambda e: e.index.add(e.file, exclude=[5]), _CE),  # type: ignore[list-item]
+    ("add max_cost str", lambda e: e.index.add(e.file, max_cost="5"), _CE),  # type: ignore[arg-type]
+    ("add max_cost -1", lambda e: e.index.add(e.file, max_cost=-1), _CE),
+    ("add max_cost NaN", lambda e: e.index.add(e.file, max_cost=float("nan")), _CE),
+    ("add progress int", lambda e: e.index.add(e.file, progress=5), _CE),  # type: ignore[arg-type]
+    ("remove None", lambda e: e.index.remove(None), _CE),  # type: ignore[arg-type]
+    ("remove int", lambda e: e.index.remove(5), _CE),  # type: ignore[arg-type]
+    ("Index None", lambda e: Index(None), _CE),  # type: ignore[arg-type]
+    ("Index int", lambda e: Index(5), _CE),  # type: ignore[arg-type]
+    ("Index a file", lambda e: Index(e.file), _CE),
+    ("Index embedder str", lambda e: Index(e.root / "n1", embedder="x"), _CE),  # type: ignore[arg-type]
+    ("Index store str", lambda e: Index(e.root / "n2", embedder=FakeEmbedder(), store="x"), _CE),  # type: ignore[arg-type]
+    ("Index batch_size 0", lambda e: Index(e.root / "n3", batch_size=0), _CE),
+    ("Index batch_size str", lambda e: Index(e.root / "n4", batch_size="5"), _CE),  # type: ignore[arg-type]
+    ("Index chunk_options str", lambda e: _new_index(e, "x"), _CE),
+    ("Index chunk_options value", lambda e: _new_index(e, {"text": 5}), _CE),
+    ("Index chunk_options modality", lambda e: _new_index(e, {"nope": {}}), _CE),
+    ("Index chunk_options unknown", lambda e: _new_index(e, {"text": {"nope": 1}}), _CE),
+    *[
+        (f"Index chunk_options {m} {key}={value!r}", _options_call(m, key, value), _CE)
+        for m, key, value in [
+            ("text", "size", "x"),
+            ("text", "size", float("nan")),
+            ("text", "size", 0),
+            ("text", "overlap", "x"),
+            ("text", "unit", 5),
+            ("text", "tokenizer", 5),
+            ("text", "max_bytes", 0),
+            ("text", "max_bytes", "1MB"),
+            ("audio", "window_seconds", "x"),
+            ("audio", "window_seconds", float("nan")),
+            ("audio", "sample_rate", "x"),
+            ("audio", "timeout", "x"),
+            ("video", "segment_seconds", "x"),
+            ("video", "segment_seconds", float("inf")),
+            ("video", "frames_per_segment", "x"),
+            ("video", "mode", 5),
+            ("pdf", "pages", "x"),
+            ("pdf", "pages", True),
+            ("pdf", "render_dpi", "x"),
+            ("pdf", "overlap", "x"),
+            ("image", "max_side", "x"),
+            ("image", "jpeg_quality", "x"),
+            ("image", "memory_mb", "x"),
+        ]
+    ],
+]
+
+_EMBED_CALLS: list[tuple[str, Callable[[Any], object], type[MMEmbedError]]] = [
+    ("embed None", lambda m: m.embed(None), _CE),
+    ("embed str", lambda m: m.embed("abc"), _CE),
+    ("embed dict", lambda m: m.embed({"a": 1}), _CE),
+    ("embed bytes", lambda m: m.embed(b"abc"), _CE),
+    ("embed int", lambda m: m.embed(5), _CE),
+    ("embed Text", lambda m: m.embed(Text("abc")), _CE),
+    ("embed [None]", lambda m: m.embed([None]), _CE),
+    ("embed [5]", lambda m: m.embed([5]), _CE),
+    ("embed [bytes]", lambda m: m.embed([b"x"]), _CE),
+    ("embed [dict]", lambda m: m.embed([{"a": 1}]), _CE),
+    ("embed [[str]]", lambda m: m.embed([["a"]]), _CE),
+    ("embed task bad", lambda m: m.embed(["a"], task="bad"), _CE),
+    ("embed task int", lambda m: m.embed(["a"], task=5), _CE),
+    ("embed task list", lambda m: m.embed(["a"], task=[]), _CE),
+]
+
+_STORE_CALLS: list[tuple[str, Callable[[Any], object], type[MMEmbedError]]] = [
+    ("add bare id", lambda s: s.add("abc", np.ones((3, 8))), _CE),
+    ("add empty id", lambda s: s.add([""], np.ones((1, 8))), _CE),
+    ("add int id", lambda s: s.add([5], np.ones((1, 8))), _CE),
+    ("add surrogate id", lambda s: s.add(["\udc80"], np.ones((1, 8))), _CE),
+    ("add object vectors", lambda s: s.add(["a"], np.array([[object()] * 8])), _CE),
+    ("add str vectors", lambda s: s.add(["a"], [["x"] * 8]), _CE),
+    ("add complex vectors", lambda s: s.add(["a"], np.ones((1, 8), complex)), _CE),
+    ("add wide vectors", lambda s: s.add(["a"], np.ones((1, 10**6), np.float32)), _DM),
+    ("add narrow vectors", lambda s: s.add(["a"], np.ones((1, 3))), _DM),
+    ("add NaN vector", lambda s: s.add(["a"], np.full((1, 8), np.nan)), _CE),
+    ("add inf vector", lambda s: s.add(["a"], np.full((1, 8), np.inf)), _CE),
+    ("add 1e300 vector", lambda s: s.add(["a"], np.full((1, 8), 1e300)), _CE),
+    ("add count mismatch", lambda s: s.add(["a", "b"], np.ones((1, 8))), _CE),
+    ("add 3-D vectors", lambda s: s.add(["a"], np.ones((1, 1, 8))), _CE),
+    ("add metadata deep", lambda s: s.add(["a"], np.ones((1, 8)), [_deep(100)]), _CE),
+    ("add metadata NaN", lambda s: s.add(["a"], np.ones((1, 8)), [{"x": float("nan")}]), _CE),
+    ("add metadata object", lambda s: s.add(["a"], np.ones((1, 8)), [{"x": object()}]), _CE),
+    ("add metadata str", lambda s: s.add(["a"], np.ones((1, 8)), ["x"]), _CE),
+    ("search k str", lambda s: s.search(np.ones(8), k="5"), _CE),
+    ("search k 0", lambda s: s.search(np.ones(8), k=0), _CE),
+    ("search k float", lambda s: s.search(np.ones(8), k=2.0), _CE),
+    ("search where str", lambda s: s.search(np.ones(8), where="k=1"), _CE),
+    ("search where $gt", lambda s: s.search(np.ones(8), where={"k": {"$gt": 1}}), _CE),
+    ("search where nested list", lambda s: s.search(np.ones(8), where={"k": [[1]]}), _CE),
+    ("search NaN query", lambda s: s.search(np.full(8, np.nan)), _CE),
+    ("search zero query", lambda s: s.search(np.zeros(8)), _CE),
+    ("search wide query", lambda s: s.search(np.ones(9)), _DM),
+    ("search object query", lambda s: s.search(np.array([object()] * 8)), _CE),
+    ("search None query", lambda s: s.search(None), _CE),
+    ("search_batch 1-D", lambda s: s.search_batch(np.ones(8)), _CE),
+    ("delete bare id", lambda s: s.delete("abc"), _CE),
+    ("get bare id", lambda s: s.get("abc"), _CE),
+]
+
+_TRUNCATE_CALLS: list[tuple[str, Call, type[MMEmbedError]]] = [
+    ("truncate NaN", lambda e: truncate(np.full((1, 8), np.nan), 4), _CE),
+    ("truncate inf", lambda e: truncate(np.full(8, np.inf), 4), _CE),
+    ("truncate 1e300", lambda e: truncate(np.full(8, 1e300), 4), _CE),
+    ("truncate str", lambda e: truncate("abc", 4), _CE),
+    ("truncate object", lambda e: truncate(np.array([object()] * 8), 4), _CE),
+    ("truncate 3-D", lambda e: truncate(np.ones((1, 1, 8)), 4), _CE),
+    ("truncate dims 0", lambda e: truncate(np.ones(8), 0), _CE),
+    ("truncate dims str", lambda e: truncate(np.ones(8), "4"), _CE),  # type: ignore[arg-type]
+    ("truncate dims wider", lambda e: truncate(np.ones(8), 9), _CE),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [pytest.param(c, err, id=name) for name, c, err in _INDEX_CALLS + _TRUNCATE_CALLS],
+)
+def test_bad_index_calls_are_mmembed_errors(
+    env: _Env, call: Call, error: type[MMEmbedError]
+) -> None:
+    with pytest.raises(error) as caught:
+        call(env)
+    assert type(caught.value).__module__ == "mmembed.errors"
+    assert len(str(caught.value)) > 20  # says what is wrong
+
+
+@pytest.mark.parametrize("kind", ["fake", "gemini", "static"])
+@pytest.mark.parametrize(
+    ("call", "error"), [pytest.param(c, err, id=name) for name, c, err in _EMBED_CALLS]
+)
+def test_bad_embed_calls_are_the_same_error_on_every_embedder(
+    env: _Env, kind: str, call: Callable[[Any], object], error: type[MMEmbedError]
+) -> None:
+    if kind not in env.embedders:
+        pytest.skip(f"the {kind} embedder is not installed")
+    with pytest.raises(error) as caught:
+        call(env.embedders[kind])
+    assert type(caught.value).__module__ == "mmembed.errors"
+
+
+@pytest.mark.parametrize("kind", ["memory", "faiss", "qdrant"])
+@pytest.mark.parametrize(
+    ("call", "error"), [pytest.param(c, err, id=name) for name, c, err in _STORE_CALLS]
+)
+def test_bad_store_calls_are_the_same_error_on_every_store(
+    env: _Env, kind: str, call: Callable[[Any], object], error: type[MMEmbedError]
+) -> None:
+    if kind not in env.stores:
+        pytest.skip(f"the {kind} store is not installed")
+    store = env.stores[kind]
+    with pytest.raises(error) as caught:
+        call(store)
+    assert type(caught.value).__module__ == "mmembed.errors"
+    assert len(store) == 2  # nothing was stored

@@ -276,6 +276,9 @@ def trimmed(text: str, window: TextWindow) -> tuple[int, int]:
 
 
 def _check_sizes(size: int, overlap: int) -> None:
+    for name, value in (("size", size), ("overlap", overlap)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(f"{name} must be an int, got {value!r}")
     if size < 1:
         raise ConfigurationError(f"size must be at least 1, got {size}")
     if overlap < 0:
