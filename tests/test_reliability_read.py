@@ -7,6 +7,10 @@ marked ``reliability``; it runs with the rest of the tests.
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
+import shutil
+import sqlite3
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,9 +26,11 @@ from mmembed.embedders.gemini import GeminiEmbedder
 from mmembed.embedders.static import StaticEmbedder, static_model_available
 from mmembed.errors import (
     ConfigurationError,
+    CorruptStoreError,
     DimensionMismatchError,
     InputLimitError,
     MMEmbedError,
+    StoreError,
     UnsupportedMediaError,
 )
 from mmembed.index import Index
@@ -33,6 +39,7 @@ from mmembed.matryoshka import truncate
 from mmembed.protocols import Hit
 from mmembed.stores import FaissStore, InMemoryStore, QdrantStore
 from mmembed.testing import FakeEmbedder, FakeGeminiServer
+from mmembed.testing.contracts.store import forge_checksums
 from mmembed.testing.media import make_text
 
 pytestmark = pytest.mark.reliability
@@ -462,3 +469,188 @@ def test_bad_store_calls_are_the_same_error_on_every_store(
         call(store)
     assert type(caught.value).__module__ == "mmembed.errors"
     assert len(store) == 2  # nothing was stored
+
+
+# -- hostile index files are mmembed errors ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("hostile")
+    docs = root / "docs"
+    docs.mkdir()
+    for i in range(3):
+        make_text(80, seed=i, path=docs / f"f{i}.txt")
+    with Index(root / "good", embedder=FakeEmbedder(dimensions=8)) as index:
+        index.add(docs)
+    return root / "good", docs
+
+
+def _use(path: Path, shared: Path) -> None:
+    """Open, search, change a file, re-index, remove, list: what a user does with an index."""
+    docs = path.parent / "docs"
+    if not docs.exists():
+        shutil.copytree(shared, docs)
+    with Index(path) as index:
+        index.search("cells")
+        index.info()
+        index.files()
+        (docs / "f1.txt").write_text(make_text(90, seed=7), encoding="utf-8")
+        index.add(docs)
+        index.remove(docs / "f2.txt")
+        index.search("cells", mode="vector")
+
+
+_CATALOG_EDITS = {
+    "files.size text": "UPDATE files SET size = 'big'",
+    "files.mtime_ns text": "UPDATE files SET mtime_ns = 'x'",
+    "files.chunks text": "UPDATE files SET chunks = 'x'",
+    "files.metadata broken": "UPDATE files SET metadata = '{'",
+    "files.metadata list": "UPDATE files SET metadata = '[1]'",
+    "files.metadata deep": "UPDATE files SET metadata = '"
+    + '{"a":' * 5000
+    + "1"
+    + "}" * 5000
+    + "'",
+    "files.modality unknown": "UPDATE files SET modality = 'nope'",
+    "chunks.ord text": "UPDATE chunks SET ord = 'x'",
+    "chunks.span text": "UPDATE chunks SET span_kind = 'text', span_a = 'x'",
+    "chunks.span kind": "UPDATE chunks SET span_kind = 'weird', span_a = 1, span_b = 2",
+    "chunks.modality unknown": "UPDATE chunks SET modality = 'nope'",
+    "chunks.metadata broken": "UPDATE chunks SET metadata = '['",
+    "chunks.vector short": "UPDATE chunks SET vector = x'000000'",
+    "chunks.vector text": "UPDATE chunks SET vector = 'abcd'",
+    "chunks.vector NaN": "UPDATE chunks SET vector = x'"
+    + np.full(8, np.nan, "<f4").tobytes().hex()
+    + "'",
+    "meta compacted_seq text": "INSERT OR REPLACE INTO meta VALUES ('compacted_seq', 'x')",
+    "meta schema_version text": "UPDATE meta SET value = 'x' WHERE key = 'schema_version'",
+    "no chunks table": "DROP TABLE chunks",
+}
+
+
+@pytest.mark.parametrize("edit", list(_CATALOG_EDITS), ids=list(_CATALOG_EDITS))
+def test_a_tampered_catalog_is_a_corrupt_store_error(
+    built: tuple[Path, Path], tmp_path: Path, edit: str
+) -> None:
+    good, docs = built
+    path = tmp_path / "ix"
+    shutil.copytree(good, path)
+    (path / "store").rename(tmp_path / "snapshot")  # the catalog's vectors are read too
+    (path / "store.json").unlink()
+    db = sqlite3.connect(path / "catalog.sqlite")
+    db.executescript(_CATALOG_EDITS[edit])
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError) as caught:
+        _use(path, docs)
+    assert "delete" not in str(caught.value)
+
+
+def _deep_json(levels: int) -> str:
+    return '{"a":' * levels + "1" + "}" * levels
+
+
+_CONFIG_EDITS: dict[str, Callable[[dict[str, Any]], object]] = {
+    "deep": lambda c: _deep_json(100_000),
+    "a list": lambda c: [],
+    "no embedder": lambda c: {k: v for k, v in c.items() if k != "embedder"},
+    "embedder a string": lambda c: {**c, "embedder": "x"},
+    "no dimensions": lambda c: {**c, "embedder": {"kind": "fake"}},
+    "dimensions text": lambda c: {**c, "embedder": {**c["embedder"], "dimensions": "eight"}},
+    "dimensions huge": lambda c: {**c, "embedder": {**c["embedder"], "dimensions": 10**12}},
+    "dimensions bool": lambda c: {**c, "embedder": {**c["embedder"], "dimensions": True}},
+    "spec a list": lambda c: {**c, "embedder": {**c["embedder"], "spec": [1]}},
+    "spec kind a module": lambda c: {**c, "embedder": {**c["embedder"], "spec": {"kind": "os"}}},
+    "chunking a string": lambda c: {**c, "chunking": "x"},
+    "chunking options a list": lambda c: {**c, "chunking": {**c["chunking"], "options": [1]}},
+    "chunking option a string": lambda c: {**c, "chunking": {"options": {"text": "x"}}},
+    "chunking option bad value": lambda c: {
+        **c,
+        "chunking": {**c["chunking"], "options": {"text": {"size": "x"}}},
+    },
+    "store a string": lambda c: {**c, "store": "x"},
+    "store spec a list": lambda c: {**c, "store": {"spec": [1]}},
+    "version other": lambda c: {**c, "version": "x"},
+}
+
+
+@pytest.mark.parametrize("edit", list(_CONFIG_EDITS), ids=list(_CONFIG_EDITS))
+def test_a_crafted_config_is_an_mmembed_error(
+    built: tuple[Path, Path], tmp_path: Path, edit: str
+) -> None:
+    good, docs = built
+    path = tmp_path / "ix"
+    shutil.copytree(good, path)
+    config = json.loads((path / "config.json").read_text())
+    made = _CONFIG_EDITS[edit](config)
+    (path / "config.json").write_text(made if isinstance(made, str) else json.dumps(made))
+    with pytest.raises((CorruptStoreError, ConfigurationError)):
+        _use(path, docs)
+
+
+@pytest.mark.parametrize(
+    "state",
+    ['{"spec": null, "seq": "x"}', '{"seq": -1}', '{"seq": 1e308}', "[1]", "[" * 100_000],
+)
+def test_a_crafted_store_json_is_a_corrupt_store_error(
+    built: tuple[Path, Path], tmp_path: Path, state: str
+) -> None:
+    good, docs = built
+    path = tmp_path / "ix"
+    shutil.copytree(good, path)
+    (path / "store.json").write_text(state)
+    with pytest.raises(CorruptStoreError):
+        _use(path, docs)
+
+
+def _npy(
+    array: np.ndarray, *, shape: tuple[int, ...] | None = None, fortran: bool = False
+) -> bytes:
+    buffer = io.BytesIO()
+    header = {
+        "descr": np.lib.format.dtype_to_descr(array.dtype),
+        "fortran_order": fortran,
+        "shape": shape or array.shape,
+    }
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + (array.T if fortran else array).tobytes()
+
+
+_RESEALS: dict[str, Callable[[Path], object]] = {
+    "NaN vectors": lambda g: (g / "vectors.npy").write_bytes(
+        _npy(np.full_like(np.load(g / "vectors.npy"), np.nan))
+    ),
+    "10^12 rows": lambda g: (g / "vectors.npy").write_bytes(
+        _npy(np.load(g / "vectors.npy"), shape=(10**12, 8))
+    ),
+    "Fortran order": lambda g: (g / "vectors.npy").write_bytes(
+        _npy(np.load(g / "vectors.npy"), fortran=True)
+    ),
+    "deep records": lambda g: (g / "records.json").write_text(
+        '{"ids": ["0"], "metadata": [' + "[" * 100_000 + "]" * 100_000 + "]}"
+    ),
+    "records not ids": lambda g: (g / "records.json").write_text('{"ids": 5}'),
+}
+
+
+@pytest.mark.parametrize("kind", ["faiss", "memory"])
+@pytest.mark.parametrize("reseal", list(_RESEALS), ids=list(_RESEALS))
+def test_a_resealed_store_is_refused_on_load(tmp_path: Path, kind: str, reseal: str) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make_text(80, seed=1, path=docs / "a.txt")
+    store = FaissStore(8) if kind == "faiss" else InMemoryStore(8)
+    with Index(tmp_path / "ix", embedder=FakeEmbedder(dimensions=8), store=store) as index:
+        index.add(docs)
+    snapshot = tmp_path / "ix" / "store"
+    newest = max(snapshot.glob("gen-*"))
+    for older in snapshot.glob("gen-*"):
+        if older != newest:
+            shutil.rmtree(older)
+    _RESEALS[reseal](newest)
+    forge_checksums(snapshot)  # checksums recomputed, as an attacker would
+    with pytest.raises(CorruptStoreError):
+        (FaissStore if kind == "faiss" else InMemoryStore).load(snapshot)
+    with pytest.raises(CorruptStoreError):
+        Index(tmp_path / "ix")
