@@ -14,6 +14,7 @@ its own transaction; a catalog from a newer mmembed is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from mmembed._files import sqlite_error
 from mmembed.content import Modality
 from mmembed.errors import CorruptStoreError, MMEmbedError, StoreError
 from mmembed.protocols import PageSpan, Span, TextSpan, TimeSpan
@@ -170,11 +172,8 @@ class Catalog:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise CorruptStoreError(
-                f"{self.path} is not a readable mmembed catalog ({exc}); delete the index "
-                "directory and index again"
-            ) from exc
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, f"the index catalog {self.path}") from exc
 
     def _migrate(self) -> None:
         """Create the tables of a new catalog, or bring an older one up to this version."""
@@ -492,8 +491,8 @@ class Catalog:
     def _q(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, tuple(params))
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"index catalog {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, f"the index catalog {self.path}") from exc
 
     def _transaction(self) -> _Tx:
         return _Tx(self._db, self.path)
@@ -520,17 +519,24 @@ class _Tx:
             return
         try:
             self._db.execute(self._begin)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"index catalog {self._path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, f"the index catalog {self._path}") from exc
         self._depth = 1
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
         if not self._depth:
             return
-        if kind is None:
+        if kind is not None:
+            with contextlib.suppress(sqlite3.Error):  # the error on its way out says more
+                self._db.execute("ROLLBACK")
+            return
+        try:
             self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            if self._db.in_transaction:  # a COMMIT that failed (a full disk): nothing is kept
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise sqlite_error(error, f"the index catalog {self._path}") from error
 
 
 def _decoded(decode: Callable[[Any], _T], value: Any) -> _T:

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from mmembed._bases import Closeable, WrapsEmbedder
 from mmembed._checks import check_rows
+from mmembed._files import disk_error
 from mmembed.content import Embeddable, Task, content_hash
 from mmembed.errors import CorruptStoreError, StoreError
 from mmembed.protocols import Embedder
@@ -70,7 +71,7 @@ class EmbeddingCache(Closeable):
             )
             self._setup()
         except sqlite3.DatabaseError as exc:
-            raise CorruptStoreError(
+            raise disk_error(exc, f"the embedding cache {self._path}") or CorruptStoreError(
                 f"{self._path} is not a readable mmembed embedding cache ({exc}); "
                 "delete it and it will be rebuilt"
             ) from exc
@@ -164,6 +165,9 @@ class EmbeddingCache(Closeable):
             self._db.close()
 
     def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        disk = disk_error(exc, f"the embedding cache {self._path}")
+        if disk is not None:
+            return disk
         if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
             return CorruptStoreError(
                 f"embedding cache {self._path} is damaged ({exc}); delete it and it will be rebuilt"

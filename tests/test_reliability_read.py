@@ -6,6 +6,7 @@ marked ``reliability``; it runs with the rest of the tests.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import io
 import json
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 import mmembed
+from mmembed._files import sqlite_error
 from mmembed.chunkers import TextChunker
 from mmembed.content import Text
 from mmembed.embedders.gemini import GeminiEmbedder
@@ -28,6 +30,7 @@ from mmembed.errors import (
     ConfigurationError,
     CorruptStoreError,
     DimensionMismatchError,
+    DiskError,
     InputLimitError,
     MMEmbedError,
     StoreError,
@@ -654,3 +657,89 @@ def test_a_resealed_store_is_refused_on_load(tmp_path: Path, kind: str, reseal: 
         (FaissStore if kind == "faiss" else InMemoryStore).load(snapshot)
     with pytest.raises(CorruptStoreError):
         Index(tmp_path / "ix")
+
+
+# -- a full or read-only disk says so ----------------------------------------------------------
+
+
+def test_a_full_disk_during_indexing_is_a_disk_error_and_keeps_what_was_committed(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make_text(80, seed=1, path=docs / "a.txt")
+    with Index(tmp_path / "ix", embedder=FakeEmbedder(dimensions=8)) as index:
+        index.add(docs)
+        before = len(index)
+        # the catalog may not grow by one page more: SQLite's own "database or disk is full"
+        index._catalog._db.execute("PRAGMA max_page_count = 1")
+        for i in range(2, 6):
+            make_text(3000, seed=i, path=docs / f"big{i}.txt")
+        with pytest.raises(DiskError) as caught:
+            index.add(docs)
+    message = str(caught.value)
+    assert "the disk is full" in message
+    assert "free some space and run the command again" in message
+    assert "delete" not in message
+    with Index(tmp_path / "ix") as reopened:
+        assert len(reopened) >= before
+        assert reopened.search("cells", k=1)
+
+
+def test_sqlite_failures_say_what_is_true(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    read_only = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.Error) as raised:
+        read_only.execute("INSERT INTO t VALUES (1)")
+    read_only.close()
+    error = sqlite_error(raised.value, "the index catalog")
+    assert isinstance(error, DiskError)
+    assert "read-only" in str(error)
+    assert "the files are intact" in str(error)
+    assert "delete" not in str(error)
+    # a file that is not a database: damaged, and never "delete the index directory"
+    (tmp_path / "ix").mkdir()
+    (tmp_path / "ix" / "catalog.sqlite").write_bytes(b"x" * 4096)
+    with pytest.raises(CorruptStoreError) as caught:
+        Index(tmp_path / "ix", embedder=FakeEmbedder(dimensions=8))
+    assert "restore it from a backup" in str(caught.value)
+    assert "delete" not in str(caught.value)
+
+
+def _no_space(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_saving_a_store_is_a_disk_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FaissStore(8)
+    store.add(["a"], np.ones((1, 8)))
+    monkeypatch.setattr("mmembed.stores._persist.open_new", _no_space)
+    with pytest.raises(DiskError, match=r"the disk is full.*previous saved state is intact"):
+        store.save(tmp_path / "s")
+
+
+def test_the_cli_exits_8_on_a_full_disk_not_3_or_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmembed.cli import ExitCode, main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make_text(80, seed=1, path=docs / "a.txt")
+    monkeypatch.setenv("MMEMBED_HELPER", "off")
+    monkeypatch.setattr("mmembed._files.write_bytes_atomic", _no_space)
+    with FakeGeminiServer() as server:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        code = main(["index", "--index", str(tmp_path / "ix"), str(docs)])
+    err = capsys.readouterr().err
+    assert code == ExitCode.DISK == 8, err
+    assert "the disk is full" in err
+    assert "delete" not in err
+    assert "Traceback" not in err
