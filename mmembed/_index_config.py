@@ -58,10 +58,14 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError, RecursionError) as exc:
         raise CorruptStoreError(
-            f"{path} is damaged ({exc}); delete the index directory and index again"
+            f"{path} is damaged ({exc}); restore it from a backup, or index the files again "
+            "into a new directory"
         ) from exc
     if not isinstance(data, dict):
-        raise CorruptStoreError(f"{path} is not an mmembed index file; delete it and index again")
+        raise CorruptStoreError(
+            f"{path} is not an mmembed index file; restore it from a backup, or index the files "
+            "again into a new directory"
+        )
     return data
 
 

@@ -77,6 +77,7 @@ from mmembed.errors import (
 from mmembed.limits import ModelLimits
 from mmembed.protocols import Embedder, PageSpan, Span, TextSpan, TimeSpan, VectorStore
 from mmembed.results import Result, Results
+from mmembed.stores._persist import current_generation
 from mmembed.stores._validate import check_k, check_positive_int
 
 __all__ = [
@@ -287,6 +288,8 @@ class Index(Closeable):
         self._text_known: tuple[int, bool] | None = None
         # the catalog position of the snapshot on disk (None: no usable snapshot yet)
         self._saved_seq: int | None = None
+        # the generation of store/ the store was loaded from (or last saved as)
+        self._generation: int | None = None
         self._store = self._open_store(store)
         if self._new:
             with self._lock:
@@ -313,16 +316,19 @@ class Index(Closeable):
             self._config["store"] = store_entry(given)
             self._rebuild_into(given)
             return given
+        self._generation = current_generation(self.path / "store")
         if state is not None and (self.path / "store").exists():
             for _ in range(3):
+                self._generation = current_generation(self.path / "store")
                 try:
                     store: VectorStore = load_store(state, self.path / "store")
                 except MMEmbedError:
                     raise
                 except Exception as exc:
                     raise CorruptStoreError(
-                        f"{self.path / 'store'} could not be read ({exc}); delete the index "
-                        "directory and index again"
+                        f"{self.path / 'store'} could not be read ({exc}); delete store/ and "
+                        "store.json (the index rebuilds them from its catalog, which holds every "
+                        "vector)"
                     ) from exc
                 self._seq = check_store_state(self.path, state)
                 # a writer may have compacted the log past our snapshot meanwhile: reread
@@ -389,7 +395,8 @@ class Index(Closeable):
         if vectors.shape[1] != self._dimensions:
             raise CorruptStoreError(
                 f"{self.path}: stored vectors have {vectors.shape[1]} dimensions, the index "
-                f"{self._dimensions}; delete the index directory and index again"
+                f"{self._dimensions}; restore catalog.sqlite from a backup, or index the files "
+                "again into a new directory"
             )
         store.add(
             [r.id for r, _ in batch],
@@ -407,7 +414,14 @@ class Index(Closeable):
         save = getattr(self._store, "save", None)
         if save is None:
             return  # the store is rebuilt from the catalog on every open
+        if current_generation(self.path / "store") != self._generation:
+            # another writer saved a snapshot since this store was loaded (its changes were
+            # replayed from the log): start from that snapshot, caught up from the catalog
+            self._saved_seq = None
+            self._store = self._open_store(None)
+            save = self._store.save  # type: ignore[attr-defined]
         save(self.path / "store")
+        self._generation = current_generation(self.path / "store")
         write_json_atomic(self.path / "store.json", {**store_entry(self._store), "seq": self._seq})
         self._catalog.compact(self._seq)
         self._saved_seq = self._seq

@@ -743,3 +743,22 @@ def test_the_cli_exits_8_on_a_full_disk_not_3_or_4(
     assert "the disk is full" in err
     assert "delete" not in err
     assert "Traceback" not in err
+
+
+def test_a_writer_after_another_writers_snapshot_saves_without_reapplying(
+    two_files: tuple[Path, Path, Path],
+) -> None:
+    path, a, _ = two_files
+    first = Index(path)
+    extra = make_text(40, seed=11, path=a.parent / "c.txt")
+    with Index(path) as second:
+        # the first index replays the second's committed file before the second saves its
+        # snapshot: its store holds everything, but was loaded from the older snapshot
+        second.add(extra, progress=lambda _: first.search("cells", k=1))
+    later = make_text(40, seed=12, path=a.parent / "d.txt")
+    report = first.add(later)
+    assert len(report.added) == 1
+    assert len(first.store) == len(first) == len(Index(path).store)
+    names = {Path(f).name for f in first.files()}
+    assert {"c.txt", "d.txt"} <= names
+    first.close()
