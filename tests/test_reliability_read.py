@@ -12,6 +12,8 @@ import io
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from mmembed.content import Text
 from mmembed.embedders.gemini import GeminiEmbedder
 from mmembed.embedders.static import StaticEmbedder, static_model_available
 from mmembed.errors import (
+    ChunkingError,
     ConfigurationError,
     CorruptStoreError,
     DimensionMismatchError,
@@ -43,7 +46,7 @@ from mmembed.protocols import Hit
 from mmembed.stores import FaissStore, InMemoryStore, QdrantStore
 from mmembed.testing import FakeEmbedder, FakeGeminiServer
 from mmembed.testing.contracts.store import forge_checksums
-from mmembed.testing.media import make_text
+from mmembed.testing.media import make_pdf, make_text, make_video
 
 pytestmark = pytest.mark.reliability
 
@@ -762,3 +765,36 @@ def test_a_writer_after_another_writers_snapshot_saves_without_reapplying(
     names = {Path(f).name for f in first.files()}
     assert {"c.txt", "d.txt"} <= names
     first.close()
+
+
+# -- messages say what is true -----------------------------------------------------------------
+
+
+def test_an_mp4_with_a_damaged_moov_is_not_called_audio(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    data = bytearray(make_video(seconds=1.0, audio=False))
+    trak = data.find(b"trak")
+    assert trak > 0
+    data[trak : trak + 400] = bytes(400)  # the track boxes inside the moov header, zeroed
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChunkingError) as caught:
+        list(mmembed.chunk(path))
+    message = str(caught.value)
+    assert "audio" not in message
+    assert "damaged" in message
+    assert "re-encode or download it again" in message
+
+
+def test_pypdf_warnings_stay_off_stderr(tmp_path: Path) -> None:
+    pytest.importorskip("pypdf")
+    good = make_pdf(pages=2)
+    path = tmp_path / "xref.pdf"
+    path.write_bytes(good.replace(b"startxref", b"startxref\n999999\n%"))  # a broken pointer
+    # a process of its own: pytest's log capture would hide what a user's terminal shows
+    script = f"import mmembed; print(len(list(mmembed.chunk({str(path)!r}))))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert int(done.stdout) >= 1  # pypdf recovers; it only complained
+    assert done.stderr == ""
