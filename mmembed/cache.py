@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from mmembed._bases import Closeable, WrapsEmbedder
 from mmembed._checks import check_rows
 from mmembed._files import disk_error
-from mmembed.content import Embeddable, Task, content_hash
+from mmembed.content import Embeddable, Task, as_items, as_task, content_hash
 from mmembed.errors import CorruptStoreError, StoreError
 from mmembed.protocols import Embedder
 
@@ -192,6 +192,7 @@ def embed_through_cache(
     Returns the rows and the number of items that were not sent (cache hits, and repeats of an
     item earlier in the same call).
     """
+    items = as_items(items)
     hashes = [content_hash(item) for item in items]
     cached = cache.get_many(hashes, model=model, dimensions=dimensions, task=task)
     todo, todo_hashes = _misses(items, hashes, cached)
@@ -209,6 +210,8 @@ async def aembed_through_cache(
     compute: Callable[[list[Embeddable]], Awaitable[NDArray[np.float32]]],
 ) -> tuple[NDArray[np.float32], int]:
     """Async twin of :func:`embed_through_cache`; hashing and SQLite run in a worker thread."""
+
+    items = as_items(items)
 
     def lookup() -> tuple[list[str], list[NDArray[np.float32] | None]]:
         hashes = [content_hash(item) for item in items]
@@ -294,7 +297,7 @@ class CachedEmbedder(WrapsEmbedder):
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
     ) -> NDArray[np.float32]:
         """Embed ``items``, sending only cache misses to the wrapped embedder."""
-        task = Task(task)
+        task = as_task(task)
         out, hits = embed_through_cache(
             self._cache,
             items,
@@ -310,7 +313,7 @@ class CachedEmbedder(WrapsEmbedder):
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
     ) -> NDArray[np.float32]:
         """Async twin of :meth:`embed`."""
-        task = Task(task)
+        task = as_task(task)
         out, hits = await aembed_through_cache(
             self._cache,
             items,
