@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import importlib.util
-import io
 import json
 import shutil
 import sqlite3
@@ -45,7 +44,7 @@ from mmembed.matryoshka import truncate
 from mmembed.protocols import Hit
 from mmembed.stores import FaissStore, InMemoryStore, QdrantStore
 from mmembed.testing import FakeEmbedder, FakeGeminiServer
-from mmembed.testing.contracts.store import forge_checksums
+from mmembed.testing.contracts.store import forge_checksums, npy_bytes
 from mmembed.testing.media import make_pdf, make_text, make_video
 
 pytestmark = pytest.mark.reliability
@@ -447,34 +446,29 @@ def test_bad_index_calls_are_mmembed_errors(
     assert len(str(caught.value)) > 20  # says what is wrong
 
 
-@pytest.mark.parametrize("kind", ["fake", "gemini", "static"])
-@pytest.mark.parametrize(
-    ("call", "error"), [pytest.param(c, err, id=name) for name, c, err in _EMBED_CALLS]
-)
-def test_bad_embed_calls_are_the_same_error_on_every_embedder(
-    env: _Env, kind: str, call: Callable[[Any], object], error: type[MMEmbedError]
-) -> None:
-    if kind not in env.embedders:
-        pytest.skip(f"the {kind} embedder is not installed")
-    with pytest.raises(error) as caught:
-        call(env.embedders[kind])
-    assert type(caught.value).__module__ == "mmembed.errors"
+_COMPONENT_CALLS = [
+    pytest.param("embedders", kind, call, error, id=f"{kind}: {name}")
+    for kind in ("fake", "gemini", "static")
+    for name, call, error in _EMBED_CALLS
+] + [
+    pytest.param("stores", kind, call, error, id=f"{kind}: {name}")
+    for kind in ("memory", "faiss", "qdrant")
+    for name, call, error in _STORE_CALLS
+]
 
 
-@pytest.mark.parametrize("kind", ["memory", "faiss", "qdrant"])
-@pytest.mark.parametrize(
-    ("call", "error"), [pytest.param(c, err, id=name) for name, c, err in _STORE_CALLS]
-)
-def test_bad_store_calls_are_the_same_error_on_every_store(
-    env: _Env, kind: str, call: Callable[[Any], object], error: type[MMEmbedError]
+@pytest.mark.parametrize(("group", "kind", "call", "error"), _COMPONENT_CALLS)
+def test_bad_calls_are_the_same_error_on_every_embedder_and_store(
+    env: _Env, group: str, kind: str, call: Callable[[Any], object], error: type[MMEmbedError]
 ) -> None:
-    if kind not in env.stores:
-        pytest.skip(f"the {kind} store is not installed")
-    store = env.stores[kind]
+    made: dict[str, Any] = getattr(env, group)
+    if kind not in made:
+        pytest.skip(f"{kind} is not installed")
     with pytest.raises(error) as caught:
-        call(store)
+        call(made[kind])
     assert type(caught.value).__module__ == "mmembed.errors"
-    assert len(store) == 2  # nothing was stored
+    if group == "stores":
+        assert len(made[kind]) == 2  # nothing was stored
 
 
 # -- hostile index files are mmembed errors ----------------------------------------------------
@@ -490,6 +484,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     with Index(root / "good", embedder=FakeEmbedder(dimensions=8)) as index:
         index.add(docs)
     return root / "good", docs
+
+
+def _copy(built: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the built index to tamper with, and the folder it indexed."""
+    good, docs = built
+    shutil.copytree(good, tmp_path / "ix")
+    return tmp_path / "ix", docs
 
 
 def _use(path: Path, shared: Path) -> None:
@@ -539,9 +540,7 @@ _CATALOG_EDITS = {
 def test_a_tampered_catalog_is_a_corrupt_store_error(
     built: tuple[Path, Path], tmp_path: Path, edit: str
 ) -> None:
-    good, docs = built
-    path = tmp_path / "ix"
-    shutil.copytree(good, path)
+    path, docs = _copy(built, tmp_path)
     (path / "store").rename(tmp_path / "snapshot")  # the catalog's vectors are read too
     (path / "store.json").unlink()
     db = sqlite3.connect(path / "catalog.sqlite")
@@ -585,9 +584,7 @@ _CONFIG_EDITS: dict[str, Callable[[dict[str, Any]], object]] = {
 def test_a_crafted_config_is_an_mmembed_error(
     built: tuple[Path, Path], tmp_path: Path, edit: str
 ) -> None:
-    good, docs = built
-    path = tmp_path / "ix"
-    shutil.copytree(good, path)
+    path, docs = _copy(built, tmp_path)
     config = json.loads((path / "config.json").read_text())
     made = _CONFIG_EDITS[edit](config)
     (path / "config.json").write_text(made if isinstance(made, str) else json.dumps(made))
@@ -602,36 +599,21 @@ def test_a_crafted_config_is_an_mmembed_error(
 def test_a_crafted_store_json_is_a_corrupt_store_error(
     built: tuple[Path, Path], tmp_path: Path, state: str
 ) -> None:
-    good, docs = built
-    path = tmp_path / "ix"
-    shutil.copytree(good, path)
+    path, docs = _copy(built, tmp_path)
     (path / "store.json").write_text(state)
     with pytest.raises(CorruptStoreError):
         _use(path, docs)
 
 
-def _npy(
-    array: np.ndarray, *, shape: tuple[int, ...] | None = None, fortran: bool = False
-) -> bytes:
-    buffer = io.BytesIO()
-    header = {
-        "descr": np.lib.format.dtype_to_descr(array.dtype),
-        "fortran_order": fortran,
-        "shape": shape or array.shape,
-    }
-    np.lib.format.write_array_header_1_0(buffer, header)
-    return buffer.getvalue() + (array.T if fortran else array).tobytes()
-
-
 _RESEALS: dict[str, Callable[[Path], object]] = {
     "NaN vectors": lambda g: (g / "vectors.npy").write_bytes(
-        _npy(np.full_like(np.load(g / "vectors.npy"), np.nan))
+        npy_bytes(np.full_like(np.load(g / "vectors.npy"), np.nan))
     ),
     "10^12 rows": lambda g: (g / "vectors.npy").write_bytes(
-        _npy(np.load(g / "vectors.npy"), shape=(10**12, 8))
+        npy_bytes(np.load(g / "vectors.npy"), shape=(10**12, 8))
     ),
     "Fortran order": lambda g: (g / "vectors.npy").write_bytes(
-        _npy(np.load(g / "vectors.npy"), fortran=True)
+        npy_bytes(np.load(g / "vectors.npy"), fortran=True)
     ),
     "deep records": lambda g: (g / "records.json").write_text(
         '{"ids": ["0"], "metadata": [' + "[" * 100_000 + "]" * 100_000 + "]}"
