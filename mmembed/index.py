@@ -288,6 +288,7 @@ class Index(Closeable):
         self._text_known: tuple[int, bool] | None = None
         # the catalog position of the snapshot on disk (None: no usable snapshot yet)
         self._saved_seq: int | None = None
+        self._closed = False
         # the generation of store/ the store was loaded from (or last saved as)
         self._generation: int | None = None
         self._store = self._open_store(store)
@@ -485,8 +486,10 @@ class Index(Closeable):
 
     @property
     def store(self) -> VectorStore:
-        """The vector store, brought up to the catalog's newest commit (another process's too)."""
-        self._catch_up()
+        """The vector store, brought up to the catalog's newest commit (another process's too;
+        after :meth:`close`, as it was)."""
+        if not self._closed:
+            self._catch_up()
         return self._store
 
     @property
@@ -713,6 +716,7 @@ class Index(Closeable):
 
     def close(self) -> None:
         """Close the catalog (the index stays usable on disk)."""
+        self._closed = True
         self._keywords.close()
         self._catalog.close()
 

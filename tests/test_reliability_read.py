@@ -133,6 +133,7 @@ def test_a_long_lived_index_picks_up_another_writers_commits(
     hits = reader.store.search(np.ones(16, dtype=np.float32), k=100)
     assert {h.id for h in hits} == {h.id for h in Index(path).store.search(np.ones(16), k=100)}
     reader.close()
+    assert len(reader.store) == len(hits)  # a closed index still hands out its store
 
 
 # -- text is bounded ---------------------------------------------------------------------------
