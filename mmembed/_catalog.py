@@ -14,6 +14,7 @@ its own transaction; a catalog from a newer mmembed is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -21,14 +22,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from mmembed._files import SQLITE_SIDECARS, refuse_links
+from mmembed._files import SQLITE_SIDECARS, refuse_links, sqlite_error
+from mmembed.content import Modality
 from mmembed.errors import CorruptStoreError, MMEmbedError, StoreError
 from mmembed.protocols import PageSpan, Span, TextSpan, TimeSpan
+
+_T = TypeVar("_T")
 
 __all__ = [
     "NAME_WEIGHT",
@@ -190,11 +194,8 @@ class Catalog:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise CorruptStoreError(
-                f"{self.path} is not a readable mmembed catalog ({exc}); delete the index "
-                "directory and index again"
-            ) from exc
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, f"the index catalog {self.path}") from exc
 
     def _refuse_foreign(self) -> None:
         """Refuse an SQLite database mmembed did not write, before anything is changed in it."""
@@ -280,7 +281,7 @@ class Catalog:
             "(SELECT value FROM json_each(?))",
             (json.dumps(sorted(paths)),),
         )
-        return {str(p): json.loads(m) for p, m in rows}
+        return {str(p): _decoded(_mapping, m) for p, m in rows}
 
     def files_with_metadata(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(path, metadata) of every indexed file that has user metadata."""
@@ -288,7 +289,7 @@ class Catalog:
             "SELECT path, metadata FROM files WHERE metadata != '{}' AND status = 'indexed'"
         )
         for path, metadata in rows:
-            yield str(path), json.loads(metadata)
+            yield str(path), _decoded(_mapping, metadata)
 
     def counts(self) -> dict[str, int]:
         """Files indexed, files failed, chunks, and chunks per modality."""
@@ -483,7 +484,7 @@ class Catalog:
             marks = ",".join("?" * len(part))
             sql = _SELECT_CHUNK + f", vector FROM chunks WHERE id IN ({marks})"
             for row in self._q(sql, part):
-                out[row[0]] = (_chunk(row[:10]), np.frombuffer(row[10], dtype="<f4"))
+                out[row[0]] = (_chunk(row[:10]), _decoded(_vector, row[10]))
         return out
 
     def all_chunk_vectors(
@@ -495,13 +496,13 @@ class Catalog:
             "metadata, vector FROM chunks ORDER BY rowid"
         )
         while rows := cursor.fetchmany(batch):
-            yield [(_chunk(r[:10]), np.frombuffer(r[10], dtype="<f4")) for r in rows]
+            yield [(_chunk(r[:10]), _decoded(_vector, r[10])) for r in rows]
 
     def last_seq(self) -> int:
         row = self._q("SELECT MAX(seq) FROM changes").fetchone()
         # the log may have been compacted away entirely; the meta row remembers where it was
         logged = int(row[0]) if row and row[0] is not None else 0
-        return max(logged, int(self.get_meta("compacted_seq") or 0))
+        return max(logged, _decoded(int, self.get_meta("compacted_seq") or 0))
 
     def changed_since(self, seq: int) -> tuple[list[str], int]:
         """Chunk ids touched after ``seq`` (each once) and the newest seq."""
@@ -515,13 +516,13 @@ class Catalog:
 
     def oldest_logged_seq(self) -> int:
         """The seq before which the log was compacted (entries up to it are gone)."""
-        return int(self.get_meta("compacted_seq") or 0)
+        return _decoded(int, self.get_meta("compacted_seq") or 0)
 
     def compact(self, upto: int) -> None:
         """Drop change-log entries a saved store snapshot already holds."""
         with self._transaction():
             self._q("DELETE FROM changes WHERE seq <= ?", (upto,))
-            current = int(self.get_meta("compacted_seq") or 0)
+            current = _decoded(int, self.get_meta("compacted_seq") or 0)
             self.set_meta("compacted_seq", str(max(current, upto)))
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -529,8 +530,8 @@ class Catalog:
     def _q(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, tuple(_storable(p) for p in params))
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"index catalog {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, f"the index catalog {self.path}") from exc
 
     def _transaction(self) -> _Tx:
         return _Tx(self._db, self.path)
@@ -557,31 +558,77 @@ class _Tx:
             return
         try:
             self._db.execute(self._begin)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"index catalog {self._path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc, f"the index catalog {self._path}") from exc
         self._depth = 1
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
         if not self._depth:
             return
-        if kind is None:
+        if kind is not None:
+            with contextlib.suppress(sqlite3.Error):  # the error on its way out says more
+                self._db.execute("ROLLBACK")
+            return
+        try:
             self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            if self._db.in_transaction:  # a COMMIT that failed (a full disk): nothing is kept
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise sqlite_error(error, f"the index catalog {self._path}") from error
+
+
+def _decoded(decode: Callable[[Any], _T], value: Any) -> _T:
+    """``decode(value)`` for a value read from the catalog, or a :class:`CorruptStoreError`
+    when it is not what mmembed writes (text in an integer column, broken JSON, ...)."""
+    try:
+        return decode(value)
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise CorruptStoreError(
+            f"the index catalog holds a value mmembed did not write ({detail}); restore "
+            "catalog.sqlite from a backup, or index the files again into a new directory"
+        ) from None
+
+
+def _mapping(text: Any) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise TypeError(f"metadata {str(text)[:40]!r} is not a JSON object")
+    return value
+
+
+def _vector(blob: Any) -> NDArray[np.float32]:
+    if not isinstance(blob, bytes) or not blob or len(blob) % 4:
+        raise TypeError(f"a vector of {type(blob).__name__} {str(blob)[:20]!r}")
+    vector = np.frombuffer(blob, dtype="<f4")
+    if not np.isfinite(vector).all():
+        raise ValueError("a vector holds NaN or infinity")
+    return vector
 
 
 def _file(row: Sequence[Any]) -> FileRecord:
+    return _decoded(_file_record, row)
+
+
+def _file_record(row: Sequence[Any]) -> FileRecord:
     return FileRecord(
-        path=row[0],
-        size=int(row[1]),
-        mtime_ns=int(row[2]),
-        sha256=row[3],
-        modality=row[4],
-        status=row[5],
-        reason=row[6],
-        chunks=int(row[7]),
-        metadata=json.loads(row[8]),
+        path=str(row[0]),
+        size=_int(row[1]),
+        mtime_ns=_int(row[2]),
+        sha256=str(row[3]),
+        modality=Modality(row[4]).value if row[4] else "",  # "": failed before sniffed
+        status=str(row[5]),
+        reason=str(row[6]),
+        chunks=_int(row[7]),
+        metadata=_mapping(row[8]),
     )
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{str(value)[:40]!r} where an integer belongs")
+    return value
 
 
 def _json(data: Mapping[str, Any]) -> str:
@@ -650,15 +697,19 @@ _MIGRATIONS: dict[int, Callable[[Catalog], None]] = {2: _to_2, 3: _to_3}
 
 
 def _chunk(row: Sequence[Any]) -> ChunkRecord:
+    return _decoded(_chunk_record, row)
+
+
+def _chunk_record(row: Sequence[Any]) -> ChunkRecord:
     return ChunkRecord(
-        id=row[0],
-        path=row[1],
-        ord=int(row[2]),
-        modality=row[3],
+        id=str(row[0]),
+        path=str(row[1]),
+        ord=_int(row[2]),
+        modality=Modality(row[3]).value,
         span=span_from_row(row[4], row[5], row[6]),
-        preview=row[7],
-        content_hash=row[8],
-        metadata=json.loads(row[9]),
+        preview=str(row[7]),
+        content_hash=str(row[8]),
+        metadata=_mapping(row[9]),
     )
 
 

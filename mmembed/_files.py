@@ -5,25 +5,71 @@ Written once here so the index, the stores and the content types agree on them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mmembed.errors import CorruptStoreError
+from mmembed.errors import CorruptStoreError, DiskError, StoreError
 
 __all__ = [
     "HASH_BLOCK",
+    "disk_error",
     "fsync_dir",
     "fsync_file",
     "open_new",
     "sha256_file",
     "sha256_stream",
+    "sqlite_error",
     "write_bytes_atomic",
     "write_json_atomic",
 ]
+
+# what an OSError or SQLite says when the disk refused a write (not when the data is bad)
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_error(exc: BaseException, what: str) -> DiskError | None:
+    """A :class:`DiskError` saying what is true when ``exc`` is the disk refusing a write of
+    ``what`` (full, read-only, not writable); ``None`` for any other failure."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    number = getattr(exc, "errno", None)
+    if number in _FULL or name.startswith("SQLITE_FULL"):
+        return DiskError(
+            f"the disk is full: {what} could not be written ({exc}); free some space and run "
+            "the command again (everything committed before is kept)"
+        )
+    if number in _READ_ONLY or name.startswith(
+        ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
+    ):
+        return DiskError(
+            f"{what} cannot be written here ({exc}): the folder or file is read-only or not "
+            "yours; make it writable, or copy the folder somewhere writable (the files are "
+            "intact)"
+        )
+    return None
+
+
+def sqlite_error(exc: sqlite3.Error, what: str) -> StoreError:
+    """The mmembed error for a SQLite failure on ``what``: a :class:`DiskError` when the disk
+    refused a write, a :class:`CorruptStoreError` when the file is not a database or is
+    damaged, else a :class:`StoreError` with SQLite's words."""
+    disk = disk_error(exc, what)
+    if disk is not None:
+        return disk
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+        return CorruptStoreError(
+            f"{what} is damaged or not an mmembed file ({exc}); restore it from a backup, or "
+            "index the files again into a new directory"
+        )
+    return StoreError(f"{what}: {exc}")
+
 
 #: Bytes read at a time when hashing a file: large enough to run at memory speed.
 HASH_BLOCK = 1 << 20
@@ -79,7 +125,10 @@ def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> 
     A ``path`` that is a symbolic link is replaced, never followed.
     """
     text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    write_bytes_atomic(path, text.encode("utf-8"))
+    try:
+        write_bytes_atomic(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise disk_error(exc, str(path)) or exc from exc
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

@@ -32,7 +32,9 @@ __all__ = [
     "Chunkers",
     "TokenBudget",
     "check_chunking",
+    "check_config",
     "check_embedder",
+    "check_store_state",
     "embedder_entry",
     "read_json",
     "rebuild_embedder",
@@ -56,11 +58,76 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError, RecursionError) as exc:
         raise CorruptStoreError(
-            f"{path} is damaged ({exc}); delete the index directory and index again"
+            f"{path} is damaged ({exc}); restore it from a backup, or index the files again "
+            "into a new directory"
         ) from exc
     if not isinstance(data, dict):
-        raise CorruptStoreError(f"{path} is not an mmembed index file; delete it and index again")
+        raise CorruptStoreError(
+            f"{path} is not an mmembed index file; restore it from a backup, or index the files "
+            "again into a new directory"
+        )
     return data
+
+
+def check_config(path: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config.json`` of ``path`` with the shape mmembed writes, or a :class:`CorruptStoreError`
+    naming the first field that is not (never a ``KeyError`` from deep inside)."""
+    from mmembed.stores._validate import MAX_DIMENSIONS
+
+    def bad(what: str) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"{path / 'config.json'} is not what mmembed writes ({what}); restore the file from "
+            "a backup, or index the files again into a new directory"
+        )
+
+    embedder = config.get("embedder")
+    if not isinstance(embedder, Mapping):
+        raise bad("'embedder' must be an object")
+    dimensions = embedder.get("dimensions")
+    if (
+        isinstance(dimensions, bool)
+        or not isinstance(dimensions, int)
+        or not 1 <= dimensions <= MAX_DIMENSIONS
+    ):
+        raise bad(f"'embedder.dimensions' must be an int from 1 to {MAX_DIMENSIONS}")
+    for key in ("spec", "tasks"):
+        if embedder.get(key) is not None and not isinstance(embedder[key], Mapping):
+            raise bad(f"'embedder.{key}' must be an object")
+    chunking = config.get("chunking")
+    if chunking is not None:
+        if not isinstance(chunking, Mapping):
+            raise bad("'chunking' must be an object")
+        options = chunking.get("options", {})
+        if not isinstance(options, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, Mapping) for k, v in options.items()
+        ):
+            raise bad("'chunking.options' must map modalities to objects of options")
+        for key in ("limits", "chunker"):
+            if chunking.get(key) is not None and not isinstance(chunking[key], str):
+                raise bad(f"'chunking.{key}' must be a string")
+    store = config.get("store")
+    if store is not None:
+        if not isinstance(store, Mapping):
+            raise bad("'store' must be an object")
+        if store.get("spec") is not None and not isinstance(store["spec"], Mapping):
+            raise bad("'store.spec' must be an object")
+    return dict(config)
+
+
+def check_store_state(path: Path, state: Mapping[str, Any]) -> int:
+    """The catalog position ``store.json`` says the snapshot holds, once its shape is checked."""
+    seq = state.get("seq", 0)
+    spec = state.get("spec")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        what = "'seq' must be an int >= 0"
+    elif spec is not None and not isinstance(spec, Mapping):
+        what = "'spec' must be an object"
+    else:
+        return seq
+    raise CorruptStoreError(
+        f"{path / 'store.json'} is not what mmembed writes ({what}); delete store.json and "
+        "store/ (the index rebuilds them from its catalog, which holds every vector)"
+    )
 
 
 # -- the embedder ----------------------------------------------------------------------------
@@ -130,11 +197,22 @@ def check_embedder(path: Path, stored: Mapping[str, Any], given: Mapping[str, An
 # -- chunking --------------------------------------------------------------------------------
 
 
+# options that say which files are read, not how they are cut: an existing index takes new ones
+_NOT_FINGERPRINTED = {"text": ("max_bytes",)}
+
+
+def _cutting(chunking: Mapping[str, Any]) -> str:
+    """The chunk settings that decide the chunks, as comparable JSON."""
+    options = {
+        modality: {k: v for k, v in values.items() if k not in _NOT_FINGERPRINTED.get(modality, ())}
+        for modality, values in dict(chunking.get("options") or {}).items()
+    }
+    return json.dumps({**chunking, "options": options}, sort_keys=True, default=str)
+
+
 def check_chunking(path: Path, stored: Mapping[str, Any], given: Mapping[str, Any]) -> None:
     """Refuse chunk settings that differ from the index's (its chunks would not match)."""
-    if json.dumps(stored, sort_keys=True, default=str) != json.dumps(
-        given, sort_keys=True, default=str
-    ):
+    if _cutting(stored) != _cutting(given):
         raise IncompatibleIndexError(
             f"{path} was built with chunk settings {dict(stored)}, not {dict(given)}; use "
             "another index directory, or delete this one to rebuild it"

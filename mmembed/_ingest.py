@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,7 @@ from mmembed._checks import check_rows
 from mmembed._estimate import PlanLine, Planner
 from mmembed._files import sha256_file
 from mmembed._index_config import Chunkers
+from mmembed._sniff import check_text_block
 from mmembed._threads import worker_pool
 from mmembed._walk import Selection, display_path, is_under, walk
 from mmembed.content import (
@@ -51,6 +52,9 @@ from mmembed.errors import (
 )
 from mmembed.limits import ModelLimits
 from mmembed.protocols import Chunk, Embedder
+
+if TYPE_CHECKING:
+    from mmembed.chunkers.text import TextChunker
 
 __all__ = ["FileProblem", "IndexProgress", "IndexReport", "Ingest", "IngestContext", "PlanLine"]
 
@@ -476,12 +480,13 @@ class Ingest:
                 self._keep(old)
             return None
         try:
-            part = _open_part(path, streamed=self._streams_text())
+            part = _open_part(path, streamed=self._text_chunker())
         except UnsupportedMediaError as exc:
             if not quiet:
                 self._skip(path, _reason(exc, path), st=st, sha=sha)
             return None
-        except (ConfigurationError, OSError) as exc:
+        except (ConfigurationError, InputLimitError, OSError) as exc:
+            # a file over a limit is tried again on the next run: the limit may be raised
             if not quiet:
                 self._fail(path, _reason(exc, path))
             return None
@@ -500,10 +505,12 @@ class Ingest:
             return None
         return _Todo(part, modality, sha, indexed, pdf_as_text)
 
-    def _streams_text(self) -> bool:
+    def _text_chunker(self) -> TextChunker | None:
+        """The text chunker when it streams files (``None`` for a chunker of the caller's)."""
         from mmembed.chunkers.text import TextChunker
 
-        return isinstance(self.ctx.chunkers.for_part(Modality.TEXT).chunker, TextChunker)
+        chunker = self.ctx.chunkers.for_part(Modality.TEXT).chunker
+        return chunker if isinstance(chunker, TextChunker) else None
 
     def _file(self, path: str, st: os.stat_result) -> None:
         started = time.perf_counter()
@@ -846,13 +853,13 @@ def _lanes(embedder: Callable[[], Embedder]) -> int:
     return 1
 
 
-def _open_part(path: str, *, streamed: bool) -> Part | None:
+def _open_part(path: str, *, streamed: TextChunker | None) -> Part | None:
     """The file as a part, by its bytes; ``None`` for a text file the text chunker streams.
 
-    A streamed text file is checked to be UTF-8 here, block by block, so a file that is not is
-    skipped before any of it is sent.
+    A streamed text file is checked here, block by block, to be within the chunker's size limit,
+    UTF-8 and free of NUL bytes, so a file that is not is skipped before any of it is sent.
     """
-    if streamed:
+    if streamed is not None:
         from mmembed._sniff import HEAD_BYTES, sniff
         from mmembed.content import modality_of
 
@@ -860,6 +867,7 @@ def _open_part(path: str, *, streamed: bool) -> Part | None:
             head = f.read(HEAD_BYTES)
         mime = sniff(head)
         if mime and modality_of(mime) is Modality.TEXT:
+            streamed.check_size(path, path)
             _check_utf8(path)
             return None
     return load(path)
@@ -870,6 +878,7 @@ def _check_utf8(path: str) -> None:
     offset = 0
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
+            check_text_block(block, offset, path)
             try:
                 decoder.decode(block)
             except UnicodeDecodeError as exc:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 from mmembed.errors import MissingDependencyError
 
-__all__ = ["import_optional", "lazy_attributes"]
+__all__ = ["import_optional", "lazy_attributes", "quiet_logger"]
 
 
 def import_optional(module: str, *, extra: str, purpose: str) -> ModuleType:
@@ -21,7 +22,7 @@ def import_optional(module: str, *, extra: str, purpose: str) -> ModuleType:
         purpose: what needs it, for the message (``"VideoChunker"``).
     """
     try:
-        return importlib.import_module(module)
+        imported = importlib.import_module(module)
     except ImportError as exc:
         root = module.split(".")[0]
         err = MissingDependencyError(
@@ -30,6 +31,17 @@ def import_optional(module: str, *, extra: str, purpose: str) -> ModuleType:
         )
         err.name = root
         raise err from exc
+    quiet_logger(module.split(".")[0])
+    return imported
+
+
+def quiet_logger(name: str) -> None:
+    """Keep a dependency's log warnings off stderr ("incorrect startxref pointer", ...) unless
+    the application configures logging: a :class:`logging.NullHandler` stops Python's last-resort
+    printing, and records still propagate to the handlers the application sets up."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
 
 
 def lazy_attributes(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import filetype
 
-__all__ = ["HEAD_BYTES", "describe", "sniff"]
+from mmembed.errors import UnsupportedMediaError
+
+__all__ = ["HEAD_BYTES", "check_text_block", "describe", "sniff"]
 
 #: How many leading bytes are enough to recognise every supported format.
 HEAD_BYTES = 8192
@@ -113,6 +115,18 @@ def sniff(head: bytes) -> str | None:
     if _looks_like_text(head):
         return "text/plain"
     return None
+
+
+def check_text_block(block: bytes, offset: int, name: str) -> None:
+    """Refuse a block of a "text" file holding NUL bytes: binary data, never text (at ``offset``
+    of the file). UTF-8 text has no NUL, so a text read block by block is refused at the first
+    such block, before more is read or anything is sent."""
+    at = block.find(b"\0")
+    if at >= 0:
+        raise UnsupportedMediaError(
+            f"{name}: binary data (a NUL byte at byte {offset + at:,}) in what starts as text; "
+            "it is not a text file: leave it out, or extract its text first"
+        )
 
 
 def describe(head: bytes) -> str:

@@ -30,7 +30,8 @@ from numpy.typing import NDArray
 
 from mmembed._bases import Closeable, WrapsEmbedder
 from mmembed._checks import check_rows
-from mmembed.content import Embeddable, Task, content_hash
+from mmembed._files import disk_error
+from mmembed.content import Embeddable, Task, as_items, as_task, content_hash
 from mmembed.errors import CorruptStoreError, StoreError
 from mmembed.protocols import Embedder
 
@@ -70,7 +71,7 @@ class EmbeddingCache(Closeable):
             )
             self._setup()
         except sqlite3.DatabaseError as exc:
-            raise CorruptStoreError(
+            raise disk_error(exc, f"the embedding cache {self._path}") or CorruptStoreError(
                 f"{self._path} is not a readable mmembed embedding cache ({exc}); "
                 "delete it and it will be rebuilt"
             ) from exc
@@ -164,6 +165,9 @@ class EmbeddingCache(Closeable):
             self._db.close()
 
     def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        disk = disk_error(exc, f"the embedding cache {self._path}")
+        if disk is not None:
+            return disk
         if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
             return CorruptStoreError(
                 f"embedding cache {self._path} is damaged ({exc}); delete it and it will be rebuilt"
@@ -196,6 +200,7 @@ def embed_through_cache(
     Returns the rows and the number of items that were not sent (cache hits, and repeats of an
     item earlier in the same call).
     """
+    items = as_items(items)
     hashes = [content_hash(item) for item in items]
     cached = cache.get_many(hashes, model=model, dimensions=dimensions, task=task)
     todo, todo_hashes = _misses(items, hashes, cached)
@@ -222,6 +227,8 @@ async def aembed_through_cache(
     compute: Callable[[list[Embeddable]], Awaitable[NDArray[np.float32]]],
 ) -> tuple[NDArray[np.float32], int]:
     """Async twin of :func:`embed_through_cache`; hashing and SQLite run in a worker thread."""
+
+    items = as_items(items)
 
     def lookup() -> tuple[list[str], list[NDArray[np.float32] | None]]:
         hashes = [content_hash(item) for item in items]
@@ -315,7 +322,7 @@ class CachedEmbedder(WrapsEmbedder):
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
     ) -> NDArray[np.float32]:
         """Embed ``items``, sending only cache misses to the wrapped embedder."""
-        task = Task(task)
+        task = as_task(task)
         # an embedder that hands over each call's rows as they arrive (GeminiEmbedder) has them
         # kept at once, so a call that fails later does not cost the answered ones again
         each = getattr(self._embedder, "embed_each", None)
@@ -338,7 +345,7 @@ class CachedEmbedder(WrapsEmbedder):
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
     ) -> NDArray[np.float32]:
         """Async twin of :meth:`embed`."""
-        task = Task(task)
+        task = as_task(task)
         out, hits = await aembed_through_cache(
             self._cache,
             items,

@@ -76,6 +76,8 @@ class ExitCode(IntEnum):
     LOCKED = 6
     #: ``index --max-cost``: the estimated cost is over the limit; nothing was sent
     BUDGET = 7
+    #: the disk refused a write (full, read-only, not writable); what was committed is kept
+    DISK = 8
     #: stopped with Ctrl-C; committed files are kept, run the command again to resume
     INTERRUPTED = 130
     #: the reader of the output went away (``| head -1``); nothing is printed about it
@@ -131,8 +133,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="mmembed",
         description="Multimodal search over your files: text, images, audio, video and PDFs.",
         epilog="Exit codes: 0 ok, 1 some files failed, 2 usage, 3 setup (no embedder or extra), "
-        "4 index unusable, 5 embedding service, 6 index busy, 7 over --max-cost, 130 interrupted, "
-        "141 output closed.",
+        "4 index unusable, 5 embedding service, 6 index busy, 7 over --max-cost, "
+        "8 disk full or read-only, 130 interrupted, 141 output closed.",
         parents=[common],
     )
     parser.add_argument("--version", action=_Version, help="print the version")
@@ -308,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(exc))
         return _code_for(exc)
     except OSError as exc:
+        from mmembed._files import disk_error
+
+        disk = disk_error(exc, str(exc.filename or "a file"))
+        if disk is not None:
+            _error(str(disk))
+            return ExitCode.DISK
         _error(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
         return ExitCode.SETUP
 
@@ -322,7 +330,7 @@ def _broken_pipe() -> int:
 
 
 def _code_for(exc: MMEmbedError) -> ExitCode:
-    from mmembed.errors import BudgetExceededError, IndexLockedError
+    from mmembed.errors import BudgetExceededError, DiskError, IndexLockedError
 
     if isinstance(exc, IndexLockedError):
         return ExitCode.LOCKED
@@ -332,6 +340,8 @@ def _code_for(exc: MMEmbedError) -> ExitCode:
         return ExitCode.EMBEDDING
     if isinstance(exc, MissingDependencyError):
         return ExitCode.SETUP
+    if isinstance(exc, DiskError):
+        return ExitCode.DISK
     if isinstance(exc, (IncompatibleIndexError, CorruptStoreError, StoreError)):
         return ExitCode.INDEX
     if isinstance(exc, (ConfigurationError, UnsupportedMediaError, InputLimitError, ChunkingError)):

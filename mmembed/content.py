@@ -14,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, ClassVar, TypeAlias
 
-from mmembed._sniff import HEAD_BYTES, describe, sniff
+from mmembed._sniff import HEAD_BYTES, check_text_block, describe, sniff
 from mmembed.errors import ConfigurationError, UnsupportedMediaError
 
 __all__ = [
@@ -294,6 +294,35 @@ def as_content(item: Embeddable) -> Content:
     )
 
 
+def as_items(items: object) -> list[Embeddable]:
+    """The items of an ``embed()`` call as a list: a sequence of items, never one item alone.
+
+    A bare ``str``, ``bytes``, part or :class:`Content` is refused (wrap it: ``[item]``), as
+    are a mapping (its keys would be embedded) and anything that is not a collection of items;
+    each item itself is checked by :func:`as_content`.
+    """
+    if isinstance(items, (str, bytes, Text, Media, Content)):
+        raise ConfigurationError(
+            "embed() takes a sequence of items, e.g. embed(['some text']); got a single "
+            f"{type(items).__name__}"
+        )
+    if isinstance(items, Mapping) or not isinstance(items, Iterable):
+        raise ConfigurationError(
+            "embed() takes a sequence of items, e.g. embed(['some text']); got a "
+            f"{type(items).__name__}"
+        )
+    return list(items)
+
+
+def as_task(task: object) -> Task:
+    """``task`` as a :class:`Task`, or a :class:`ConfigurationError` listing the tasks."""
+    try:
+        return Task(task)  # type: ignore[arg-type]  # anything a caller passed
+    except (ValueError, TypeError):
+        names = ", ".join(t.name for t in Task)
+        raise ConfigurationError(f"unknown task {task!r}; use one of Task.{{{names}}}") from None
+
+
 def main_modality(item: Embeddable) -> Modality:
     """The modality an item is filed and priced under: that of its first part that is not text.
 
@@ -379,6 +408,7 @@ def _sniff_head(head: bytes) -> tuple[str | None, Modality | None]:
 
 
 def _decode_text(data: bytes, name: str) -> str:
+    check_text_block(data, 0, name)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -16,6 +16,7 @@ built-in exception a caller would already expect, so ``except ValueError`` keeps
     │   └── ProviderError                     any other error from the provider
     └── StoreError                            a vector store failed
         ├── CorruptStoreError                 files on disk are damaged or not ours
+        ├── DiskError                         the disk refused a write: full, read-only
         ├── DimensionMismatchError (ValueError)  vectors of the wrong width
         ├── IncompatibleIndexError            an index opened with a different embedder
         └── IndexLockedError                  another process is writing to the same index
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigurationError",
     "CorruptStoreError",
     "DimensionMismatchError",
+    "DiskError",
     "EmbeddingError",
     "IncompatibleIndexError",
     "IndexLockedError",
@@ -143,6 +145,13 @@ class StoreError(MMEmbedError):
 
 class CorruptStoreError(StoreError):
     """Store files are damaged, incomplete, tampered with, or were not written by mmembed."""
+
+
+class DiskError(StoreError):
+    """The disk refused a write: it is full, read-only, or the files are not writable.
+
+    Nothing committed is lost: free space (or make the folder writable) and run again.
+    """
 
 
 class DimensionMismatchError(StoreError, ValueError):

@@ -40,7 +40,9 @@ from mmembed._index_config import (
     Chunkers,
     build_empty_store,
     check_chunking,
+    check_config,
     check_embedder,
+    check_store_state,
     embedder_entry,
     load_store,
     read_json,
@@ -77,6 +79,8 @@ from mmembed.errors import (
 from mmembed.limits import ModelLimits
 from mmembed.protocols import Embedder, PageSpan, Span, TextSpan, TimeSpan, VectorStore
 from mmembed.results import Result, Results
+from mmembed.stores._persist import current_generation
+from mmembed.stores._validate import check_k, check_positive_int
 
 __all__ = [
     "BatchJob",
@@ -191,9 +195,17 @@ class Index(Closeable):
         cache: bool = True,
         batch_size: int = 256,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
-        self.path = Path(path).absolute()
+        batch_size = check_positive_int(batch_size, "batch_size")
+        self.path = Path(_path_arg(path, "Index()")).absolute()
+        for name, value, needs in (
+            ("embedder", embedder, ("embed", "dimensions", "model")),
+            ("store", store, ("add", "search", "delete", "dimensions")),
+        ):
+            if value is not None and not all(hasattr(value, attr) for attr in needs):
+                raise ConfigurationError(
+                    f"{name} takes an mmembed {name} object (with {', '.join(needs)}), got "
+                    f"{type(value).__name__}; build one with mmembed.registry.build_{name}(...)"
+                )
         if self.path.exists() and not self.path.is_dir():
             raise ConfigurationError(f"{self.path} exists and is not an index directory")
         self._batch_size = batch_size
@@ -204,6 +216,8 @@ class Index(Closeable):
                 f"{self.path} was written by another mmembed version (index format "
                 f"{config.get('version')!r}); delete it and index again"
             )
+        if config is not None:
+            config = check_config(self.path, config)
 
         # -- embedder (built lazily when the index can rebuild it: `info` needs no model) ------
         self._embedder_obj: Embedder | None = embedder
@@ -283,6 +297,9 @@ class Index(Closeable):
         self._text_known: tuple[int, bool] | None = None
         # the catalog position of the snapshot on disk (None: no usable snapshot yet)
         self._saved_seq: int | None = None
+        self._closed = False
+        # the generation of store/ the store was loaded from (or last saved as)
+        self._generation: int | None = None
         self._store = self._open_store(store)
         if self._new:
             with self._lock:
@@ -292,6 +309,8 @@ class Index(Closeable):
 
     def _open_store(self, given: VectorStore | None) -> VectorStore:
         state = read_json(self.path / "store.json")
+        if state is not None:
+            check_store_state(self.path, state)
         if given is not None:
             if int(given.dimensions) != self._dimensions:
                 raise DimensionMismatchError(
@@ -307,22 +326,24 @@ class Index(Closeable):
             self._config["store"] = store_entry(given)
             self._rebuild_into(given)
             return given
+        self._generation = current_generation(self.path / "store")
         if state is not None and (self.path / "store").exists():
             for _ in range(3):
+                self._generation = current_generation(self.path / "store")
                 try:
                     store: VectorStore = load_store(state, self.path / "store")
                 except MMEmbedError:
                     raise
                 except Exception as exc:
                     raise CorruptStoreError(
-                        f"{self.path / 'store'} could not be read ({exc}); delete the index "
-                        "directory and index again"
+                        f"{self.path / 'store'} could not be read ({exc}); delete store/ and "
+                        "store.json (the index rebuilds them from its catalog, which holds every "
+                        "vector)"
                     ) from exc
-                self._seq = int(state.get("seq", 0))
+                self._seq = check_store_state(self.path, state)
                 # a writer may have compacted the log past our snapshot meanwhile: reread
-                if self._catalog.oldest_logged_seq() <= self._seq:
+                if self._replay(store):
                     self._saved_seq = self._seq
-                    self._replay(store)
                     return store
                 state = read_json(self.path / "store.json") or state
             # the snapshot and the log do not meet (files restored by hand?): the catalog holds
@@ -347,9 +368,23 @@ class Index(Closeable):
                 self._store_add(store, batch)
         self._seq = seq
 
-    def _replay(self, store: VectorStore) -> None:
-        """Apply the catalog changes made after the store's snapshot (idempotent)."""
+    def _catch_up(self) -> None:
+        """Bring the store to the catalog's newest commit, whoever made it.
+
+        Another process that saved a snapshot may have compacted the change log past this
+        store's position: the log no longer says what changed, so the store is reloaded (from
+        that snapshot, or rebuilt from the catalog) instead of searched as it was.
+        """
+        if not self._replay(self._store):
+            self._saved_seq = None
+            self._store = self._open_store(None)
+
+    def _replay(self, store: VectorStore) -> bool:
+        """Apply the catalog changes made after the store's position (idempotent); ``False``,
+        with nothing applied, when the log was compacted past that position."""
         with self._catalog.reading():
+            if self._catalog.oldest_logged_seq() > self._seq:
+                return False
             ids, newest = self._catalog.changed_since(self._seq)
             if ids:
                 present = self._catalog.chunk_vectors(ids)
@@ -359,6 +394,7 @@ class Index(Closeable):
                 if present:
                     self._store_add(store, list(present.values()))
         self._seq = newest
+        return True
 
     def _store_add(
         self, store: VectorStore, batch: Sequence[tuple[ChunkRecord, NDArray[np.float32]]]
@@ -369,7 +405,8 @@ class Index(Closeable):
         if vectors.shape[1] != self._dimensions:
             raise CorruptStoreError(
                 f"{self.path}: stored vectors have {vectors.shape[1]} dimensions, the index "
-                f"{self._dimensions}; delete the index directory and index again"
+                f"{self._dimensions}; restore catalog.sqlite from a backup, or index the files "
+                "again into a new directory"
             )
         store.add(
             [r.id for r, _ in batch],
@@ -387,7 +424,14 @@ class Index(Closeable):
         save = getattr(self._store, "save", None)
         if save is None:
             return  # the store is rebuilt from the catalog on every open
+        if current_generation(self.path / "store") != self._generation:
+            # another writer saved a snapshot since this store was loaded (its changes were
+            # replayed from the log): start from that snapshot, caught up from the catalog
+            self._saved_seq = None
+            self._store = self._open_store(None)
+            save = self._store.save  # type: ignore[attr-defined]
         save(self.path / "store")
+        self._generation = current_generation(self.path / "store")
         write_json_atomic(self.path / "store.json", {**store_entry(self._store), "seq": self._seq})
         self._catalog.compact(self._seq)
         self._saved_seq = self._seq
@@ -451,7 +495,10 @@ class Index(Closeable):
 
     @property
     def store(self) -> VectorStore:
-        """The vector store."""
+        """The vector store, brought up to the catalog's newest commit (another process's too;
+        after :meth:`close`, as it was)."""
+        if not self._closed:
+            self._catch_up()
         return self._store
 
     @property
@@ -565,16 +612,24 @@ class Index(Closeable):
         """
         if not paths:
             raise ConfigurationError("add() needs at least one file or folder")
+        paths = tuple(_path_arg(p, "add()") for p in paths)
+        if progress is not None and not callable(progress):
+            raise ConfigurationError(
+                f"progress takes a function called with an IndexProgress, got {progress!r}"
+            )
         select = Selection.build(include, exclude, respect_ignore=respect_ignore)
         checked = check_add_metadata(metadata) if metadata is not None else None
-        if max_cost is not None and not max_cost >= 0:
+        cost: object = max_cost
+        if cost is not None and (
+            isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0
+        ):
             raise ConfigurationError(f"max_cost must be a number of dollars >= 0, got {max_cost}")
         if (wait or resubmit) and not batch:
             raise ConfigurationError("wait and resubmit go with batch=True (the Batch API)")
         started = time.perf_counter()
 
         def one_pass(context: IngestContext, first: bool) -> IndexReport:
-            self._replay(self._store)
+            self._catch_up()
             run = Ingest(
                 context, dry_run=dry_run, progress=progress, max_cost=max_cost if first else None
             )
@@ -586,7 +641,7 @@ class Index(Closeable):
                     run.process()
             finally:
                 if not dry_run:
-                    self._replay(self._store)
+                    self._catch_up()
                     self._save_store()
             return run.report(time.perf_counter() - started)
 
@@ -626,16 +681,17 @@ class Index(Closeable):
 
         Returns the removed paths (as stored: absolute).
         """
+        paths = tuple(_path_arg(p, "remove()") for p in paths)
         removed: list[str] = []
         with self._lock:
-            self._replay(self._store)
+            self._catch_up()
             for p in paths:
                 target = os.path.abspath(p)
                 for f in self._catalog.files(under=target):
                     self._catalog.remove_file(f.path)
                     if f.status == "indexed":
                         removed.append(f.path)
-            self._replay(self._store)
+            self._catch_up()
             self._save_store()
         return removed
 
@@ -674,8 +730,9 @@ class Index(Closeable):
         Raises:
             ConfigurationError: a bad ``k``, ``where`` or ``mode``, or an empty query.
         """
-        if k < 1:
-            raise ConfigurationError(f"k must be >= 1, got {k}")
+        k = check_k(k)
+        if not isinstance(group, bool):
+            raise ConfigurationError(f"group takes True or False, got {group!r}")
         if isinstance(query, str) and not query.strip():
             raise ConfigurationError("the query is empty; pass some text, or a file with --image")
         text = is_text(query)
@@ -689,21 +746,28 @@ class Index(Closeable):
         keyword_hits: list[tuple[str, float]] = []
         match = keyword_match(query_text(query)) if chosen != "vector" else None
         within = filt.sql if filt is not None else None
-        if chosen == "keyword" and match is not None:
-            keyword_hits = self._catalog.keyword_hits(match, depth, within=within)
+        vector: NDArray[np.float32] | None = None
+        pending = None
         if chosen != "keyword":
             # the keyword side runs while the query is embedded and the vectors searched
             pending = self._keywords.submit(match, depth, within) if match is not None else None
-            self._replay(self._store)
             task = Task.QUERY if text else Task.DOCUMENT
             vector = self._embed_with.embed([query], task=task)[0]
-            vector_hits = vector_candidates(self._store, self._catalog, vector, depth, filt)
-            keyword_hits = pending.result() if pending is not None else []
-        if chosen == "hybrid":
-            candidates = fuse(vector_hits, keyword_hits)
-        else:
-            candidates = single(vector_hits or keyword_hits, chosen)
-        results = merge_nested(results_of(self._catalog, candidates[:wanted]))
+        # the store is brought to one committed state of the catalog, and the hits are read
+        # from that same state: a writer committing meanwhile is seen by the next search, never
+        # half by this one (hits it removed or replaced are not dropped from these results)
+        with self._catalog.reading():
+            if vector is None and match is not None:
+                keyword_hits = self._catalog.keyword_hits(match, depth, within=within)
+            if vector is not None:
+                self._catch_up()
+                vector_hits = vector_candidates(self._store, self._catalog, vector, depth, filt)
+                keyword_hits = pending.result() if pending is not None else []
+            if chosen == "hybrid":
+                candidates = fuse(vector_hits, keyword_hits)
+            else:
+                candidates = single(vector_hits or keyword_hits, chosen)
+            results = merge_nested(results_of(self._catalog, candidates[:wanted]))
         if group:
             results = _group(results)
         return Results(results[:k], query=query if isinstance(query, str) else repr(query))
@@ -717,6 +781,7 @@ class Index(Closeable):
 
     def close(self) -> None:
         """Close the catalog and the embedding cache (the index stays usable on disk)."""
+        self._closed = True
         self._keywords.close()
         self._catalog.close()
         cache = getattr(self._cached, "cache", None) if self._use_cache else None
@@ -729,6 +794,15 @@ class Index(Closeable):
         return (
             f"Index({str(self.path)!r}, model={spec['model']!r}, dimensions={spec['dimensions']})"
         )
+
+
+def _path_arg(value: object, where: str) -> str | os.PathLike[str]:
+    """A path argument, or a :class:`ConfigurationError` naming what was given instead."""
+    if isinstance(value, (str, os.PathLike)) and str(value) and "\0" not in str(value):
+        return value
+    raise ConfigurationError(
+        f"{where} takes file or folder paths (str or pathlib.Path), got {value!r}"
+    )
 
 
 def _group(results: list[Result]) -> list[Result]:

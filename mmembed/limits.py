@@ -53,6 +53,7 @@ __all__ = [
     "GEMINI_EMBEDDING_001",
     "GEMINI_EMBEDDING_2",
     "GEMINI_EMBEDDING_2_PREVIEW",
+    "MAX_TEXT_FILE_BYTES",
     "TYPICAL_CLIP_SECONDS",
     "ModelLimits",
     "check_inline",
@@ -66,6 +67,11 @@ __all__ = [
 ]
 
 _MB = 1024 * 1024
+#: The largest text file the text chunker reads by default (64 MiB, about 16 million tokens,
+#: some 16,000 chunks): a longer "text" is a log or a data dump, whose embedding costs much and
+#: finds little. ``TextChunker(max_bytes=...)`` (``chunk_options={"text": {"max_bytes": ...}}``)
+#: changes it; ``None`` lifts it.
+MAX_TEXT_FILE_BYTES = 64 * _MB
 #: The length assumed for an audio or video clip whose header does not say (estimates only).
 TYPICAL_CLIP_SECONDS = 30.0
 # base64 grows media by 4/3; JSON framing and the text parts are small next to that

@@ -98,17 +98,38 @@ def truncate(vectors: ArrayLike, dimensions: int) -> NDArray[np.float32]:
         dimensions: the new width, from 1 up to the current width.
 
     Returns:
-        A new float32 array of the same rank, with unit rows (zero rows stay zero).
+        A new float32 array of the same rank, with unit rows. A row that is zero (or whose
+        prefix is) stays zero: it has no direction to keep, and stores take it as it is (only
+        a zero *query* is refused).
 
     Raises:
-        ConfigurationError: ``dimensions`` is not a positive int or exceeds the current width.
+        ConfigurationError: ``dimensions`` is not a positive int or exceeds the current width;
+            the vectors are not numbers, or hold NaN or infinity (beyond float32's range).
     """
-    arr = np.asarray(vectors)
-    if arr.ndim not in (1, 2):
-        raise ConfigurationError(f"expected a vector or a 2-D matrix, got {arr.ndim} dimensions")
-    width = arr.shape[-1]
-    _check_dimensions(dimensions, width)
-    out = np.array(arr[..., :dimensions], dtype=np.float32, copy=True, order="C")
+    try:
+        arr = np.asarray(vectors)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {arr.dtype}")
+        if arr.ndim not in (1, 2):
+            raise ConfigurationError(
+                f"expected a vector or a 2-D matrix, got {arr.ndim} dimensions"
+            )
+        width = arr.shape[-1]
+        _check_dimensions(dimensions, width)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.array(arr[..., :dimensions], dtype=np.float32, copy=True, order="C")
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigurationError):
+            raise
+        raise ConfigurationError(
+            f"truncate takes an array of numbers, got {type(vectors).__name__} ({exc})"
+        ) from None
+    if not np.isfinite(out).all():
+        raise ConfigurationError(
+            "the vectors hold NaN or infinity (or values beyond float32's range) in their "
+            f"first {dimensions} values; a prefix of them has no direction: check the embedder "
+            "that made them"
+        )
     _normalize_inplace(out)
     return out
 

@@ -494,7 +494,10 @@ def test_progress_reports_every_file(tmp_path: Path, course: Path) -> None:
 def test_damaged_index_files_are_a_clear_error(tmp_path: Path, course: Path) -> None:
     make(tmp_path).add(course)
     (tmp_path / "ix" / "config.json").write_text("{not json")
-    with pytest.raises(CorruptStoreError, match="delete the index directory"):
+    with pytest.raises(
+        CorruptStoreError,
+        match="restore it from a backup, or index the files again into a new directory",
+    ):
         Index(tmp_path / "ix")
 
 

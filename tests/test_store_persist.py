@@ -12,6 +12,7 @@ import pytest
 
 from mmembed.errors import CorruptStoreError, StoreError
 from mmembed.stores import InMemoryStore, _persist
+from mmembed.testing.contracts.store import npy_bytes
 
 
 def _saved(path: Path, n: int = 50) -> InMemoryStore:
@@ -256,21 +257,6 @@ def _reseal_vectors(path: Path, data: bytes) -> None:
     forge_checksums(path)
 
 
-def _npy(
-    array: np.ndarray, *, shape: tuple[int, ...] | None = None, fortran: bool = False
-) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    header = {
-        "descr": np.lib.format.dtype_to_descr(array.dtype),
-        "fortran_order": fortran,
-        "shape": shape or array.shape,
-    }
-    np.lib.format.write_array_header_1_0(buffer, header)
-    return buffer.getvalue() + (array.T if fortran else array).tobytes()
-
-
 def test_resealed_stores_with_bad_vectors_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "s"
     store = _saved(path)
@@ -283,17 +269,17 @@ def test_resealed_stores_with_bad_vectors_are_refused(tmp_path: Path) -> None:
     }
     for name, vectors in cases.items():
         if name == "Fortran":
-            data = _npy(vectors, fortran=True)
+            data = npy_bytes(vectors, fortran=True)
         elif name == "10^12 rows":
-            data = _npy(vectors, shape=(10**12, 4))  # a header that claims 16 TB
+            data = npy_bytes(vectors, shape=(10**12, 4))  # a header that claims 16 TB
         else:
-            data = _npy(vectors)
+            data = npy_bytes(vectors)
         _reseal_vectors(path, data)
         with pytest.raises(CorruptStoreError):
             InMemoryStore.load(path)
         with pytest.raises(CorruptStoreError):
             InMemoryStore.load(path, mmap=True)
-    _reseal_vectors(path, _npy(good))
+    _reseal_vectors(path, npy_bytes(good))
     assert len(InMemoryStore.load(path)) == 50
 
 

@@ -17,11 +17,14 @@ blow-up fails one file with a :class:`~mmembed.errors.ChunkingError`, not the ca
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import os
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mmembed._optional import lazy_attributes
 from mmembed._sniff import describe
@@ -74,6 +77,48 @@ def _chunker_class(modality: Modality) -> type[Any]:
 def _accepted_options(cls: type[Any]) -> set[str]:
     params = inspect.signature(cls.__init__).parameters.values()
     return {p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "limits"}
+
+
+def _fits(value: object, hint: object) -> bool:
+    """Whether ``value`` is of the simple type ``hint`` (anything else is left to the chunker)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return any(
+            value == allowed and type(value) is type(allowed) for allowed in typing.get_args(hint)
+        )
+    if origin is collections.abc.Callable:
+        return callable(value)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _check_option_types(cls: type[Any], options: Mapping[str, Any]) -> None:
+    """Refuse an option whose value is not of the type the chunker's signature names (a
+    ``size="x"`` is a :class:`ConfigurationError` here, not a ``TypeError`` inside)."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # a hint that needs a module not loaded: the chunker checks
+        hints = {}
+    for key, value in options.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            shown = getattr(hint, "__name__", None) if isinstance(hint, type) else None
+            shown = shown or str(hint).replace("typing.", "").replace("NoneType", "None")
+            shown = shown.replace("collections.abc.", "")
+            raise ConfigurationError(
+                f"{cls.__name__} option {key} takes {shown}, got {value!r} ({type(value).__name__})"
+            )
 
 
 def _all_options() -> set[str]:
@@ -143,6 +188,7 @@ def chunker_for(
                 f"{limits.model} does not take {modality.value}; use an embedder that does "
                 f"(it takes {', '.join(sorted(m.value for m in limits.modalities))})"
             )
+    _check_option_types(cls, kwargs)
     chunker: Chunker = cls(limits=limits, **kwargs)
     return chunker
 

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from mmembed._sniff import check_text_block
 from mmembed.chunkers._common import _ARTICLE, resolve_source, source_name
 from mmembed.content import Modality, Part, Text
-from mmembed.errors import ConfigurationError, UnsupportedMediaError
-from mmembed.limits import GEMINI_EMBEDDING_2, ModelLimits, estimate_tokens
+from mmembed.errors import ConfigurationError, InputLimitError, UnsupportedMediaError
+from mmembed.limits import GEMINI_EMBEDDING_2, MAX_TEXT_FILE_BYTES, ModelLimits, estimate_tokens
 from mmembed.protocols import Chunk, TextSpan
 
 __all__ = ["TextChunker", "TextWindow", "text_windows", "trimmed"]
@@ -197,6 +198,7 @@ class _Reader:
         """Read the next block (at the end of the file, mark ``eof``)."""
         assert self._file is not None
         block = self._file.read(_BLOCK)
+        check_text_block(block, self._read, self._file.name)
         try:
             self.text += self._decoder.decode(block, final=not block)
         except UnicodeDecodeError as exc:
@@ -274,6 +276,9 @@ def trimmed(text: str, window: TextWindow) -> tuple[int, int]:
 
 
 def _check_sizes(size: int, overlap: int) -> None:
+    for name, value in (("size", size), ("overlap", overlap)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(f"{name} must be an int, got {value!r}")
     if size < 1:
         raise ConfigurationError(f"size must be at least 1, got {size}")
     if overlap < 0:
@@ -302,6 +307,10 @@ class TextChunker:
         unit: ``"tokens"`` or ``"chars"``.
         tokenizer: a callable giving the number of tokens in a string; the default is
             :func:`mmembed.limits.estimate_tokens`, which over-counts a little to stay safe.
+        max_bytes: the largest text file read (default
+            :data:`mmembed.limits.MAX_TEXT_FILE_BYTES`, 64 MiB); a larger one is refused with
+            an :class:`~mmembed.errors.InputLimitError` before it is read. ``None``: no limit.
+            Files are read in blocks, so memory stays bounded whatever this is.
 
     Example::
 
@@ -318,7 +327,14 @@ class TextChunker:
         overlap: int | None = None,
         unit: Literal["tokens", "chars"] = "tokens",
         tokenizer: Callable[[str], int] | None = None,
+        max_bytes: int | None = MAX_TEXT_FILE_BYTES,
     ) -> None:
+        given: object = max_bytes
+        if given is not None and (
+            isinstance(given, bool) or not isinstance(given, int) or given < 1
+        ):
+            raise ConfigurationError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        self.max_bytes = max_bytes
         self.limits = limits if limits is not None else GEMINI_EMBEDDING_2
         if unit not in ("tokens", "chars"):
             raise ConfigurationError(f"unit must be 'tokens' or 'chars', got {unit!r}")
@@ -355,6 +371,7 @@ class TextChunker:
             # a file is read in blocks as it is cut: memory stays bounded however long it is
             name = source_name(source)
             _check_text_file(source, name)
+            self.check_size(source, name)
             reader = _Reader(os.fspath(source))
             title = None
         else:
@@ -379,6 +396,22 @@ class TextChunker:
                 )
         finally:
             reader.close()
+
+    def check_size(self, path: str | os.PathLike[str], name: str) -> None:
+        """Refuse a file over :attr:`max_bytes` (an :class:`~mmembed.errors.InputLimitError`)."""
+        size = os.stat(path).st_size
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise InputLimitError(
+                f"{name}: {_bytes(size)} of text, over the text chunker's limit of "
+                f"{_bytes(self.max_bytes)} a file (a text that long is usually a log or a data "
+                "dump); leave it out, split it, or raise the limit: "
+                "chunk_options={'text': {'max_bytes': ...}}",
+                limit="text_file_bytes",
+            )
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
 
 def _check_text_file(path: str | os.PathLike[str], name: str) -> None:

@@ -291,7 +291,14 @@ def _probe(av: ModuleType, data: str | bytes, name: str) -> _Probe:
     """Duration and keyframes from packet headers alone (nothing is decoded)."""
     with _open(av, data) as inp:
         if not inp.streams.video:
-            raise ChunkingError(f"{name}: has no video stream; embed it as audio instead")
+            if inp.streams.audio:
+                raise ChunkingError(
+                    f"{name}: has no video stream, only audio; embed it as audio instead"
+                )
+            raise ChunkingError(
+                f"{name}: no stream could be read from it (its header, the MP4 'moov' box, is "
+                "damaged, or the file is truncated); re-encode or download it again"
+            )
         vs = inp.streams.video[0]
         tb = vs.time_base
         if tb is None or tb <= 0:

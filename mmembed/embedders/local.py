@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._optional import import_optional
-from mmembed.content import Embeddable, Image, Modality, Task, Text, as_content
+from mmembed.content import Embeddable, Image, Modality, Task, Text, as_content, as_items, as_task
 from mmembed.embedders._parts import pool
 from mmembed.errors import ConfigurationError, EmbeddingError, UnsupportedMediaError
 
@@ -227,7 +227,8 @@ class SentenceTransformerEmbedder:
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
     ) -> NDArray[np.float32]:
         """Embed ``items``: one unit float32 row each, in order."""
-        items = list(items)
+        items = as_items(items)
+        task = as_task(task)
         width = self.dimensions
         if not items:
             return np.zeros((0, width), dtype=np.float32)

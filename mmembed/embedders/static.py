@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mmembed._optional import import_optional
-from mmembed.content import Embeddable, Modality, Task, Text, as_content
+from mmembed.content import Embeddable, Modality, Task, Text, as_content, as_items, as_task
 from mmembed.embedders._parts import pool
 from mmembed.errors import ConfigurationError, EmbeddingError, UnsupportedMediaError
 
@@ -103,7 +103,8 @@ class StaticEmbedder:
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
     ) -> NDArray[np.float32]:
         """Embed ``items``: one unit float32 row each, in order (``task`` changes nothing)."""
-        items = list(items)
+        items = as_items(items)
+        as_task(task)
         texts: list[str] = []
         owners: list[int] = []
         for i, item in enumerate(items):

@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-from mmembed._files import fsync_dir, open_new, sha256_file, write_bytes_atomic
+from mmembed._files import disk_error, fsync_dir, open_new, sha256_file, write_bytes_atomic
 from mmembed._lock import WriterLock
 from mmembed.errors import CorruptStoreError, StoreError
 
@@ -208,6 +208,9 @@ def write_generation(
             raise
         except (OSError, ValueError, TypeError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            disk = disk_error(exc, f"the store at {root} (the previous saved state is intact)")
+            if disk is not None:
+                raise disk from exc
             raise StoreError(
                 f"saving the store to {root} failed ({exc}); the previous saved state is intact"
             ) from exc

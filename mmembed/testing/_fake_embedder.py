@@ -9,7 +9,7 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from mmembed.content import Embeddable, Modality, Task, Text, as_content
+from mmembed.content import Embeddable, Modality, Task, Text, as_content, as_items, as_task
 from mmembed.errors import ConfigurationError, UnsupportedMediaError
 from mmembed.testing._vectors import fake_vector
 
@@ -94,8 +94,8 @@ class FakeEmbedder:
         self, items: Sequence[Embeddable], *, task: Task = Task.DOCUMENT
     ) -> NDArray[np.float32]:
         """Embed ``items`` deterministically."""
-        items = tuple(items)
-        self.calls.append(FakeEmbedderCall(items, Task(task)))
+        items = tuple(as_items(items))
+        self.calls.append(FakeEmbedderCall(items, as_task(task)))
         out = np.empty((len(items), self._dimensions), dtype=np.float32)
         for i, item in enumerate(items):
             texts: list[str] = []

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from mmembed.content import Embeddable, Task
-from mmembed.embedders.gemini._items import as_list
+from mmembed.content import Embeddable, Task, as_items
 from mmembed.embedders.gemini._reply import Answer, rows
 from mmembed.embedders.gemini._retry import Call, run_sync
 from mmembed.embedders.gemini._tasks import task_type
@@ -94,7 +93,7 @@ class BatchClient:
         from google.genai import types
 
         emb = self._embedder
-        prepared = emb._prepare(as_list(items), task)
+        prepared = emb._prepare(as_items(items), task)
         uploaded = run_sync(emb._upload(prepared))
         contents = sdk_contents(types, prepared, uploaded)
         kind = task_type(task, emb.limits)

@@ -25,14 +25,14 @@ from numpy.typing import NDArray
 
 from mmembed._bases import Closeable
 from mmembed.cache import EmbeddingCache, Saver, aembed_through_cache, embed_through_cache
-from mmembed.content import Embeddable, Modality, Task
+from mmembed.content import Embeddable, Modality, Task, as_items, as_task
 from mmembed.embedders.gemini._errors import Failure, Redactor, from_exception, name_item
 from mmembed.embedders.gemini._files import Uploads, upload_steps
-from mmembed.embedders.gemini._items import Item, as_list, batches, prepare
+from mmembed.embedders.gemini._items import Item, batches, prepare
 from mmembed.embedders.gemini._pool import send_all, send_all_async
 from mmembed.embedders.gemini._reply import Answer, parse, rows
 from mmembed.embedders.gemini._retry import Call, RetryPolicy, Steps, Work, retrying
-from mmembed.embedders.gemini._tasks import as_task, task_scheme
+from mmembed.embedders.gemini._tasks import task_scheme
 from mmembed.embedders.gemini._transport import open_transport
 from mmembed.embedders.gemini._usage import EmbeddingUsage, Tally, usage_of
 from mmembed.errors import ConfigurationError, ProviderError
@@ -336,7 +336,7 @@ class GeminiEmbedder(Closeable):
         ``GeminiEmbedder(cache=...)`` does this with its own cache.
         """
         task = as_task(task)
-        items = as_list(items)
+        items = as_items(items)
         tally = Tally()
         try:
             if self._cache is not None:
@@ -362,7 +362,7 @@ class GeminiEmbedder(Closeable):
     ) -> NDArray[np.float32]:
         """Async twin of :meth:`embed`, on the SDK's native async client."""
         task = as_task(task)
-        items = as_list(items)
+        items = as_items(items)
         tally = Tally()
         if self._cache is not None:
             out, hits = await aembed_through_cache(
@@ -385,7 +385,7 @@ class GeminiEmbedder(Closeable):
         Raises:
             InputLimitError, UnsupportedMediaError: as :meth:`embed` would, before any request.
         """
-        self._prepare(as_list(items), as_task(task))
+        self._prepare(as_items(items), as_task(task))
 
     def close(self) -> None:
         """Close the HTTP client if this embedder created it."""

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mmembed.content import (
-    Content,
     Embeddable,
     Media,
     Modality,
@@ -23,7 +22,7 @@ from mmembed.embedders.gemini._tasks import prefix_template, task_texts
 from mmembed.errors import ConfigurationError
 from mmembed.limits import ModelLimits, check_inline, check_item, estimate_tokens, inline_bytes
 
-__all__ = ["Item", "as_list", "batches", "prepare"]
+__all__ = ["Item", "batches", "prepare"]
 
 # the parts of an item given as a bare str: one text part, whose text is in ``Item.texts``
 _BARE_TEXT: tuple[Text | Media, ...] = (Text(""),)
@@ -39,16 +38,6 @@ class Item:
     inline_bytes: int  # base64 bytes it adds to a request body when sent inline
     upload: bool  # its media go through the Files API
     modality: Modality  # its main modality (:func:`mmembed.content.main_modality`)
-
-
-def as_list(items: Sequence[Embeddable]) -> list[Embeddable]:
-    """``items`` as a list, refusing a single item passed where a sequence belongs."""
-    if isinstance(items, (str, bytes, Text, Media, Content)):
-        raise ConfigurationError(
-            "embed() takes a sequence of items, e.g. embed(['some text']); got a single "
-            f"{type(items).__name__}"
-        )
-    return list(items)
 
 
 def prepare(

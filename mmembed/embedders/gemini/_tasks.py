@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from mmembed.content import Content, Task, Text
-from mmembed.errors import ConfigurationError
 from mmembed.limits import ModelLimits
 
 __all__ = ["TASK_PREFIXES", "TASK_TYPES", "apply_task"]
@@ -57,15 +56,6 @@ def apply_task(text: str, task: Task, *, title: str | None = None) -> str:
     'title: Biology | text: Mitochondria make ATP.'
     """
     return TASK_PREFIXES[Task(task)].format(text=text, title=title or "none")
-
-
-def as_task(task: Task | str) -> Task:
-    """``task`` as a :class:`Task`, or a :class:`ConfigurationError` listing the tasks."""
-    try:
-        return Task(task)
-    except ValueError:
-        names = ", ".join(t.name for t in Task)
-        raise ConfigurationError(f"unknown task {task!r}; use one of Task.{{{names}}}") from None
 
 
 def prefix_template(task: Task, limits: ModelLimits) -> str | None:

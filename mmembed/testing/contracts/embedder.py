@@ -12,7 +12,9 @@ Subclass :class:`EmbedderContract` in a test module and provide an ``embedder`` 
             return MyEmbedder()
 
 The texts in :data:`TEXTS` are embedded (two about mitochondria must score closer than one about
-sonnets); ``test_every_task_is_accepted`` tries every :class:`~mmembed.Task`.
+sonnets); ``test_every_task_is_accepted`` tries every :class:`~mmembed.Task`. Bad input is a
+:class:`~mmembed.errors.ConfigurationError` from every embedder alike: one item where a sequence
+belongs (``embed("abc")``, ``embed({"a": 1})``), an item that is not content, an unknown task.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import pytest
 
 from mmembed import Content, Task, Text
+from mmembed.errors import ConfigurationError
 from mmembed.protocols import Embedder
 
 __all__ = ["TEXTS", "EmbedderContract"]
@@ -77,6 +80,22 @@ class EmbedderContract:
         for task in Task:
             out = embedder.embed([TEXTS[0]], task=task)
             assert out.shape == (1, embedder.dimensions)
+
+    def test_one_item_where_a_sequence_belongs_is_refused(self, embedder: Embedder) -> None:
+        # a bare str would embed its characters, a dict its keys: neither is what was meant
+        for items in ("abc", b"abc", Text("abc"), Content(["abc"]), {"a": 1}, None, 5):
+            with pytest.raises(ConfigurationError, match="sequence of items"):
+                embedder.embed(items)  # type: ignore[arg-type]
+
+    def test_items_that_are_not_content_are_refused(self, embedder: Embedder) -> None:
+        for item in (None, 5, b"abc", {"a": 1}, ["a"]):
+            with pytest.raises(ConfigurationError, match="cannot embed"):
+                embedder.embed([item])  # type: ignore[list-item]
+
+    def test_an_unknown_task_is_refused(self, embedder: Embedder) -> None:
+        for task in ("bad", 5, None):
+            with pytest.raises(ConfigurationError, match="unknown task"):
+                embedder.embed([TEXTS[0]], task=task)  # type: ignore[arg-type]
 
     def test_async_matches_sync(self, embedder: Embedder) -> None:
         sync = embedder.embed(TEXTS[:3], task=Task.QUERY)

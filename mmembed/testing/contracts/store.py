@@ -60,6 +60,7 @@ __all__ = [
     "VectorStoreContract",
     "brute_force",
     "forge_checksums",
+    "npy_bytes",
     "planted_pickle",
     "random_vectors",
     "unit",
@@ -757,6 +758,21 @@ def _object_npy(payload: bytes) -> bytes:
     header = {"descr": "|O", "fortran_order": False, "shape": (1,)}
     np.lib.format.write_array_header_1_0(buffer, header)
     return buffer.getvalue() + payload
+
+
+def npy_bytes(
+    array: np.ndarray, *, shape: tuple[int, ...] | None = None, fortran: bool = False
+) -> bytes:
+    """``array`` as an ``.npy`` file whose header may lie: claim another ``shape`` (10**12 rows)
+    or Fortran order: what a tampered store would hold."""
+    buffer = io.BytesIO()
+    header = {
+        "descr": np.lib.format.dtype_to_descr(array.dtype),
+        "fortran_order": fortran,
+        "shape": shape or array.shape,
+    }
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + (array.T if fortran else array).tobytes()
 
 
 def forge_checksums(path: Path) -> None:
