@@ -257,7 +257,7 @@ def _index(ix: str, strategy: str) -> Any:
 
 def task_index(course: str, ix: str, strategy: str, dry: bool) -> dict[str, Any]:
     index = _index(ix, strategy)
-    report = index.add(course, dry_run=dry)
+    report = index.add(course, dry_run=dry, respect_ignore=False)
     index.close()
     out = report.to_dict()
     out.pop("added", None)
