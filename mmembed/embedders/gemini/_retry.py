@@ -125,6 +125,7 @@ def retrying(
             cause = exc
             failure = translate(exc)
             delay = policy.next_delay(failure, exc, attempt, time.monotonic() - start)
+            _forget_frames(exc)
         logger.warning(
             "%s on a call of %d items; retry %d of %d in %.2f s",
             failure.error,
@@ -138,6 +139,27 @@ def retrying(
         except Cancelled:
             # another call of this embed failed: its error is the one reported
             raise failure.error from cause
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of a failed attempt that will be retried (its chain included).
+
+    A traceback holds the frames the error passed through, and they hold the attempt's request
+    body and its batch's media; a frame that also holds the error (``cause`` here, the SDK's own
+    handlers) closes a reference cycle that only the cyclic garbage collector frees, which runs
+    seldom while a run allocates bytes rather than objects. Measured on the course benchmark,
+    every 429 kept its call's media and request body alive (hundreds of MB in all) until then.
+    The error itself, its message and status, stay: only where it was raised is forgotten.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        err.__traceback__ = None
+        stack += (err.__cause__, err.__context__)
 
 
 def run_sync(steps: Steps[T], stop: threading.Event | None = None) -> T:
