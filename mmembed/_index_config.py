@@ -69,6 +69,19 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The checked ``config.json`` of the index at ``path``; ``None`` for a new index."""
+    config = read_json(path / "config.json")
+    if config is not None and config.get("version") != CONFIG_VERSION:
+        raise CorruptStoreError(
+            f"{path} was written by another mmembed version (index format "
+            f"{config.get('version')!r}); delete it and index again"
+        )
+    if config is not None:
+        config = check_config(path, config)
+    return config
+
+
 def check_config(path: Path, config: Mapping[str, Any]) -> dict[str, Any]:
     """``config.json`` of ``path`` with the shape mmembed writes, or a :class:`CorruptStoreError`
     naming the first field that is not (never a ``KeyError`` from deep inside)."""
@@ -208,6 +221,27 @@ def _cutting(chunking: Mapping[str, Any]) -> str:
         for modality, values in dict(chunking.get("options") or {}).items()
     }
     return json.dumps({**chunking, "options": options}, sort_keys=True, default=str)
+
+
+def chunking_entry(
+    stored: dict[str, Any] | None, chunk_options: object, chunker: object, limits_name: object
+) -> dict[str, Any]:
+    """The chunking settings of the fingerprint: the index's own (``stored``) unless options or
+    a chunker are given; their options are filled in once the chunkers are built."""
+    if chunk_options is not None and not isinstance(chunk_options, Mapping):
+        raise ConfigurationError(
+            f"chunk_options takes a dict of options per modality, e.g. {{'text': {{'size': "
+            f"512}}}}; got {type(chunk_options).__name__}"
+        )
+    given = chunk_options is not None or chunker is not None
+    chunking: dict[str, Any] = (
+        stored
+        if stored is not None and not given
+        else {"options": {}, "limits": limits_name, "chunker": "mmembed.chunkers"}
+    )
+    if given or stored is None:
+        chunking["chunker"] = "custom" if chunker is not None else "mmembed.chunkers"
+    return chunking
 
 
 def check_chunking(path: Path, stored: Mapping[str, Any], given: Mapping[str, Any]) -> None:

