@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -57,8 +58,6 @@ _SELECT_FILE = (
 _CHUNKS_AND_FILES = "SELECT c.id FROM chunks AS c JOIN files AS f ON f.path = c.path WHERE "
 
 # Version 1: the tables every later version starts from.
-# the tables of a catalog (besides the keyword index, chunk_text*)
-_TABLES = frozenset({"meta", "files", "chunks", "changes", "batch_jobs", "batch_items"})
 _SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -118,6 +117,13 @@ CREATE TABLE IF NOT EXISTS batch_items (
 );
 CREATE INDEX IF NOT EXISTS batch_items_by_hash ON batch_items(hash);
 """
+
+# the tables a catalog may hold: those its schemas create (plus FTS5's own chunk_text_* tables)
+_TABLES = frozenset(
+    re.findall(
+        r"CREATE (?:VIRTUAL )?TABLE (?:IF NOT EXISTS )?(\w+)", _SCHEMA_1 + _SCHEMA_2 + _SCHEMA_3
+    )
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
