@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mmembed._batch_cli import batch_options, cmd_jobs
-from mmembed._cli_output import Bar as _Bar  # noqa: F401 - kept importable from here
 from mmembed._cli_output import error as _error
 from mmembed._cli_output import notice as _notice
-from mmembed._cli_output import plain_reason  # noqa: F401 - kept importable from here
 from mmembed._cli_output import print_report as _print_report
 from mmembed._cli_output import progress_bar as _progress_bar
 from mmembed._cli_parser import DEFAULT_INDEX as _DEFAULT_INDEX

@@ -16,7 +16,8 @@ import pytest
 import soundfile
 
 from mmembed import Modality
-from mmembed.cli import ExitCode, main, plain_reason
+from mmembed._cli_output import plain_reason
+from mmembed.cli import ExitCode, main
 from mmembed.content import Audio, load
 from mmembed.index import Index
 from mmembed.testing import FakeEmbedder, FakeGeminiServer

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mmembed.cli import _Bar
+from mmembed._cli_output import Bar as _Bar
 from mmembed.index import IndexProgress
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "index-and-cli.md"
