@@ -7,7 +7,12 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mmembed._batch import BatchJob
+    from mmembed._ingest_report import IndexReport
+    from mmembed.index import Index
 
 __all__ = ["add_index_options", "add_jobs_command", "batch_options", "cmd_jobs", "print_batch"]
 
@@ -74,7 +79,7 @@ def batch_options(args: argparse.Namespace, fail: Callable[[str], Exception]) ->
     }
 
 
-def _show_jobs(jobs: list[Any]) -> None:
+def _show_jobs(jobs: list[BatchJob]) -> None:
     states: dict[str, int] = {}
     for job in jobs:
         states[job.state] = states.get(job.state, 0) + 1
@@ -82,7 +87,7 @@ def _show_jobs(jobs: list[Any]) -> None:
     print(f"mmembed: batch jobs: {shown}", file=sys.stderr, flush=True)
 
 
-def print_batch(report: Any) -> None:
+def print_batch(report: IndexReport) -> None:
     """The batch lines of a report (after its summary line), when it is a batch report."""
     from mmembed._batch_run import BatchReport
 
@@ -91,7 +96,7 @@ def print_batch(report: Any) -> None:
             print(line)
 
 
-def cmd_jobs(index: Any, args: argparse.Namespace) -> int:
+def cmd_jobs(index: Index, args: argparse.Namespace) -> int:
     """``mmembed jobs``: one line per job (or JSON); exit 0."""
     try:
         jobs = index.jobs(refresh=not args.no_refresh)
