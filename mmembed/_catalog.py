@@ -37,6 +37,7 @@ _T = TypeVar("_T")
 
 __all__ = [
     "NAME_WEIGHT",
+    "TOKENIZE",
     "Catalog",
     "ChunkRecord",
     "FileRecord",
@@ -51,9 +52,19 @@ _SELECT_CHUNK = (
 )
 #: How much a match in a chunk's name (its file's name, a title) counts against one in its body.
 NAME_WEIGHT = 2.0
+#: How FTS5 cuts the keyword index's text into terms (words, lower case, accents and English
+#: endings taken off).
+TOKENIZE = "porter unicode61 remove_diacritics 2"
 _SELECT_FILE = (
     "SELECT path, size, mtime_ns, sha256, modality, status, reason, chunks, metadata FROM files"
 )
+# every term of an FTS5 vocabulary ('instance'), how many times it occurs, and where (see
+# Catalog.keyword_postings)
+_POSTINGS = (
+    "SELECT term, COUNT(*), group_concat(doc * 2 + (col = 'name'), ' ') FROM VOCAB GROUP BY term"
+)
+#: How many of the newest change-log entries a compaction keeps (see :meth:`Catalog.compact`).
+LOG_KEPT = 20_000
 # the chunks and their files, as a condition from mmembed._where names them (c and f)
 _CHUNKS_AND_FILES = "SELECT c.id FROM chunks AS c JOIN files AS f ON f.path = c.path WHERE "
 
@@ -92,11 +103,11 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 # Version 2: user metadata per file, and the keyword index. chunks.text_rowid names the chunk's
 # row in chunk_text (an explicit key: VACUUM may renumber implicit rowids).
-_SCHEMA_2 = """
-ALTER TABLE files ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+_SCHEMA_2 = f"""
+ALTER TABLE files ADD COLUMN metadata TEXT NOT NULL DEFAULT '{{}}';
 ALTER TABLE chunks ADD COLUMN text_rowid INTEGER;
 CREATE VIRTUAL TABLE chunk_text USING fts5(
-    chunk_id UNINDEXED, name, body, tokenize = 'porter unicode61 remove_diacritics 2'
+    chunk_id UNINDEXED, name, body, tokenize = '{TOKENIZE}'
 );
 """
 
@@ -416,35 +427,74 @@ class Catalog:
 
     # -- the keyword index -------------------------------------------------------------------
 
-    def keyword_hits(
-        self,
-        match: str,
-        k: int,
-        *,
-        within: tuple[str, Sequence[Any]] | None = None,
-        name_weight: float = NAME_WEIGHT,
-    ) -> list[tuple[str, float]]:
-        """The ``k`` best chunks for an FTS5 ``match`` expression: (chunk id, BM25 score).
+    def keyword_slots(self) -> list[tuple[int, str]]:
+        """(rowid, chunk id) of every row of the keyword index."""
+        return [(int(r[0]), str(r[1])) for r in self._q("SELECT rowid, chunk_id FROM chunk_text")]
 
-        Scores are FTS5's BM25 with the sign turned (higher is better), the file name and
-        title weighted ``name_weight`` against the body. ``within`` is a SQL condition on ``c``
-        (chunks) and ``f`` (files) with its parameters, as :mod:`mmembed._where` builds.
-        """
-        sql = (
-            "SELECT t.chunk_id, bm25(chunk_text, 0.0, ?, 1.0) AS score "
-            "FROM chunk_text AS t WHERE chunk_text MATCH ?"
+    def keyword_rows(self, chunk_ids: Sequence[str]) -> list[tuple[int, str]]:
+        """(keyword-index rowid, chunk id) of those of ``chunk_ids`` the catalog holds."""
+        rows = self._q(
+            "SELECT text_rowid, id FROM chunks WHERE text_rowid IS NOT NULL AND id IN "
+            "(SELECT value FROM json_each(?))",
+            (json.dumps(list(chunk_ids)),),
         )
-        params: list[Any] = [float(name_weight), match]
-        if within is not None:
-            sql += " AND t.chunk_id IN (" + _CHUNKS_AND_FILES + within[0] + ")"
-            params += within[1]
-        sql += " ORDER BY score LIMIT ?"
-        params.append(int(k))
-        try:
-            rows = self._db.execute(sql, [_storable(p) for p in params]).fetchall()
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"index catalog {self.path}: keyword search failed: {exc}") from exc
-        return [(str(r[0]), -float(r[1])) for r in rows]
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def keyword_postings(self, rowids: Sequence[int] | None = None) -> tuple[list[str], str, str]:
+        """The keyword index's tokens as FTS5 made them: (terms, how many times each occurs,
+        where: one code per occurrence, ``rowid * 2 + 1`` in a name, ``rowid * 2`` in a body),
+        the counts and codes as space-separated integers, term by term in the order of
+        ``terms``. Of every row, or of the rows ``rowids`` (tokenized again, the same way)."""
+        if rowids is None:
+            self._q(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.mm_chunk_vocab "
+                "USING fts5vocab(main, chunk_text, 'instance')"
+            )
+            sql = _POSTINGS.replace("VOCAB", "temp.mm_chunk_vocab")
+        else:
+            self._scratch()
+            self._q(
+                "INSERT INTO temp.mm_scratch(rowid, name, body) SELECT rowid, name, body "
+                "FROM main.chunk_text WHERE rowid IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(rowids)),),
+            )
+            sql = _POSTINGS.replace("VOCAB", "temp.mm_scratch_vocab")
+        rows = self._q(sql).fetchall()
+        return (
+            [str(r[0]) for r in rows],
+            " ".join(str(r[1]) for r in rows),
+            " ".join(str(r[2]) for r in rows),
+        )
+
+    def stems(self, words: Sequence[str]) -> list[list[str]]:
+        """The terms each of ``words`` becomes in the keyword index (FTS5's tokenizer)."""
+        self._scratch()
+        self._db.executemany(
+            "INSERT INTO temp.mm_scratch(rowid, body) VALUES (?, ?)", list(enumerate(words, 1))
+        )
+        found: list[list[str]] = [[] for _ in words]
+        rows = self._q("SELECT doc, term FROM temp.mm_scratch_vocab ORDER BY doc, offset")
+        for doc, term in rows:
+            found[int(doc) - 1].append(str(term))
+        return found
+
+    def _scratch(self) -> None:
+        """Empty this connection's own FTS5 table ``temp.mm_scratch`` (made on first use), which
+        tokenizes as the keyword index does; ``temp.mm_scratch_vocab`` is its vocabulary."""
+        self._q(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.mm_scratch USING "
+            f"fts5(name, body, tokenize = '{TOKENIZE}')"
+        )
+        self._q(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.mm_scratch_vocab "
+            "USING fts5vocab(temp, mm_scratch, 'instance')"
+        )
+        self._q("DELETE FROM temp.mm_scratch")
+
+    def keyword_rowids_where(self, within: tuple[str, Sequence[Any]]) -> list[int]:
+        """The keyword-index rowids of the chunks that meet a condition on ``c`` and ``f``."""
+        sql = _CHUNKS_AND_FILES.replace("SELECT c.id", "SELECT c.text_rowid") + within[0]
+        return [int(r[0]) for r in self._q(sql, within[1]) if r[0] is not None]
 
     def has_text(self) -> bool:
         """Whether some chunk has text in the keyword index (beyond its file's name)."""
@@ -525,7 +575,12 @@ class Catalog:
         return _decoded(int, self.get_meta("compacted_seq") or 0)
 
     def compact(self, upto: int) -> None:
-        """Drop change-log entries a saved store snapshot already holds."""
+        """Drop change-log entries a saved store snapshot already holds, but the newest
+        :data:`LOG_KEPT`: a reader holding an older state (the keyword ranking of a long-lived
+        process) catches up from those instead of reading everything again."""
+        upto -= LOG_KEPT
+        if upto <= self.oldest_logged_seq():
+            return
         with self._transaction():
             self._q("DELETE FROM changes WHERE seq <= ?", (upto,))
             current = _decoded(int, self.get_meta("compacted_seq") or 0)

@@ -17,7 +17,7 @@ from mmembed._search import (
     choose_mode,
     fuse,
     is_text,
-    keyword_match,
+    keyword_words,
     merge_nested,
     query_text,
     results_of,
@@ -65,25 +65,22 @@ def search_index(
     depth = max(CANDIDATES, wanted)
     vector_hits: list[tuple[str, float]] = []
     keyword_hits: list[tuple[str, float]] = []
-    match = keyword_match(query_text(query)) if chosen != "vector" else None
+    words = keyword_words(query_text(query)) if chosen != "vector" else []
     within = filt.sql if filt is not None else None
     vector: NDArray[np.float32] | None = None
-    pending = None
+    # the keyword side runs while the query is embedded and the vectors searched
+    pending = keywords.submit(words, depth, within) if words else None
     if chosen != "keyword":
-        # the keyword side runs while the query is embedded and the vectors searched
-        pending = keywords.submit(match, depth, within) if match is not None else None
         task = Task.QUERY if text else Task.DOCUMENT
         vector = embedder().embed([query], task=task)[0]
     # the store is brought to one committed state of the catalog, and the hits are read
     # from that same state: a writer committing meanwhile is seen by the next search, never
     # half by this one (hits it removed or replaced are not dropped from these results)
     with catalog.reading():
-        if vector is None and match is not None:
-            keyword_hits = catalog.keyword_hits(match, depth, within=within)
         if vector is not None:
             catch_up()
             vector_hits = vector_candidates(store(), catalog, vector, depth, filt)
-            keyword_hits = pending.result() if pending is not None else []
+        keyword_hits = pending.result() if pending is not None else []
         if chosen == "hybrid":
             candidates = fuse(vector_hits, keyword_hits)
         else:

@@ -1,7 +1,8 @@
 """How :meth:`Index.search` ranks: by vector, by keyword, or both fused; one result per chunk.
 
 - **vector**: cosine similarity between the query's vector and the chunks' (the store).
-- **keyword**: BM25 over the chunks' text, file names and titles (the catalog's FTS5 table).
+- **keyword**: BM25 over the chunks' text, file names and titles (the catalog's FTS5 table,
+  scored in memory by :class:`~mmembed._keywords.KeywordIndex`).
 - **hybrid**: both rankings, fused by a weighted sum of their scores scaled to 0..1 (:func:`fuse`).
   The weight was chosen by measurement (``benchmarks/search.py``; the numbers are in
   ``docs/search.md``).
@@ -23,6 +24,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from mmembed._catalog import Catalog
+from mmembed._keywords import KeywordIndex
 from mmembed._threads import worker_pool
 from mmembed._walk import display_path
 from mmembed._where import Filter
@@ -38,7 +40,7 @@ __all__ = [
     "SearchMode",
     "choose_mode",
     "fuse",
-    "keyword_match",
+    "keyword_words",
     "merge_nested",
     "vector_candidates",
 ]
@@ -147,16 +149,12 @@ def choose_mode(mode: str | None, *, text_query: bool, has_text: Callable[[], bo
     return mode  # type: ignore[return-value]
 
 
-def keyword_match(text: str) -> str | None:
-    """An FTS5 query for ``text``: any of its words, common English words left out.
-
-    ``None`` when the text has no word at all (only punctuation).
-    """
+def keyword_words(text: str) -> list[str]:
+    """The words of ``text`` a keyword search looks for (any of them), common English words
+    left out; none when the text has no word at all (only punctuation)."""
     words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
-    if not words:
-        return None
     telling = [w for w in words if w not in _STOPWORDS] or words
-    return " OR ".join(f'"{w}"' for w in telling[:_MAX_TERMS])
+    return telling[:_MAX_TERMS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +176,7 @@ def fuse(
     each scaled to 0..1 over its own candidates (see :data:`VECTOR_WEIGHT`)."""
     fused: dict[str, float] = {}
     signals: dict[str, list[Signal]] = {}
+    best: dict[str, int] = {}  # the best rank some ranking gave each chunk
     for name, ranking, weight in (
         ("vector", vector, vector_weight),
         ("keyword", keyword, 1.0 - vector_weight),
@@ -190,8 +189,9 @@ def fuse(
             scaled = (score - bottom) / spread if spread > 0 else 1.0
             fused[chunk_id] = fused.get(chunk_id, 0.0) + weight * scaled
             signals.setdefault(chunk_id, []).append(Signal(name=name, rank=rank, score=score))
+            best[chunk_id] = min(best.get(chunk_id, rank), rank)
     # ties (say, the last of both lists) go to the chunk some ranking put higher
-    order = sorted(fused, key=lambda i: (-fused[i], min(s.rank for s in signals[i])))
+    order = sorted(fused, key=lambda i: (-fused[i], best[i]))
     return [Candidate(i, fused[i], tuple(signals[i])) for i in order]
 
 
@@ -206,32 +206,35 @@ def single(ranking: Sequence[tuple[str, float]], name: str) -> list[Candidate]:
 class KeywordReader:
     """Keyword queries on a catalog connection and a thread of their own, so that a hybrid
     search runs its keyword side while the query is embedded and the vectors are searched
-    (SQLite, the model and BLAS all let go of the GIL while they work)."""
+    (SQLite, the model and BLAS all let go of the GIL while they work). The postings stay in
+    memory between searches (:class:`~mmembed._keywords.KeywordIndex`)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._pool: ThreadPoolExecutor | None = None
         self._catalog: Catalog | None = None
+        self._index: KeywordIndex | None = None
 
     def submit(
-        self, match: str, k: int, within: tuple[str, list[Any]] | None
+        self, words: Sequence[str], k: int, within: tuple[str, list[Any]] | None
     ) -> Future[list[tuple[str, float]]]:
         """Start a keyword query; its future gives (chunk id, BM25 score), best first."""
         if self._pool is None:
             self._pool = worker_pool(1, "mmembed-keywords")
-        return self._pool.submit(self._hits, match, k, within)
+        return self._pool.submit(self._hits, words, k, within)
 
     def _hits(
-        self, match: str, k: int, within: tuple[str, list[Any]] | None
+        self, words: Sequence[str], k: int, within: tuple[str, list[Any]] | None
     ) -> list[tuple[str, float]]:
-        if self._catalog is None:  # made in the worker thread, the only one that uses it
+        if self._index is None:  # made in the worker thread, the only one that uses it
             self._catalog = Catalog(self._path)
-        return self._catalog.keyword_hits(match, k, within=within)
+            self._index = KeywordIndex(self._catalog)
+        return self._index.hits(words, k, within)
 
     def close(self) -> None:
         if self._pool is None:
             return
-        catalog, self._catalog = self._catalog, None
+        catalog, self._catalog, self._index = self._catalog, None, None
         if catalog is not None:
             self._pool.submit(catalog.close).result()
         self._pool.shutdown()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mmembed import Image, Modality, PageSpan, TextSpan, TimeSpan
-from mmembed._search import choose_mode, fuse, keyword_match, merge_nested
+from mmembed._search import choose_mode, fuse, keyword_words, merge_nested
 from mmembed.cli import ExitCode, main
 from mmembed.errors import ConfigurationError
 from mmembed.index import Index
@@ -95,9 +95,9 @@ def test_an_index_without_text_searches_by_vector(tmp_path: Path, notes: Path) -
 
 
 def test_keyword_queries_drop_common_words_and_punctuation() -> None:
-    assert keyword_match("What is the walrus operator := ?") == '"walrus" OR "operator"'
-    assert keyword_match("what is it") == '"what" OR "is" OR "it"'  # nothing else to go on
-    assert keyword_match(":= ??") is None
+    assert keyword_words("What is the walrus operator := ?") == ["walrus", "operator"]
+    assert keyword_words("what is it") == ["what", "is", "it"]  # nothing else to go on
+    assert keyword_words(":= ??") == []
 
 
 def test_fusion_adds_scaled_scores_and_keeps_each_rank() -> None:
