@@ -21,6 +21,7 @@ Run from the repository root::
 
     python benchmarks/search.py            # quality and latency (a few minutes)
     python benchmarks/search.py --tune     # the dev-set grid the fusion weights come from
+    python benchmarks/search.py --part latency   # one part only (quality or latency)
     python benchmarks/search.py --quick    # a small smoke run (seconds): FakeEmbedder, 2,000 chunks
 """
 
@@ -43,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmembed import _search
+from mmembed._keywords import KeywordIndex
 from mmembed.content import Task, Text
 from mmembed.index import Index
 from mmembed.protocols import Chunk, TextSpan
@@ -104,10 +106,10 @@ class Runs:
         vectors = index._embed_with.embed(queries, task=Task.QUERY)
         self.vector: list[Ranking] = []
         self.keyword: list[Ranking] = []
+        keywords = KeywordIndex(catalog)
         for query, vector in zip(queries, vectors, strict=True):
             self.vector.append(_search.vector_candidates(index.store, catalog, vector, depth, None))
-            match = _search.keyword_match(query)
-            self.keyword.append(catalog.keyword_hits(match, depth) if match else [])
+            self.keyword.append(keywords.hits(_search.keyword_words(query), depth))
         ids = {i for r in self.vector + self.keyword for i, _ in r}
         self.docs = {i: Path(rec.path).stem for i, rec in catalog.chunks(sorted(ids)).items()}
 
@@ -351,14 +353,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--tune", action="store_true", help="print the dev-set grid")
+    parser.add_argument(
+        "--part", choices=("quality", "latency"), help="run only this part (both by default)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mmembed-search-") as tmp:
         root = Path(tmp)
         if args.tune:
             tune(root)
             return
-        quality(root, args.quick)
-        latency(root, args.quick)
+        if args.part != "latency":
+            quality(root, args.quick)
+        if args.part != "quality":
+            latency(root, args.quick)
 
 
 if __name__ == "__main__":
