@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from mmembed._catalog import ChunkRecord
 from mmembed._checks import check_rows
 from mmembed._ingest_read import reason
-from mmembed._threads import worker_pool
+from mmembed._threads import wait_first, worker_pool
 from mmembed.content import Content, Embeddable, Modality, Task, Text
 from mmembed.errors import (
     AuthenticationError,
@@ -139,7 +139,7 @@ class Rounds:
         """
         if block and self.in_flight:
             started = time.perf_counter()
-            wait(list(self.in_flight), return_when=FIRST_COMPLETED)
+            wait_first(self.in_flight)
             self.wait_seconds += time.perf_counter() - started
         for future in [f for f in self.in_flight if f.done()]:
             sent = self.in_flight.pop(future)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, as_completed
+from concurrent.futures import Future
 from typing import TypeVar
 
-from mmembed._threads import worker_pool
+from mmembed._threads import as_completed, worker_pool
 from mmembed.embedders.gemini._retry import Cancelled, Steps, run_async, run_sync
 
 __all__ = ["send_all", "send_all_async"]
