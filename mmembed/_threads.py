@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["as_completed", "run_caught_signals", "wait_first", "worker_pool"]
+__all__ = ["as_completed", "wait_first", "worker_pool"]
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ def _sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def run_caught_signals() -> None:
+def _run_caught_signals() -> None:
     """On the main thread, run the handlers of signals that another thread caught (changing
     the signal mask makes CPython check for them; the mask is left as it was)."""
     if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
@@ -77,7 +77,7 @@ def wait_first(futures: Iterable[Future[T]]) -> set[Future[T]]:
         done, _ = wait(pending, timeout=_SLICE_SECONDS, return_when=FIRST_COMPLETED)
         if done or not pending:
             return done
-        run_caught_signals()
+        _run_caught_signals()
 
 
 def as_completed(futures: Iterable[Future[T]]) -> Iterator[Future[T]]:
