@@ -1,4 +1,5 @@
-"""Shared test setup: no real network, a Hypothesis profile, and small helpers."""
+"""Shared test setup: no real network, a Hypothesis profile, a fake Gemini server, and small
+helpers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from mmembed.testing import FakeGeminiServer
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -85,3 +88,12 @@ def _no_ambient_credentials(
         "GOOGLE_APPLICATION_CREDENTIALS",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGeminiServer]:
+    """A fake Gemini server that the environment (``GEMINI_API_KEY``, the base URL) points at."""
+    with FakeGeminiServer() as fake:
+        for key, value in fake.env().items():
+            monkeypatch.setenv(key, value)
+        yield fake

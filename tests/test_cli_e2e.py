@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ NOTES = {
     "photosynthesis.md": "Photosynthesis in the chloroplast captures light to build sugar.",
     "logistics.txt": "The midterm exam is on Friday in the main lecture hall.",
 }
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGeminiServer]:
-    with FakeGeminiServer() as fake:
-        for key, value in fake.env().items():
-            monkeypatch.setenv(key, value)
-        yield fake
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from mmembed.testing.media import make_pdf
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [f"Slide {i}\nThis slide covers topic number {i} of the course." for i in range(1, 15)]
 PAGES[11] = "Slide 12\nThe citric acid cycle diagram, with every enzyme named."
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGeminiServer]:
-    with FakeGeminiServer() as fake:
-        for key, value in fake.env().items():
-            monkeypatch.setenv(key, value)
-        yield fake
 
 
 def spans(chunker: PdfChunker, data: bytes) -> list[tuple[int, int]]:

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +28,6 @@ from mmembed.index import IndexProgress
 from mmembed.testing import FakeGeminiServer
 
 DAILY = "GenerateRequestsPerDayPerProjectPerModel"
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGeminiServer]:
-    with FakeGeminiServer() as fake:
-        for key, value in fake.env().items():
-            monkeypatch.setenv(key, value)
-        yield fake
 
 
 def notes(folder: Path, n: int) -> list[Path]:
